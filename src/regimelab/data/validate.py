@@ -1,0 +1,267 @@
+"""Validate and clean raw bars; report what was dropped and where the gaps are."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from regimelab.data.readers import PRICE_COLUMNS, expand_paths, read_raw
+from regimelab.exceptions import InputDataError
+from regimelab.io import sha256_file
+from regimelab.params import format_timeframe, parse_timeframe
+
+log = logging.getLogger(__name__)
+
+BARS_COLUMNS = ("timestamp", "symbol", "open", "high", "low", "close", "volume")
+KEY = ["symbol", "timestamp"]
+
+# Each dropped row is counted once, under the first reason it meets, in this order.
+DROP_REASONS = (
+    "bad_timestamp",
+    "missing_or_non_numeric",
+    "infinite",
+    "non_positive_price",
+    "high_below_low",
+    "open_close_outside_range",
+    "negative_volume",
+)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What :func:`ingest` returns: the clean bars, the report and the gap table."""
+
+    bars: pd.DataFrame
+    report: dict[str, Any]
+    gaps: pd.DataFrame
+
+
+def _invalid_reason(df: pd.DataFrame) -> np.ndarray:
+    """Per row, the index into DROP_REASONS of its first problem, or -1 for a valid row."""
+    values = df[["open", "high", "low", "close", "volume"]].to_numpy(dtype="float64")
+    prices = values[:, :4]
+    o, h, lo, c, v = values.T
+    with np.errstate(invalid="ignore"):
+        checks = [
+            df["timestamp"].isna().to_numpy(),
+            np.isnan(values).any(axis=1),
+            np.isinf(values).any(axis=1),
+            (prices <= 0).any(axis=1),
+            h < lo,
+            (o < lo) | (o > h) | (c < lo) | (c > h),
+            v < 0,
+        ]
+    reason = np.full(len(df), -1, dtype=np.int64)
+    for i in range(len(checks) - 1, -1, -1):
+        reason[checks[i]] = i
+    return reason
+
+
+def infer_freq(timestamps: pd.Series) -> pd.Timedelta:
+    """The bar interval: the most common positive step between sorted timestamps."""
+    steps = timestamps.diff().dropna()
+    steps = steps[steps > pd.Timedelta(0)]
+    if steps.empty:
+        raise InputDataError("cannot infer the bar interval from a single timestamp; "
+                             "set ingest.freq (e.g. 1h)")
+    counts = steps.value_counts()
+    # Ties go to the shorter step, so the answer does not depend on the order of counts.
+    top = counts[counts == counts.max()].index.min()
+    return pd.Timedelta(top)
+
+
+def find_gaps(bars: pd.DataFrame, freqs: dict[str, pd.Timedelta]) -> pd.DataFrame:
+    """One row per gap: symbol, last bar before, first bar after, missing bars.
+
+    Parameters
+    ----------
+    bars : pandas.DataFrame
+        Clean bars sorted by symbol then timestamp.
+    freqs : dict
+        The bar interval of each symbol.
+    """
+    rows = []
+    for symbol, group in bars.groupby("symbol", sort=True):
+        ts = group["timestamp"].reset_index(drop=True)
+        step = ts.diff()
+        freq = freqs[str(symbol)]
+        is_gap = step > freq
+        for i in np.flatnonzero(is_gap.to_numpy()):
+            missing = int(round(step.iloc[i] / freq)) - 1
+            rows.append({
+                "symbol": str(symbol),
+                "last_before": ts.iloc[i - 1],
+                "first_after": ts.iloc[i],
+                "first_missing": ts.iloc[i - 1] + freq,
+                "last_missing": ts.iloc[i] - freq,
+                "missing_bars": max(missing, 1),
+            })
+    columns = ["symbol", "last_before", "first_after", "first_missing", "last_missing",
+               "missing_bars"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _conflicts_message(df: pd.DataFrame) -> str | None:
+    dup = df.duplicated(KEY, keep=False)
+    if not dup.any():
+        return None
+    clash = df.loc[dup]
+    keys = clash.drop_duplicates(KEY)
+    shown = ", ".join(f"{t.strftime('%Y-%m-%dT%H:%M:%SZ')} ({s})"
+                      for s, t in zip(keys["symbol"].head(5), keys["timestamp"].head(5)))
+    files = ", ".join(sorted(set(clash["_file"])))
+    more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
+    return (f"{files}: {len(keys)} timestamp(s) appear more than once with different values: "
+            f"{shown}{more}")
+
+
+def validate_bars(
+    raw: pd.DataFrame,
+    *,
+    freq: str = "auto",
+    max_invalid_fraction: float = 0.01,
+    source: str = "input",
+) -> IngestResult:
+    """Clean raw bars from :func:`~regimelab.data.readers.read_raw`.
+
+    Sorts by symbol and timestamp, drops exact duplicate rows, refuses a
+    timestamp repeated with different values, drops invalid rows (counted by
+    reason, see ``DROP_REASONS``), counts zero-volume flat bars (kept) and
+    finds the gaps.
+
+    Parameters
+    ----------
+    raw : pandas.DataFrame
+        Standard columns plus ``_file`` (the file each row came from).
+    freq : str
+        The bar interval (``1h``) or ``auto`` to infer it per symbol.
+    max_invalid_fraction : float
+        Above this share of invalid rows, ingestion stops: the data is more
+        likely misread than dirty.
+    source : str
+        How to name the input in messages.
+    """
+    rows_in = len(raw)
+    df = raw.sort_values(KEY, kind="stable", na_position="last").reset_index(drop=True)
+
+    value_cols = [c for c in df.columns if c != "_file"]
+    exact_dup = df.duplicated(value_cols, keep="first") & df["timestamp"].notna()
+    df = df.loc[~exact_dup].reset_index(drop=True)
+    conflict = _conflicts_message(df.loc[df["timestamp"].notna()])
+    if conflict is not None:
+        raise InputDataError(conflict)
+
+    reason = _invalid_reason(df)
+    dropped = {name: int((reason == i).sum()) for i, name in enumerate(DROP_REASONS)}
+    invalid = int((reason >= 0).sum())
+    clean = df.loc[reason < 0].drop(columns="_file").reset_index(drop=True)
+    if clean.empty:
+        detail = ", ".join(f"{k} {v}" for k, v in dropped.items() if v)
+        raise InputDataError(f"{source}: all {rows_in} rows are invalid ({detail})")
+    invalid_fraction = invalid / rows_in
+    if invalid_fraction > max_invalid_fraction:
+        detail = ", ".join(f"{k} {v}" for k, v in dropped.items() if v)
+        raise InputDataError(
+            f"{source}: {invalid_fraction:.2%} of rows are invalid ({detail}), above "
+            f"ingest.max_invalid_fraction = {max_invalid_fraction}; check the columns were read "
+            "right, or raise the limit"
+        )
+
+    if "regime" in clean.columns:
+        if clean["regime"].isna().any():
+            raise InputDataError(f"{source}: column 'regime' has missing values")
+        clean["regime"] = clean["regime"].astype("int64")
+    clean["symbol"] = clean["symbol"].astype(str)
+    flat_zero = (
+        (clean["volume"] == 0)
+        & (clean["open"] == clean["high"])
+        & (clean["high"] == clean["low"])
+        & (clean["low"] == clean["close"])
+    )
+
+    freqs: dict[str, pd.Timedelta] = {}
+    symbols: dict[str, Any] = {}
+    for symbol, group in clean.groupby("symbol", sort=True):
+        ts = group["timestamp"]
+        f = parse_timeframe(freq, key="ingest.freq") if freq != "auto" else infer_freq(ts)
+        freqs[str(symbol)] = f
+        step = ts.diff().dropna()
+        off_grid = int(((step % f) != pd.Timedelta(0)).sum())
+        symbols[str(symbol)] = {
+            "rows": len(group),
+            "first": ts.iloc[0],
+            "last": ts.iloc[-1],
+            "freq": format_timeframe(f),
+            "irregular_steps": off_grid,
+            "zero_volume_flat_bars": int(flat_zero.loc[group.index].sum()),
+        }
+    gaps = find_gaps(clean, freqs)
+    for symbol, info in symbols.items():
+        g = gaps.loc[gaps["symbol"] == symbol]
+        info["gaps"] = int(len(g))
+        info["missing_bars"] = int(g["missing_bars"].sum())
+        if len(g):
+            big = g.loc[g["missing_bars"].idxmax()]
+            info["largest_gap_bars"] = int(big["missing_bars"])
+            info["largest_gap_start"] = big["first_missing"]
+            info["largest_gap_end"] = big["last_missing"]
+        else:
+            info["largest_gap_bars"] = 0
+
+    report: dict[str, Any] = {
+        "rows_in": rows_in,
+        "rows_out": len(clean),
+        "duplicate_rows": int(exact_dup.sum()),
+        "invalid_rows": invalid,
+        "invalid_fraction": invalid_fraction,
+        "invalid_below_1pct": invalid_fraction < 0.01,
+        "dropped": dropped,
+        "zero_volume_flat_bars": int(flat_zero.sum()),
+        "gaps": int(len(gaps)),
+        "missing_bars": int(gaps["missing_bars"].sum()) if len(gaps) else 0,
+        "symbols": symbols,
+    }
+    columns = [*BARS_COLUMNS, *(["regime"] if "regime" in clean.columns else [])]
+    log.info("%s: %d rows in, %d out (%d duplicates, %d invalid), %d gaps", source, rows_in,
+             len(clean), report["duplicate_rows"], invalid, len(gaps))
+    return IngestResult(bars=clean[columns], report=report, gaps=gaps)
+
+
+def ingest(
+    path: str,
+    *,
+    symbol: str | None = None,
+    freq: str = "auto",
+    max_invalid_fraction: float = 0.01,
+) -> IngestResult:
+    """Read the file or files that ``path`` names (a path or a glob) and clean them.
+
+    Returns
+    -------
+    IngestResult
+        ``bars`` with the bars contract (timestamp UTC, symbol, open, high,
+        low, close, volume, plus ``regime`` when the input carries one),
+        ``report`` for ``metrics/ingest.json`` and ``gaps``, one row per gap.
+    """
+    paths = expand_paths(path)
+    frames = []
+    files = []
+    for p in paths:
+        frame = read_raw(p, symbol=symbol)
+        frame["_file"] = str(p)
+        frames.append(frame)
+        files.append({"path": Path(p).as_posix(), "rows": len(frame), "sha256": sha256_file(p)})
+    has_regime = {"regime" in f.columns for f in frames}
+    if len(has_regime) > 1:
+        raise InputDataError(f"{path}: some files have a 'regime' column and some do not")
+    raw = pd.concat(frames, ignore_index=True)
+    source = str(paths[0]) if len(paths) == 1 else path
+    result = validate_bars(raw, freq=freq, max_invalid_fraction=max_invalid_fraction,
+                           source=source)
+    result.report["files"] = files
+    return result

@@ -1,0 +1,33 @@
+"""What every stage script shares: logging set-up and one-line errors.
+
+A :class:`~regimelab.exceptions.RegimelabError` (bad input or params) ends the
+stage with ``error: <message>`` on stderr and exit status 2, no traceback.
+Anything else is a bug in regimelab and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from regimelab.exceptions import RegimelabError
+
+EXIT_USER_ERROR = 2
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Log to stderr as ``LEVEL name: message``."""
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+
+
+def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> int:
+    """Call ``main(argv)``; return 0, or 2 after a one-line message for a user's mistake."""
+    setup_logging()
+    try:
+        main(argv)
+    except RegimelabError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_USER_ERROR
+    return 0

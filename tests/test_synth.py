@@ -1,0 +1,411 @@
+"""Tests for regimelab.synth: the synthetic regime market generator."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from regimelab.exceptions import ParamsError
+from regimelab.io import sha256_file
+from regimelab.synth import (
+    DEFAULT_REGIMES,
+    Regime,
+    make_market,
+    make_panel,
+    sticky_transmat,
+    write_market,
+)
+
+COLUMNS = ["timestamp", "symbol", "open", "high", "low", "close", "volume", "regime"]
+THREE = (DEFAULT_REGIMES[0], DEFAULT_REGIMES[2], DEFAULT_REGIMES[3])
+
+
+def _log_returns(df: pd.DataFrame) -> np.ndarray:
+    return np.log(df["close"].to_numpy() / df["open"].to_numpy())
+
+
+def _lag1_autocorr_same_regime(x: np.ndarray, regime: np.ndarray) -> float:
+    """Lag-1 autocorrelation of ``x`` over pairs of bars in the same regime."""
+    same = regime[1:] == regime[:-1]
+    centred = x - x.mean()
+    return float(np.sum(centred[1:][same] * centred[:-1][same]) / np.sum(centred[1:][same] ** 2))
+
+
+@pytest.fixture(scope="module")
+def long_market() -> pd.DataFrame:
+    return make_market(50_000, regimes=(DEFAULT_REGIMES[3], DEFAULT_REGIMES[0], DEFAULT_REGIMES[2]), random_state=7)
+
+
+@pytest.fixture(scope="module")
+def clustered_market() -> pd.DataFrame:
+    return make_market(50_000, vol_clustering=0.9, random_state=11)
+
+
+# --------------------------------------------------------------------------- sticky_transmat
+
+
+def test_sticky_transmat_known_values() -> None:
+    transmat = sticky_transmat(3, stickiness=0.9)
+    expected = np.array([[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.05, 0.05, 0.9]])
+    np.testing.assert_allclose(transmat, expected, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(transmat.sum(axis=1), np.ones(3), rtol=0, atol=1e-15)
+
+
+def test_sticky_transmat_single_regime_stays() -> None:
+    np.testing.assert_array_equal(sticky_transmat(1, stickiness=0.5), np.ones((1, 1)))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n_regimes": 0}, "n_regimes=0"),
+        ({"n_regimes": 2.0}, "n_regimes=2.0"),
+        ({"n_regimes": 2, "stickiness": 0.0}, "stickiness=0.0"),
+        ({"n_regimes": 2, "stickiness": 1.0}, "stickiness=1.0"),
+        ({"n_regimes": 2, "stickiness": float("nan")}, "stickiness=nan"),
+    ],
+)
+def test_sticky_transmat_rejects(kwargs: dict[str, Any], match: str) -> None:
+    n_regimes = kwargs.pop("n_regimes")
+    with pytest.raises(ParamsError, match=match):
+        sticky_transmat(n_regimes, **kwargs)
+
+
+# --------------------------------------------------------------------------- regimes
+
+
+def test_default_regimes_ordered_by_vol_and_volume() -> None:
+    assert len(DEFAULT_REGIMES) == 4
+    vols = [r.vol for r in DEFAULT_REGIMES]
+    volumes = [r.volume for r in DEFAULT_REGIMES]
+    assert vols == sorted(vols) and len(set(vols)) == 4
+    assert volumes == sorted(volumes) and len(set(volumes)) == 4
+    assert DEFAULT_REGIMES[2].drift > 0 > DEFAULT_REGIMES[3].drift
+
+
+def test_default_three_regimes_are_the_widest_spread() -> None:
+    df = make_market(20_000, random_state=3)
+    assert sorted(df["regime"].unique().tolist()) == [0, 1, 2]
+    log_ret = _log_returns(df)
+    stds = [log_ret[df["regime"].to_numpy() == k].std() for k in range(3)]
+    np.testing.assert_allclose(stds, [r.vol for r in THREE], rtol=0.1, atol=0)
+
+
+@pytest.mark.parametrize(("field", "value"), [("vol", 0.0), ("vol", -0.01), ("drift", float("inf"))])
+def test_regime_rejects_bad_fields(field: str, value: float) -> None:
+    fields = {"name": "bad", "drift": 0.0, "vol": 0.01, "volume": 5.0, field: value}
+    with pytest.raises(ParamsError, match=f"{field}="):
+        Regime(**fields)
+
+
+# --------------------------------------------------------------------------- make_market: shape and determinism
+
+
+def test_columns_dtypes_and_grid() -> None:
+    df = make_market(500, symbol="ABC", start="2021-03-04 05:00", freq="15min", random_state=1)
+    assert list(df.columns) == COLUMNS
+    assert len(df) == 500
+    assert isinstance(df["timestamp"].dtype, pd.DatetimeTZDtype)
+    assert str(df["timestamp"].dt.tz) == "UTC"
+    assert df["timestamp"].iloc[0] == pd.Timestamp("2021-03-04 05:00", tz="UTC")
+    assert (df["timestamp"].diff().iloc[1:] == pd.Timedelta(minutes=15)).all()
+    assert (df["symbol"] == "ABC").all()
+    for col in ("open", "high", "low", "close", "volume"):
+        assert df[col].dtype == np.float64
+    assert df["regime"].dtype == np.int64
+    assert df["open"].iloc[0] == 100.0
+
+
+def test_start_with_offset_is_converted_to_utc() -> None:
+    df = make_market(10, start="2020-01-01T01:00:00+01:00")
+    assert df["timestamp"].iloc[0] == pd.Timestamp("2020-01-01T00:00:00", tz="UTC")
+
+
+def test_same_seed_same_frame_and_different_seed_differs() -> None:
+    a = make_market(2_000, vol_clustering=0.5, n_gaps=3, random_state=42)
+    b = make_market(2_000, vol_clustering=0.5, n_gaps=3, random_state=42)
+    c = make_market(2_000, vol_clustering=0.5, n_gaps=3, random_state=43)
+    pd.testing.assert_frame_equal(a, b)
+    assert not np.array_equal(a["close"].to_numpy()[:100], c["close"].to_numpy()[:100])
+
+
+def test_uses_no_global_rng() -> None:
+    np.random.seed(0)
+    a = make_market(300, random_state=5)
+    np.random.seed(1)
+    b = make_market(300, random_state=5)
+    pd.testing.assert_frame_equal(a, b)
+
+
+@pytest.mark.parametrize("vol_clustering", [0.0, 0.95])
+def test_ohlc_consistency(vol_clustering: float) -> None:
+    df = make_market(20_000, n_regimes=4, vol_clustering=vol_clustering, n_gaps=10, substeps=3, random_state=2)
+    o, h, lo, c, v = (df[col].to_numpy() for col in ("open", "high", "low", "close", "volume"))
+    assert (lo > 0).all()
+    assert (h >= np.maximum(o, c)).all()
+    assert (lo <= np.minimum(o, c)).all()
+    assert (h > lo).all()
+    assert (v > 0).all() and np.isfinite(v).all()
+
+
+def test_open_equals_previous_close_without_gaps() -> None:
+    df = make_market(5_000, vol_clustering=0.8, random_state=4)
+    np.testing.assert_array_equal(df["open"].to_numpy()[1:], df["close"].to_numpy()[:-1])
+
+
+def test_vol_clustering_leaves_regime_path_and_shocks_alone() -> None:
+    iid = make_market(3_000, random_state=8)
+    clustered = make_market(3_000, vol_clustering=0.9, random_state=8)
+    np.testing.assert_array_equal(iid["regime"].to_numpy(), clustered["regime"].to_numpy())
+    # Same shocks, different scale: returns have the same signs.
+    assert (np.sign(_log_returns(iid)) == np.sign(_log_returns(clustered))).all()
+    assert not np.array_equal(iid["close"].to_numpy(), clustered["close"].to_numpy())
+
+
+# --------------------------------------------------------------------------- make_market: known answers
+
+
+def test_per_regime_moments_match_regimes(long_market: pd.DataFrame) -> None:
+    regimes = (DEFAULT_REGIMES[3], DEFAULT_REGIMES[0], DEFAULT_REGIMES[2])  # labels follow this order
+    log_ret = _log_returns(long_market)
+    label = long_market["regime"].to_numpy()
+    log_vol = np.log(long_market["volume"].to_numpy())
+    for k, regime in enumerate(regimes):
+        r = log_ret[label == k]
+        assert r.size > 5_000
+        np.testing.assert_allclose(r.std(), regime.vol, rtol=0.1, atol=0)
+        np.testing.assert_allclose(r.mean(), regime.drift, rtol=0, atol=5 * regime.vol / np.sqrt(r.size))
+        np.testing.assert_allclose(log_vol[label == k].mean(), regime.volume, rtol=0, atol=0.02)
+
+
+def test_parkinson_vol_matches_regime_vol(long_market: pd.DataFrame) -> None:
+    regimes = (DEFAULT_REGIMES[3], DEFAULT_REGIMES[0], DEFAULT_REGIMES[2])
+    hl = np.log(long_market["high"].to_numpy() / long_market["low"].to_numpy())
+    label = long_market["regime"].to_numpy()
+    for k, regime in enumerate(regimes):
+        parkinson = np.sqrt(np.mean(hl[label == k] ** 2) / (4 * np.log(2)))
+        np.testing.assert_allclose(parkinson, regime.vol, rtol=0.05, atol=0)
+
+
+def test_volume_rises_with_absolute_move(long_market: pd.DataFrame) -> None:
+    label = long_market["regime"].to_numpy()
+    in_calm = label == 1
+    abs_ret = np.abs(_log_returns(long_market))[in_calm]
+    log_vol = np.log(long_market["volume"].to_numpy())[in_calm]
+    assert np.corrcoef(abs_ret, log_vol)[0, 1] > 0.3
+
+
+def test_empirical_transmat_matches_sticky(long_market: pd.DataFrame) -> None:
+    label = long_market["regime"].to_numpy()
+    counts = np.zeros((3, 3))
+    np.add.at(counts, (label[:-1], label[1:]), 1)
+    empirical = counts / counts.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(empirical, sticky_transmat(3, stickiness=0.99), rtol=0, atol=0.003)
+
+
+def test_empirical_transmat_follows_rows_of_asymmetric_matrix() -> None:
+    # A cycle 0 -> 1 -> 2 -> 0: reading the matrix by columns would reverse it.
+    transmat = np.array([[0.95, 0.05, 0.0], [0.0, 0.9, 0.1], [0.2, 0.0, 0.8]])
+    label = make_market(30_000, transmat=transmat, random_state=9)["regime"].to_numpy()
+    counts = np.zeros((3, 3))
+    np.add.at(counts, (label[:-1], label[1:]), 1)
+    empirical = counts / counts.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(empirical, transmat, rtol=0, atol=0.01)
+    assert counts[0, 2] == 0 and counts[1, 0] == 0 and counts[2, 1] == 0
+
+
+def test_start_state_and_occupancy_follow_stationary_distribution() -> None:
+    transmat = np.array([[0.99, 0.01], [0.09, 0.91]])  # stationary (0.9, 0.1)
+    first = [make_market(2, transmat=transmat, random_state=s)["regime"].iloc[0] for s in range(400)]
+    np.testing.assert_allclose(np.mean(np.asarray(first) == 0), 0.9, rtol=0, atol=0.05)
+    label = make_market(40_000, transmat=transmat, random_state=1)["regime"].to_numpy()
+    np.testing.assert_allclose(np.mean(label == 0), 0.9, rtol=0, atol=0.03)
+
+
+def test_absorbing_regime_is_never_left() -> None:
+    transmat = np.array([[0.9, 0.1], [0.0, 1.0]])
+    label = make_market(2_000, transmat=transmat, random_state=0)["regime"].to_numpy()
+    first_one = np.argmax(label == 1)
+    assert label[-1] == 1 and (label[first_one:] == 1).all()
+
+
+def test_vol_clustering_gives_autocorrelated_squared_returns(
+    long_market: pd.DataFrame, clustered_market: pd.DataFrame
+) -> None:
+    def standardised_sq(df: pd.DataFrame, regimes: tuple[Regime, ...]) -> tuple[np.ndarray, np.ndarray]:
+        label = df["regime"].to_numpy()
+        drift = np.array([r.drift for r in regimes])[label]
+        vol = np.array([r.vol for r in regimes])[label]
+        return ((_log_returns(df) - drift) / vol) ** 2, label
+
+    sq_iid, label_iid = standardised_sq(long_market, (DEFAULT_REGIMES[3], DEFAULT_REGIMES[0], DEFAULT_REGIMES[2]))
+    sq_clu, label_clu = standardised_sq(clustered_market, THREE)
+    # GARCH(1,1) with alpha=0.09, beta=0.81 has lag-1 ACF of squares ~0.12.
+    assert _lag1_autocorr_same_regime(sq_clu, label_clu) > 0.07
+    assert abs(_lag1_autocorr_same_regime(sq_iid, label_iid)) < 0.02
+    # The unconditional variance is still vol**2 in every regime.
+    for k in range(3):
+        np.testing.assert_allclose(np.sqrt(sq_clu[label_clu == k].mean()), 1.0, rtol=0.1, atol=0)
+
+
+# --------------------------------------------------------------------------- gaps
+
+
+def test_gaps_remove_bars_and_keep_alignment() -> None:
+    n_bars, n_gaps, max_gap = 5_000, 7, 12
+    full = make_market(n_bars, vol_clustering=0.5, random_state=21)
+    gapped = make_market(n_bars, vol_clustering=0.5, n_gaps=n_gaps, max_gap_bars=max_gap, random_state=21)
+    step = pd.Timedelta(hours=1)
+    ts = gapped["timestamp"]
+    assert ts.iloc[0] == full["timestamp"].iloc[0]
+    assert ts.iloc[-1] == full["timestamp"].iloc[-1]
+    jumps = ts.diff().iloc[1:]
+    gap_jumps = jumps[jumps != step]
+    assert len(gap_jumps) == n_gaps
+    assert (gap_jumps > step).all() and (gap_jumps <= (max_gap + 1) * step).all()
+    missing = int(((gap_jumps / step) - 1).sum())
+    assert len(gapped) == n_bars - missing
+    # The gapped frame is the full one minus rows: regime and prices still line up.
+    kept = full[full["timestamp"].isin(ts)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(gapped, kept)
+    # Across a gap the price has moved on.
+    after_gap = np.flatnonzero(jumps.to_numpy() != step) + 1
+    assert (gapped["open"].to_numpy()[after_gap] != gapped["close"].to_numpy()[after_gap - 1]).all()
+
+
+def test_single_bar_gaps() -> None:
+    df = make_market(1_000, n_gaps=20, max_gap_bars=1, random_state=3)
+    jumps = df["timestamp"].diff().iloc[1:]
+    assert len(df) == 980
+    assert (jumps[jumps != pd.Timedelta(hours=1)] == pd.Timedelta(hours=2)).sum() == 20
+
+
+# --------------------------------------------------------------------------- make_panel
+
+
+def test_make_panel_symbols_sorted_and_deterministic() -> None:
+    panel = make_panel(5, 400, random_state=3, n_regimes=2, vol_clustering=0.3)
+    assert panel["symbol"].unique().tolist() == ["SYN00", "SYN01", "SYN02", "SYN03", "SYN04"]
+    assert isinstance(panel.index, pd.RangeIndex) and len(panel) == 5 * 400
+    pd.testing.assert_frame_equal(panel, panel.sort_values(["symbol", "timestamp"]).reset_index(drop=True))
+    assert panel["regime"].max() <= 1
+    pd.testing.assert_frame_equal(panel, make_panel(5, 400, random_state=3, n_regimes=2, vol_clustering=0.3))
+    children = np.random.SeedSequence(3).spawn(5)
+    for i, child in enumerate(children):
+        block = panel[panel["symbol"] == f"SYN{i:02d}"].reset_index(drop=True)
+        expected = make_market(400, n_regimes=2, vol_clustering=0.3, symbol=f"SYN{i:02d}", random_state=child)
+        pd.testing.assert_frame_equal(block, expected)
+    closes = [panel.loc[panel["symbol"] == s, "close"].to_numpy() for s in ("SYN00", "SYN01")]
+    assert not np.array_equal(closes[0], closes[1])
+
+
+def test_make_panel_pads_names_to_sort() -> None:
+    panel = make_panel(101, 2, random_state=0)
+    symbols = panel["symbol"].unique().tolist()
+    assert symbols[0] == "SYN000" and symbols[-1] == "SYN100" and symbols == sorted(symbols)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"n_symbols": 0}, "n_symbols=0"), ({"n_symbols": 2, "symbol": "X"}, "symbol='X'")],
+)
+def test_make_panel_rejects(kwargs: dict[str, Any], match: str) -> None:
+    n_symbols = kwargs.pop("n_symbols")
+    with pytest.raises(ParamsError, match=match):
+        make_panel(n_symbols, 10, **kwargs)
+
+
+# --------------------------------------------------------------------------- write_market
+
+
+@pytest.mark.parametrize("name", ["bars.csv", "bars.csv.gz"])
+def test_write_market_round_trip_and_reproducible(tmp_path: Path, name: str) -> None:
+    df = make_panel(2, 300, random_state=5, n_gaps=2, vol_clustering=0.5)
+    first, second = tmp_path / "a" / name, tmp_path / "b" / name
+    write_market(df, first)
+    write_market(df, second)
+    assert sha256_file(first) == sha256_file(second)
+
+    opener = gzip.open if name.endswith(".gz") else open
+    with opener(first, "rt", encoding="utf-8") as fh:
+        header, line = fh.readline().strip(), fh.readline()
+    assert header == ",".join(COLUMNS)
+    assert line.startswith("2020-01-01T00:00:00Z,SYN00,100.0,")
+
+    back = pd.read_csv(first)
+    back["timestamp"] = pd.to_datetime(back["timestamp"], utc=True, format="ISO8601")
+    pd.testing.assert_series_equal(back["timestamp"], df["timestamp"], check_dtype=False)
+    for col in ("open", "high", "low", "close", "volume"):
+        np.testing.assert_array_equal(back[col].to_numpy(), df[col].to_numpy())
+    np.testing.assert_array_equal(back["regime"].to_numpy(), df["regime"].to_numpy())
+    np.testing.assert_array_equal(back["symbol"].to_numpy(), df["symbol"].to_numpy())
+
+
+def test_write_market_keeps_sub_second_times(tmp_path: Path) -> None:
+    df = make_market(4, freq="250ms")
+    write_market(df, tmp_path / "x.csv")
+    back = pd.read_csv(tmp_path / "x.csv")
+    assert back["timestamp"].iloc[1] == "2020-01-01T00:00:00.250000Z"
+    parsed = pd.to_datetime(back["timestamp"], utc=True, format="ISO8601")
+    pd.testing.assert_series_equal(parsed, df["timestamp"], check_dtype=False)
+
+
+def test_write_market_does_not_modify_frame(tmp_path: Path) -> None:
+    df = make_market(10)
+    before = df.copy()
+    write_market(df, tmp_path / "x.csv")
+    pd.testing.assert_frame_equal(df, before)
+
+
+def test_write_market_rejects_naive_timestamps(tmp_path: Path) -> None:
+    df = make_market(10)
+    df["timestamp"] = df["timestamp"].dt.tz_localize(None)
+    with pytest.raises(ParamsError, match="timestamp"):
+        write_market(df, tmp_path / "x.csv")
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n_bars": 1}, "n_bars=1"),
+        ({"n_bars": True}, "n_bars=True"),
+        ({"n_regimes": 5}, "n_regimes=5"),
+        ({"n_regimes": 0}, "n_regimes=0"),
+        ({"n_regimes": 3, "regimes": DEFAULT_REGIMES[:2]}, "n_regimes=3"),
+        ({"regimes": ()}, "regimes="),
+        ({"transmat": np.eye(2)}, r"transmat has shape \(2, 2\)"),
+        ({"transmat": np.full((3, 3), 0.3)}, "transmat row sums"),
+        ({"transmat": np.array([[1.5, -0.5, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])}, "transmat=.*non-negative"),
+        ({"n_regimes": 2, "transmat": np.eye(3)}, r"transmat has shape \(3, 3\)"),
+        ({"stickiness": 1.0}, "stickiness=1.0"),
+        ({"vol_clustering": 1.0}, "vol_clustering=1.0"),
+        ({"vol_clustering": -0.1}, "vol_clustering=-0.1"),
+        ({"n_gaps": -1}, "n_gaps=-1"),
+        ({"n_gaps": 30, "max_gap_bars": 12}, "n_gaps=30"),
+        ({"max_gap_bars": 0}, "max_gap_bars=0"),
+        ({"substeps": 0}, "substeps=0"),
+        ({"start_price": 0.0}, "start_price=0.0"),
+        ({"start_price": float("nan")}, "start_price=nan"),
+        ({"freq": "1H"}, "freq='1H'"),
+        ({"start": "not a date"}, "start='not a date'"),
+        ({"symbol": ""}, "symbol=''"),
+    ],
+)
+def test_make_market_rejects(kwargs: dict[str, Any], match: str) -> None:
+    n_bars = kwargs.pop("n_bars", 1_000)
+    with pytest.raises(ParamsError, match=match):
+        make_market(n_bars, **kwargs)
+
+
+def test_transmat_rows_summing_to_one_within_tolerance_are_accepted() -> None:
+    transmat = sticky_transmat(3, stickiness=0.9) * (1 + 1e-10)
+    df = make_market(100, transmat=transmat)
+    assert len(df) == 100

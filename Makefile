@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # Stage commands in dvc.yaml call `python`: put the project's interpreter first.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install repro test test-all bench clean
+.PHONY: install repro test test-all lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ test: install
 
 test-all: install
 	python -m pytest
+
+lint: install
+	ruff check src stages tests benchmarks
 
 bench: install
 	python benchmarks/bench_data.py

@@ -29,16 +29,20 @@ def _log_returns(df: pd.DataFrame) -> np.ndarray:
     return np.log(df["close"].to_numpy() / df["open"].to_numpy())
 
 
-def _lag1_autocorr_same_regime(x: np.ndarray, regime: np.ndarray) -> float:
-    """Lag-1 autocorrelation of ``x`` over pairs of bars in the same regime."""
-    same = regime[1:] == regime[:-1]
+def _autocorr_same_regime(x: np.ndarray, regime: np.ndarray, *, lag: int = 1) -> float:
+    """Autocorrelation of ``x`` at ``lag`` over pairs of bars in the same regime."""
+    same = regime[lag:] == regime[:-lag]
     centred = x - x.mean()
-    return float(np.sum(centred[1:][same] * centred[:-1][same]) / np.sum(centred[1:][same] ** 2))
+    return float(
+        np.sum(centred[lag:][same] * centred[:-lag][same]) / np.sum(centred[lag:][same] ** 2)
+    )
 
 
 @pytest.fixture(scope="module")
 def long_market() -> pd.DataFrame:
-    return make_market(50_000, regimes=(DEFAULT_REGIMES[3], DEFAULT_REGIMES[0], DEFAULT_REGIMES[2]), random_state=7)
+    return make_market(
+        50_000, regimes=(DEFAULT_REGIMES[3], DEFAULT_REGIMES[0], DEFAULT_REGIMES[2]), random_state=7
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +50,7 @@ def clustered_market() -> pd.DataFrame:
     return make_market(50_000, vol_clustering=0.9, random_state=11)
 
 
-# --------------------------------------------------------------------------- sticky_transmat
+# sticky_transmat
 
 
 def test_sticky_transmat_known_values() -> None:
@@ -76,7 +80,7 @@ def test_sticky_transmat_rejects(kwargs: dict[str, Any], match: str) -> None:
         sticky_transmat(n_regimes, **kwargs)
 
 
-# --------------------------------------------------------------------------- regimes
+# regimes
 
 
 def test_default_regimes_ordered_by_vol_and_volume() -> None:
@@ -96,14 +100,16 @@ def test_default_three_regimes_are_the_widest_spread() -> None:
     np.testing.assert_allclose(stds, [r.vol for r in THREE], rtol=0.1, atol=0)
 
 
-@pytest.mark.parametrize(("field", "value"), [("vol", 0.0), ("vol", -0.01), ("drift", float("inf"))])
+@pytest.mark.parametrize(
+    ("field", "value"), [("vol", 0.0), ("vol", -0.01), ("drift", float("inf"))]
+)
 def test_regime_rejects_bad_fields(field: str, value: float) -> None:
     fields = {"name": "bad", "drift": 0.0, "vol": 0.01, "volume": 5.0, field: value}
     with pytest.raises(ParamsError, match=f"{field}="):
         Regime(**fields)
 
 
-# --------------------------------------------------------------------------- make_market: shape and determinism
+# make_market: shape and determinism
 
 
 def test_columns_dtypes_and_grid() -> None:
@@ -144,7 +150,9 @@ def test_uses_no_global_rng() -> None:
 
 @pytest.mark.parametrize("vol_clustering", [0.0, 0.95])
 def test_ohlc_consistency(vol_clustering: float) -> None:
-    df = make_market(20_000, n_regimes=4, vol_clustering=vol_clustering, n_gaps=10, substeps=3, random_state=2)
+    df = make_market(
+        20_000, n_regimes=4, vol_clustering=vol_clustering, n_gaps=10, substeps=3, random_state=2
+    )
     o, h, lo, c, v = (df[col].to_numpy() for col in ("open", "high", "low", "close", "volume"))
     assert (lo > 0).all()
     assert (h >= np.maximum(o, c)).all()
@@ -162,16 +170,21 @@ def test_vol_clustering_leaves_regime_path_and_shocks_alone() -> None:
     iid = make_market(3_000, random_state=8)
     clustered = make_market(3_000, vol_clustering=0.9, random_state=8)
     np.testing.assert_array_equal(iid["regime"].to_numpy(), clustered["regime"].to_numpy())
-    # Same shocks, different scale: returns have the same signs.
-    assert (np.sign(_log_returns(iid)) == np.sign(_log_returns(clustered))).all()
+    # Same shocks, different scale: the moves away from the drift have the same signs.
+    drift = np.array([r.drift for r in THREE])[iid["regime"].to_numpy()]
+    assert (np.sign(_log_returns(iid) - drift) == np.sign(_log_returns(clustered) - drift)).all()
     assert not np.array_equal(iid["close"].to_numpy(), clustered["close"].to_numpy())
 
 
-# --------------------------------------------------------------------------- make_market: known answers
+# make_market: known answers
 
 
 def test_per_regime_moments_match_regimes(long_market: pd.DataFrame) -> None:
-    regimes = (DEFAULT_REGIMES[3], DEFAULT_REGIMES[0], DEFAULT_REGIMES[2])  # labels follow this order
+    regimes = (
+        DEFAULT_REGIMES[3],
+        DEFAULT_REGIMES[0],
+        DEFAULT_REGIMES[2],
+    )  # labels follow this order
     log_ret = _log_returns(long_market)
     label = long_market["regime"].to_numpy()
     log_vol = np.log(long_market["volume"].to_numpy())
@@ -179,7 +192,9 @@ def test_per_regime_moments_match_regimes(long_market: pd.DataFrame) -> None:
         r = log_ret[label == k]
         assert r.size > 5_000
         np.testing.assert_allclose(r.std(), regime.vol, rtol=0.1, atol=0)
-        np.testing.assert_allclose(r.mean(), regime.drift, rtol=0, atol=5 * regime.vol / np.sqrt(r.size))
+        np.testing.assert_allclose(
+            r.mean(), regime.drift, rtol=0, atol=5 * regime.vol / np.sqrt(r.size)
+        )
         np.testing.assert_allclose(log_vol[label == k].mean(), regime.volume, rtol=0, atol=0.02)
 
 
@@ -221,7 +236,9 @@ def test_empirical_transmat_follows_rows_of_asymmetric_matrix() -> None:
 
 def test_start_state_and_occupancy_follow_stationary_distribution() -> None:
     transmat = np.array([[0.99, 0.01], [0.09, 0.91]])  # stationary (0.9, 0.1)
-    first = [make_market(2, transmat=transmat, random_state=s)["regime"].iloc[0] for s in range(400)]
+    first = [
+        make_market(2, transmat=transmat, random_state=s)["regime"].iloc[0] for s in range(400)
+    ]
     np.testing.assert_allclose(np.mean(np.asarray(first) == 0), 0.9, rtol=0, atol=0.05)
     label = make_market(40_000, transmat=transmat, random_state=1)["regime"].to_numpy()
     np.testing.assert_allclose(np.mean(label == 0), 0.9, rtol=0, atol=0.03)
@@ -237,29 +254,38 @@ def test_absorbing_regime_is_never_left() -> None:
 def test_vol_clustering_gives_autocorrelated_squared_returns(
     long_market: pd.DataFrame, clustered_market: pd.DataFrame
 ) -> None:
-    def standardised_sq(df: pd.DataFrame, regimes: tuple[Regime, ...]) -> tuple[np.ndarray, np.ndarray]:
+    def standardised_sq(
+        df: pd.DataFrame, regimes: tuple[Regime, ...]
+    ) -> tuple[np.ndarray, np.ndarray]:
         label = df["regime"].to_numpy()
         drift = np.array([r.drift for r in regimes])[label]
         vol = np.array([r.vol for r in regimes])[label]
         return ((_log_returns(df) - drift) / vol) ** 2, label
 
-    sq_iid, label_iid = standardised_sq(long_market, (DEFAULT_REGIMES[3], DEFAULT_REGIMES[0], DEFAULT_REGIMES[2]))
+    sq_iid, label_iid = standardised_sq(
+        long_market, (DEFAULT_REGIMES[3], DEFAULT_REGIMES[0], DEFAULT_REGIMES[2])
+    )
     sq_clu, label_clu = standardised_sq(clustered_market, THREE)
-    # GARCH(1,1) with alpha=0.09, beta=0.81 has lag-1 ACF of squares ~0.12.
-    assert _lag1_autocorr_same_regime(sq_clu, label_clu) > 0.07
-    assert abs(_lag1_autocorr_same_regime(sq_iid, label_iid)) < 0.02
+    # GARCH(1,1) with alpha=0.09, beta=0.81: ACF of squares ~0.12 at lag 1,
+    # decaying like 0.9**(lag - 1) (~0.08 at lag 5; an ARCH(1) would give ~0).
+    assert _autocorr_same_regime(sq_clu, label_clu, lag=1) > 0.07
+    assert _autocorr_same_regime(sq_clu, label_clu, lag=5) > 0.04
+    for lag in (1, 5):
+        assert abs(_autocorr_same_regime(sq_iid, label_iid, lag=lag)) < 0.02
     # The unconditional variance is still vol**2 in every regime.
     for k in range(3):
         np.testing.assert_allclose(np.sqrt(sq_clu[label_clu == k].mean()), 1.0, rtol=0.1, atol=0)
 
 
-# --------------------------------------------------------------------------- gaps
+# gaps
 
 
 def test_gaps_remove_bars_and_keep_alignment() -> None:
     n_bars, n_gaps, max_gap = 5_000, 7, 12
     full = make_market(n_bars, vol_clustering=0.5, random_state=21)
-    gapped = make_market(n_bars, vol_clustering=0.5, n_gaps=n_gaps, max_gap_bars=max_gap, random_state=21)
+    gapped = make_market(
+        n_bars, vol_clustering=0.5, n_gaps=n_gaps, max_gap_bars=max_gap, random_state=21
+    )
     step = pd.Timedelta(hours=1)
     ts = gapped["timestamp"]
     assert ts.iloc[0] == full["timestamp"].iloc[0]
@@ -278,6 +304,18 @@ def test_gaps_remove_bars_and_keep_alignment() -> None:
     assert (gapped["open"].to_numpy()[after_gap] != gapped["close"].to_numpy()[after_gap - 1]).all()
 
 
+@pytest.mark.parametrize("random_state", range(5))
+def test_dense_gaps_stay_separate_and_interior(random_state: int) -> None:
+    n_bars, n_gaps = 400, 100
+    full = make_market(n_bars, random_state=random_state)
+    df = make_market(n_bars, n_gaps=n_gaps, max_gap_bars=1, random_state=random_state)
+    jumps = df["timestamp"].diff().iloc[1:]
+    assert len(df) == n_bars - n_gaps
+    assert (jumps[jumps != pd.Timedelta(hours=1)] == pd.Timedelta(hours=2)).sum() == n_gaps
+    assert df["timestamp"].iloc[0] == full["timestamp"].iloc[0]
+    assert df["timestamp"].iloc[-1] == full["timestamp"].iloc[-1]
+
+
 def test_single_bar_gaps() -> None:
     df = make_market(1_000, n_gaps=20, max_gap_bars=1, random_state=3)
     jumps = df["timestamp"].diff().iloc[1:]
@@ -285,20 +323,26 @@ def test_single_bar_gaps() -> None:
     assert (jumps[jumps != pd.Timedelta(hours=1)] == pd.Timedelta(hours=2)).sum() == 20
 
 
-# --------------------------------------------------------------------------- make_panel
+# make_panel
 
 
 def test_make_panel_symbols_sorted_and_deterministic() -> None:
     panel = make_panel(5, 400, random_state=3, n_regimes=2, vol_clustering=0.3)
     assert panel["symbol"].unique().tolist() == ["SYN00", "SYN01", "SYN02", "SYN03", "SYN04"]
     assert isinstance(panel.index, pd.RangeIndex) and len(panel) == 5 * 400
-    pd.testing.assert_frame_equal(panel, panel.sort_values(["symbol", "timestamp"]).reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        panel, panel.sort_values(["symbol", "timestamp"]).reset_index(drop=True)
+    )
     assert panel["regime"].max() <= 1
-    pd.testing.assert_frame_equal(panel, make_panel(5, 400, random_state=3, n_regimes=2, vol_clustering=0.3))
+    pd.testing.assert_frame_equal(
+        panel, make_panel(5, 400, random_state=3, n_regimes=2, vol_clustering=0.3)
+    )
     children = np.random.SeedSequence(3).spawn(5)
     for i, child in enumerate(children):
         block = panel[panel["symbol"] == f"SYN{i:02d}"].reset_index(drop=True)
-        expected = make_market(400, n_regimes=2, vol_clustering=0.3, symbol=f"SYN{i:02d}", random_state=child)
+        expected = make_market(
+            400, n_regimes=2, vol_clustering=0.3, symbol=f"SYN{i:02d}", random_state=child
+        )
         pd.testing.assert_frame_equal(block, expected)
     closes = [panel.loc[panel["symbol"] == s, "close"].to_numpy() for s in ("SYN00", "SYN01")]
     assert not np.array_equal(closes[0], closes[1])
@@ -320,7 +364,7 @@ def test_make_panel_rejects(kwargs: dict[str, Any], match: str) -> None:
         make_panel(n_symbols, 10, **kwargs)
 
 
-# --------------------------------------------------------------------------- write_market
+# write_market
 
 
 @pytest.mark.parametrize("name", ["bars.csv", "bars.csv.gz"])
@@ -329,7 +373,10 @@ def test_write_market_round_trip_and_reproducible(tmp_path: Path, name: str) -> 
     first, second = tmp_path / "a" / name, tmp_path / "b" / name
     write_market(df, first)
     write_market(df, second)
-    assert sha256_file(first) == sha256_file(second)
+    digest = sha256_file(first)
+    assert sha256_file(second) == digest
+    write_market(df, first)  # overwriting gives the same bytes again
+    assert sha256_file(first) == digest
 
     opener = gzip.open if name.endswith(".gz") else open
     with opener(first, "rt", encoding="utf-8") as fh:
@@ -369,7 +416,7 @@ def test_write_market_rejects_naive_timestamps(tmp_path: Path) -> None:
         write_market(df, tmp_path / "x.csv")
 
 
-# --------------------------------------------------------------------------- validation
+# validation
 
 
 @pytest.mark.parametrize(
@@ -381,9 +428,14 @@ def test_write_market_rejects_naive_timestamps(tmp_path: Path) -> None:
         ({"n_regimes": 0}, "n_regimes=0"),
         ({"n_regimes": 3, "regimes": DEFAULT_REGIMES[:2]}, "n_regimes=3"),
         ({"regimes": ()}, "regimes="),
-        ({"transmat": np.eye(2)}, r"transmat has shape \(2, 2\)"),
+        ({"regimes": THREE, "transmat": np.eye(2)}, r"transmat has shape \(2, 2\)"),
+        ({"transmat": np.ones(3)}, r"transmat has shape \(3,\)"),
+        ({"transmat": [[0.5, 0.5], [1.0]]}, "transmat=.*square array"),
         ({"transmat": np.full((3, 3), 0.3)}, "transmat row sums"),
-        ({"transmat": np.array([[1.5, -0.5, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])}, "transmat=.*non-negative"),
+        (
+            {"transmat": np.array([[1.5, -0.5, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])},
+            "transmat=.*non-negative",
+        ),
         ({"n_regimes": 2, "transmat": np.eye(3)}, r"transmat has shape \(3, 3\)"),
         ({"stickiness": 1.0}, "stickiness=1.0"),
         ({"vol_clustering": 1.0}, "vol_clustering=1.0"),
@@ -403,6 +455,12 @@ def test_make_market_rejects(kwargs: dict[str, Any], match: str) -> None:
     n_bars = kwargs.pop("n_bars", 1_000)
     with pytest.raises(ParamsError, match=match):
         make_market(n_bars, **kwargs)
+
+
+def test_n_regimes_is_inferred_from_regimes_or_transmat() -> None:
+    assert make_market(2_000, regimes=DEFAULT_REGIMES, random_state=1)["regime"].max() == 3
+    transmat = sticky_transmat(2, stickiness=0.9)
+    assert set(make_market(2_000, transmat=transmat, random_state=1)["regime"]) == {0, 1}
 
 
 def test_transmat_rows_summing_to_one_within_tolerance_are_accepted() -> None:

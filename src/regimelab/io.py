@@ -10,6 +10,7 @@ data gives the same bytes and ``dvc repro`` stays a no-op.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import json
 import math
@@ -102,12 +103,15 @@ def read_parquet(path: str | os.PathLike[str], columns: list[str] | None = None)
 def write_csv(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
     """Write a frame to CSV (gzip when the name ends in ``.gz``), atomically."""
     target = Path(path)
+    data = df.to_csv(index=False).encode("utf-8")
     with atomic_path(target) as tmp:
         if target.suffix == ".gz":
-            # mtime=0 keeps the gzip header, and so the file, reproducible.
-            df.to_csv(tmp, index=False, compression={"method": "gzip", "mtime": 0})
+            # No name and mtime=0 in the gzip header: the same frame gives the same bytes.
+            with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw,
+                                                       mtime=0) as gz:
+                gz.write(data)
         else:
-            df.to_csv(tmp, index=False)
+            tmp.write_bytes(data)
 
 
 def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:

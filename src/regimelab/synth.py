@@ -56,8 +56,6 @@ _VOLUME_NOISE = 0.2
 #: Tolerance on transition-matrix row sums.
 _ROW_SUM_ATOL = 1e-8
 
-COLUMNS: tuple[str, ...] = ("timestamp", "symbol", "open", "high", "low", "close", "volume", "regime")
-
 
 @dataclass(frozen=True)
 class Regime:
@@ -84,10 +82,17 @@ class Regime:
     def __post_init__(self) -> None:
         for field in ("drift", "vol", "volume"):
             value = getattr(self, field)
-            if not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
-                raise ParamsError(f"Regime {self.name!r}: {field}={value!r} is not allowed; expected a finite number")
+            if not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(
+                value
+            ):
+                raise ParamsError(
+                    f"Regime {self.name!r}: {field}={value!r} is not allowed; "
+                    "expected a finite number"
+                )
         if self.vol <= 0:
-            raise ParamsError(f"Regime {self.name!r}: vol={self.vol!r} is not allowed; expected vol > 0")
+            raise ParamsError(
+                f"Regime {self.name!r}: vol={self.vol!r} is not allowed; expected vol > 0"
+            )
 
 
 #: Four hourly crypto-like regimes, by ascending volatility. Drifts are chosen
@@ -145,8 +150,13 @@ def sticky_transmat(n_regimes: int, *, stickiness: float = 0.99) -> np.ndarray:
         If ``n_regimes < 1`` or ``stickiness`` is not in ``(0, 1)``.
     """
     k = _check_int("n_regimes", n_regimes, minimum=1)
-    if not isinstance(stickiness, (int, float, np.integer, np.floating)) or not 0.0 < float(stickiness) < 1.0:
-        raise ParamsError(f"stickiness={stickiness!r} is not allowed; expected a number with 0 < stickiness < 1")
+    if (
+        not isinstance(stickiness, (int, float, np.integer, np.floating))
+        or not 0.0 < float(stickiness) < 1.0
+    ):
+        raise ParamsError(
+            f"stickiness={stickiness!r} is not allowed; expected a number with 0 < stickiness < 1"
+        )
     if k == 1:
         return np.ones((1, 1))
     transmat = np.full((k, k), (1.0 - float(stickiness)) / (k - 1))
@@ -166,7 +176,11 @@ def _stationary(transmat: np.ndarray) -> np.ndarray:
     rhs = np.zeros(k + 1)
     rhs[-1] = 1.0
     pi, *_ = np.linalg.lstsq(system, rhs, rcond=None)
-    if not np.all(np.isfinite(pi)) or pi.min() < -1e-9 or not np.allclose(pi @ transmat, pi, rtol=0.0, atol=1e-9):
+    if (
+        not np.all(np.isfinite(pi))
+        or pi.min() < -1e-9
+        or not np.allclose(pi @ transmat, pi, rtol=0.0, atol=1e-9)
+    ):
         return np.full(k, 1.0 / k)
     pi = np.clip(pi, 0.0, None)
     return pi / pi.sum()
@@ -270,7 +284,9 @@ def _resolve_regimes(
     if regimes is not None:
         chosen = tuple(regimes)
         if len(chosen) == 0 or not all(isinstance(r, Regime) for r in chosen):
-            raise ParamsError(f"regimes={regimes!r} is not allowed; expected a non-empty sequence of Regime")
+            raise ParamsError(
+                f"regimes={regimes!r} is not allowed; expected a non-empty sequence of Regime"
+            )
         if n_regimes is not None and n_regimes != len(chosen):
             raise ParamsError(
                 f"n_regimes={n_regimes!r} does not match len(regimes)={len(chosen)}; "
@@ -288,25 +304,37 @@ def _resolve_regimes(
     return tuple(DEFAULT_REGIMES[i] for i in _DEFAULT_PICK[k])
 
 
-def _check_transmat(transmat: Any, k: int) -> np.ndarray:
+def _as_float_matrix(transmat: Any) -> np.ndarray:
     try:
-        arr = np.array(transmat, dtype=np.float64)
+        return np.array(transmat, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise ParamsError(f"transmat={transmat!r} is not allowed; expected a ({k}, {k}) array of floats") from exc
+        raise ParamsError(
+            f"transmat={transmat!r} is not allowed; expected a square array of floats"
+        ) from exc
+
+
+def _check_transmat(arr: np.ndarray, k: int) -> np.ndarray:
     if arr.shape != (k, k):
-        raise ParamsError(f"transmat has shape {arr.shape}; expected ({k}, {k}) to match the {k} regimes")
+        raise ParamsError(
+            f"transmat has shape {arr.shape}; expected ({k}, {k}) to match the {k} regimes"
+        )
     if not np.all(np.isfinite(arr)) or arr.min() < 0.0:
-        raise ParamsError(f"transmat={arr.tolist()!r} is not allowed; expected finite, non-negative entries")
+        raise ParamsError(
+            f"transmat={arr.tolist()!r} is not allowed; expected finite, non-negative entries"
+        )
     sums = arr.sum(axis=1)
     if not np.allclose(sums, 1.0, rtol=0.0, atol=_ROW_SUM_ATOL):
         raise ParamsError(
-            f"transmat row sums are {sums.tolist()!r}; expected every row to sum to 1 within {_ROW_SUM_ATOL:g}"
+            f"transmat row sums are {sums.tolist()!r}; "
+            f"expected every row to sum to 1 within {_ROW_SUM_ATOL:g}"
         )
     # Exact row sums make a row with no way out stay put with probability 1.
     return arr / sums[:, None]
 
 
-def _gap_mask(n_bars: int, *, n_gaps: int, max_gap_bars: int, rng: np.random.Generator) -> np.ndarray:
+def _gap_mask(
+    n_bars: int, *, n_gaps: int, max_gap_bars: int, rng: np.random.Generator
+) -> np.ndarray:
     """Boolean mask of bars to keep, with ``n_gaps`` separate interior gaps.
 
     Gap lengths are uniform on ``1..max_gap_bars``. Gaps go between kept
@@ -335,11 +363,15 @@ def _timestamps(start: str, freq: str, n_bars: int) -> pd.DatetimeIndex:
     try:
         offset = to_offset(freq)
     except (TypeError, ValueError) as exc:
-        raise ParamsError(f"freq={freq!r} is not allowed; expected a pandas frequency such as '1h' or '15min'") from exc
+        raise ParamsError(
+            f"freq={freq!r} is not allowed; expected a pandas frequency such as '1h' or '15min'"
+        ) from exc
     try:
         first = pd.Timestamp(start)
     except (TypeError, ValueError) as exc:
-        raise ParamsError(f"start={start!r} is not allowed; expected a date such as '2020-01-01'") from exc
+        raise ParamsError(
+            f"start={start!r} is not allowed; expected a date such as '2020-01-01'"
+        ) from exc
     if first is pd.NaT:
         raise ParamsError(f"start={start!r} is not allowed; expected a date such as '2020-01-01'")
     first = first.tz_localize("UTC") if first.tzinfo is None else first.tz_convert("UTC")
@@ -435,12 +467,19 @@ def make_market(
     n = _check_int("n_bars", n_bars, minimum=2)
     if n_regimes is not None:
         _check_int("n_regimes", n_regimes, minimum=1)
-    chosen = _resolve_regimes(n_regimes, regimes, None if transmat is None else np.asarray(transmat))
+    transmat_arr = None if transmat is None else _as_float_matrix(transmat)
+    chosen = _resolve_regimes(n_regimes, regimes, transmat_arr)
     k = len(chosen)
+    # Validates stickiness even when transmat overrides it.
     default_transmat = sticky_transmat(k, stickiness=stickiness)
-    transmat_arr = default_transmat if transmat is None else _check_transmat(transmat, k)
-    if not isinstance(vol_clustering, (int, float, np.integer, np.floating)) or not 0.0 <= vol_clustering < 1.0:
-        raise ParamsError(f"vol_clustering={vol_clustering!r} is not allowed; expected 0 <= vol_clustering < 1")
+    transmat_arr = default_transmat if transmat_arr is None else _check_transmat(transmat_arr, k)
+    if (
+        not isinstance(vol_clustering, (int, float, np.integer, np.floating))
+        or not 0.0 <= vol_clustering < 1.0
+    ):
+        raise ParamsError(
+            f"vol_clustering={vol_clustering!r} is not allowed; expected 0 <= vol_clustering < 1"
+        )
     gaps = _check_int("n_gaps", n_gaps, minimum=0)
     max_gap = _check_int("max_gap_bars", max_gap_bars, minimum=1)
     if gaps * max_gap > n // 4:
@@ -454,7 +493,9 @@ def make_market(
         or not math.isfinite(start_price)
         or start_price <= 0
     ):
-        raise ParamsError(f"start_price={start_price!r} is not allowed; expected a finite number > 0")
+        raise ParamsError(
+            f"start_price={start_price!r} is not allowed; expected a finite number > 0"
+        )
     if not isinstance(symbol, str) or not symbol:
         raise ParamsError(f"symbol={symbol!r} is not allowed; expected a non-empty string")
     timestamps = _timestamps(start, freq, n)
@@ -537,7 +578,9 @@ def make_market(
     return df
 
 
-def make_panel(n_symbols: int, n_bars: int, *, random_state: int | None = 0, **kwargs: Any) -> pd.DataFrame:
+def make_panel(
+    n_symbols: int, n_bars: int, *, random_state: int | None = 0, **kwargs: Any
+) -> pd.DataFrame:
     """Simulate ``n_symbols`` independent markets in one long frame.
 
     Parameters
@@ -567,7 +610,9 @@ def make_panel(n_symbols: int, n_bars: int, *, random_state: int | None = 0, **k
     """
     count = _check_int("n_symbols", n_symbols, minimum=1)
     if "symbol" in kwargs:
-        raise ParamsError(f"symbol={kwargs['symbol']!r} is not allowed in make_panel; names are SYN00, SYN01, ...")
+        raise ParamsError(
+            f"symbol={kwargs['symbol']!r} is not allowed in make_panel; names are SYN00, SYN01, ..."
+        )
     width = max(2, len(str(count - 1)))
     children = np.random.SeedSequence(random_state).spawn(count)
     frames = [
@@ -603,7 +648,9 @@ def write_market(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
         raise ParamsError(f"df has columns {list(df.columns)!r}; expected a 'timestamp' column")
     ts = df["timestamp"]
     if not isinstance(ts.dtype, pd.DatetimeTZDtype):
-        raise ParamsError(f"df['timestamp'] has dtype {ts.dtype}; expected tz-aware datetimes (e.g. UTC)")
+        raise ParamsError(
+            f"df['timestamp'] has dtype {ts.dtype}; expected tz-aware datetimes (e.g. UTC)"
+        )
     values = ts.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
     whole_seconds = values.astype("datetime64[s]")
     # numpy formats without going through per-row strftime (fast on millions of rows).

@@ -45,7 +45,9 @@ BINANCE_KLINE_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume", 
                          "ignore")
 PLAIN_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 
-_TIMEFRAME_SUFFIX = re.compile(r"[_\-.](\d+)(m|min|h|d|w)$", re.IGNORECASE)
+# A timeframe at the end of a file name, optionally followed by a date, as in
+# ``btcusdt_1h`` or Binance's archives ``BTCUSDT-1h-2024-01`` and ``BTCUSDT-1h-2024-01-15``.
+_TIMEFRAME_SUFFIX = re.compile(r"[_\-.](\d+)(m|min|h|d|w)([_\-.][\d_\-.]*)?$", re.IGNORECASE)
 
 
 def expand_paths(pattern: str) -> list[Path]:
@@ -74,7 +76,11 @@ def file_format(path: Path) -> str:
 
 
 def symbol_from_filename(path: Path) -> str:
-    """``btcusdt_1h.csv.gz`` gives ``BTCUSDT``: the stem without a timeframe suffix, upper case."""
+    """``btcusdt_1h.csv.gz`` gives ``BTCUSDT``: the stem without a timeframe suffix, upper case.
+
+    A date after the timeframe goes too, so Binance's monthly files
+    ``BTCUSDT-1h-2024-01.csv``, ``BTCUSDT-1h-2024-02.csv``, ... are one symbol.
+    """
     stem = path.name
     for ext in (".gz", ".csv", ".txt", ".parquet", ".pq"):
         if stem.lower().endswith(ext):
@@ -106,7 +112,9 @@ def _read_csv(path: Path) -> pd.DataFrame:
     if not first.strip():
         raise InputDataError(f"{path}: file is empty")
     fields = [f.strip().strip('"') for f in first.rstrip("\r\n").split(",")]
-    headerless = _looks_numeric(fields)
+    # A header never has numbers for its price columns; the first field may be an
+    # ISO timestamp in a file without a header, so it does not decide.
+    headerless = len(fields) > 1 and _looks_numeric(fields[1:])
     try:
         if headerless:
             if len(fields) == len(BINANCE_KLINE_COLUMNS):
@@ -131,9 +139,16 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 def _read_parquet(path: Path) -> pd.DataFrame:
     try:
-        return pq.read_table(path).to_pandas()
+        df = pq.read_table(path).to_pandas()
     except Exception as exc:  # pyarrow raises several unrelated types for a bad file
-        raise InputDataError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
+        raise InputDataError(
+            f"{path}: not a readable Parquet file ({type(exc).__name__})"
+        ) from None
+    # A frame saved as df.set_index("timestamp").to_parquet() comes back with its
+    # timestamps in the index; they are a column here like in every other format.
+    if not isinstance(df.index, pd.RangeIndex) and not df.columns.isin(df.index.names).any():
+        df = df.reset_index()
+    return df
 
 
 def _resolve_columns(df: pd.DataFrame, path: Path) -> dict[str, str]:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from regimelab.data.readers import PRICE_COLUMNS, expand_paths, read_raw
+from regimelab.data.readers import expand_paths, read_raw
 from regimelab.exceptions import InputDataError
 from regimelab.io import sha256_file
 from regimelab.params import format_timeframe, parse_timeframe
@@ -188,7 +188,13 @@ def validate_bars(
     symbols: dict[str, Any] = {}
     for symbol, group in clean.groupby("symbol", sort=True):
         ts = group["timestamp"]
-        f = parse_timeframe(freq, key="ingest.freq") if freq != "auto" else infer_freq(ts)
+        if freq != "auto":
+            f = parse_timeframe(freq, key="ingest.freq")
+        elif len(ts) < 2:
+            raise InputDataError(f"{source}: symbol {symbol} has a single valid bar, so its "
+                                 "interval cannot be inferred; set ingest.freq (e.g. 1h)")
+        else:
+            f = infer_freq(ts)
         freqs[str(symbol)] = f
         step = ts.diff().dropna()
         off_grid = int(((step % f) != pd.Timedelta(0)).sum())

@@ -20,7 +20,6 @@ from regimelab.features.rolling import (
     lag,
     rolling_ema,
     rolling_mean,
-    rolling_std,
     rolling_sum,
     rolling_zscore,
 )

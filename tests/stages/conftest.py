@@ -1,0 +1,25 @@
+"""Load stage scripts (``stages/*.py`` is not a package) so tests can call their ``main()``."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+STAGES = Path(__file__).resolve().parents[2] / "stages"
+
+
+def load_stage(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", STAGES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def stage() -> Callable[[str], ModuleType]:
+    return load_stage

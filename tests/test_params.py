@@ -1,0 +1,79 @@
+"""params.yaml: strict sections, clear messages for every bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from regimelab.exceptions import ParamsError
+from regimelab.params import (
+    SECTIONS,
+    FeaturesParams,
+    IngestParams,
+    SplitParams,
+    format_timeframe,
+    from_mapping,
+    load_section,
+    parse_timeframe,
+)
+
+
+def test_project_params_load(project_root: Path) -> None:
+    for section in ("ingest", "features", "split", "scale"):
+        load_section(section, project_root / "params.yaml")
+
+
+@pytest.mark.parametrize("section", ["ingest", "features", "split", "scale"])
+def test_committed_params_document_every_key_at_its_default(project_root: Path,
+                                                           section: str) -> None:
+    raw = yaml.safe_load((project_root / "params.yaml").read_text())
+    cls = SECTIONS[section]
+    assert set(raw[section]) == set(cls.__dataclass_fields__)
+    assert load_section(section, project_root / "params.yaml") == cls()
+
+
+def test_unknown_key_names_itself() -> None:
+    with pytest.raises(ParamsError, match=r"features\.windw: unknown key; allowed keys are"):
+        from_mapping(FeaturesParams, "features", {"windw": 20})
+
+
+def test_unknown_section(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("featurs:\n  window: 20\n")
+    with pytest.raises(ParamsError, match="unknown section 'featurs'"):
+        load_section("features", path)
+
+
+@pytest.mark.parametrize("section, cls, values, message", [
+    ("features", FeaturesParams, {"set": "v3"}, r"features\.set: got 'v3'"),
+    ("features", FeaturesParams, {"window": 1}, r"features\.window"),
+    ("features", FeaturesParams, {"timeframes": ["1x"]}, r"features\.timeframes: '1x'"),
+    ("features", FeaturesParams, {"set": "columns"}, r"features\.columns"),
+    ("features", FeaturesParams, {"macd": [26, 12, 9]}, r"features\.macd"),
+    ("ingest", IngestParams, {"freq": "hourly"}, r"ingest\.freq: 'hourly'"),
+    ("ingest", IngestParams, {"max_invalid_fraction": 2}, r"ingest\.max_invalid_fraction"),
+    ("split", SplitParams, {"train": 0.9, "val": 0.2}, r"split\.train/val"),
+    ("split", SplitParams, {"method": "dates", "val_start": "2024-01-01"}, r"split\.test_start"),
+    ("split", SplitParams, {"method": "dates", "val_start": "soon", "test_start": "2025-01-01"},
+     r"split\.val_start: 'soon' is not a date"),
+    ("split", SplitParams, {"embargo": -1}, r"split\.embargo"),
+])
+def test_bad_values_name_the_key(section: str, cls: type, values: dict, message: str) -> None:
+    with pytest.raises(ParamsError, match=message):
+        from_mapping(cls, section, values)
+
+
+@pytest.mark.parametrize("text, hours", [("1h", 1), ("4h", 4), ("1d", 24), ("90m", 1.5),
+                                         ("15min", 0.25)])
+def test_timeframes(text: str, hours: float) -> None:
+    delta = parse_timeframe(text)
+    assert delta == pd.Timedelta(hours=hours)
+    assert parse_timeframe(format_timeframe(delta)) == delta
+
+
+def test_missing_params_file(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match="params file not found"):
+        load_section("ingest", tmp_path / "params.yaml")

@@ -191,9 +191,11 @@ def parse_timestamps(values: pd.Series) -> pd.Series:
         return values.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
     if pd.api.types.is_datetime64_dtype(values.dtype):
         return values.dt.tz_localize("UTC").astype("datetime64[ns, UTC]")
-    numeric = pd.to_numeric(values, errors="coerce")
-    if values.dtype.kind in "iuf" or numeric.notna().mean() > 0.5:
-        x = numeric.to_numpy(dtype="float64")
+    # Tell epochs from date strings on a sample: converting every ISO string to a
+    # number first would cost more than parsing the dates.
+    sample = pd.to_numeric(values.dropna().head(1000), errors="coerce")
+    if values.dtype.kind in "iuf" or sample.notna().mean() > 0.5:
+        x = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64")
         magnitude = np.abs(x)
         with np.errstate(invalid="ignore"):
             scale = np.select(

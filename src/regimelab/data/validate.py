@@ -150,7 +150,12 @@ def validate_bars(
     df = raw.sort_values(KEY, kind="stable", na_position="last").reset_index(drop=True)
 
     value_cols = [c for c in df.columns if c != "_file"]
-    exact_dup = df.duplicated(value_cols, keep="first") & df["timestamp"].notna()
+    # Only rows that share a key can be exact duplicates; comparing every column of
+    # every row would cost more than the rest of validation.
+    exact_dup = pd.Series(False, index=df.index)
+    shared_key = df["timestamp"].notna() & df.duplicated(KEY, keep=False)
+    if shared_key.any():
+        exact_dup[shared_key] = df.loc[shared_key].duplicated(value_cols, keep="first")
     df = df.loc[~exact_dup].reset_index(drop=True)
     conflict = _conflicts_message(df.loc[df["timestamp"].notna()])
     if conflict is not None:

@@ -133,8 +133,8 @@ def compute_table(
     frames = []
     for symbol, group in bars.groupby("symbol", sort=True):
         feats = _symbol_features(group, defs, base_ns=_ns(base), max_gap=max_gap)
-        frame = pd.DataFrame({"timestamp": group["timestamp"].to_numpy(),
-                              "symbol": str(symbol)})
+        # .array keeps the tz-aware values vectorised (to_numpy() would build Timestamps).
+        frame = pd.DataFrame({"timestamp": group["timestamp"].array, "symbol": str(symbol)})
         if LABEL_COLUMN in group.columns:
             frame[LABEL_COLUMN] = group[LABEL_COLUMN].to_numpy()
         for name, values in feats.items():

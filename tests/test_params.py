@@ -77,3 +77,11 @@ def test_timeframes(text: str, hours: float) -> None:
 def test_missing_params_file(tmp_path: Path) -> None:
     with pytest.raises(ParamsError, match="params file not found"):
         load_section("ingest", tmp_path / "params.yaml")
+
+
+def test_a_single_value_for_a_list_is_a_one_element_list() -> None:
+    """``dvc exp run -S features.timeframes=4h`` means [4h]."""
+    assert from_mapping(FeaturesParams, "features", {"timeframes": "4h"}).timeframes == ("4h",)
+    params = from_mapping(FeaturesParams, "features",
+                          {"set": "columns", "columns": "parkinson_20_1h"})
+    assert params.columns == ("parkinson_20_1h",)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 import subprocess
@@ -45,6 +46,8 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params = yaml.safe_load((dest / "params.yaml").read_text())
     params["ingest"]["path"] = "data/raw/btc_slice_1h.csv"
     params["split"]["folds"] = 2
+    params["select"]["grid"] = {"n_states": [2, 3], "covariance_type": ["diag"]}
+    params["hmm"]["n_init"] = 2
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
@@ -52,14 +55,17 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return dest
 
 
-def test_dvc_repro_builds_through_scale_and_then_does_nothing(repo: Path) -> None:
+def test_dvc_repro_builds_everything_and_then_does_nothing(repo: Path) -> None:
     out = sh(["dvc", "repro"], repo)
-    for stage in ("ingest", "featurize", "split", "scale"):
+    for stage in ("ingest", "featurize", "split", "scale", "select-states", "train-hmm"):
         assert f"Running stage '{stage}'" in out
     bars = pd.read_parquet(repo / "data" / "clean" / "bars.parquet")
     assert len(bars) == SLICE_ROWS and bars["symbol"].unique().tolist() == ["BTC_SLICE"]
     for name in ("train", "val", "test"):
         assert len(pd.read_parquet(repo / "data" / "scaled" / f"{name}.parquet")) > 100
+    regimes = pd.read_parquet(repo / "data" / "regimes" / "hmm.parquet")
+    assert set(regimes["split"]) == {"train", "val", "test"}
+    assert (repo / "models" / "hmm" / "params.npz").is_file()
     lock = (repo / "dvc.lock").read_text()
 
     again = sh(["dvc", "repro"], repo)
@@ -71,3 +77,17 @@ def test_dvc_repro_builds_through_scale_and_then_does_nothing(repo: Path) -> Non
     # Forcing every stage to run again rewrites the same bytes: dvc.lock does not move.
     sh(["dvc", "repro", "--force"], repo)
     assert (repo / "dvc.lock").read_text() == lock
+
+
+def test_exp_run_with_a_fixed_state_count(repo: Path) -> None:
+    sh(["dvc", "repro"], repo)
+    before = json.loads((repo / "metrics" / "train_hmm.json").read_text())
+    out = sh(["dvc", "exp", "run", "-S", "model.n_states=4"], repo)
+    assert "Running stage 'train-hmm'" in out
+    assert "Running stage 'featurize'" not in out
+    after = json.loads((repo / "metrics" / "train_hmm.json").read_text())
+    assert after["n_states"] == 4 != before["n_states"]
+    regimes = pd.read_parquet(repo / "data" / "regimes" / "hmm.parquet")
+    assert "p_filter_3" in regimes.columns and "p_filter_4" not in regimes.columns
+    diff = sh(["dvc", "metrics", "diff"], repo)
+    assert "n_states" in diff

@@ -30,3 +30,7 @@ class SplitError(RegimelabError):
 
 class ScalingError(RegimelabError):
     """A scaler cannot be fitted or applied."""
+
+
+class ModelError(RegimelabError):
+    """A model cannot be fitted, loaded or applied as asked."""

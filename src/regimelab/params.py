@@ -51,6 +51,10 @@ def format_timeframe(delta: pd.Timedelta) -> str:
     return f"{seconds}s"
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _require(condition: bool, section: str, key: str, value: Any, expected: str) -> None:
     if not condition:
         raise ParamsError(f"{section}.{key}: got {value!r}; expected {expected}")
@@ -172,8 +176,112 @@ class ScaleParams:
                  "scale", "clip", self.clip, "null or a positive number of scale units")
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+COVARIANCE_TYPES = ("diag", "full", "spherical", "tied")
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """``model``: shared by both model families.
+
+    ``n_states`` and ``covariance_type`` are either fixed or ``auto``, which
+    takes select-states' choice.
+    """
+
+    n_states: int | str = "auto"
+    covariance_type: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.n_states == "auto" or (_is_int(self.n_states) and self.n_states >= 2),
+                 "model", "n_states", self.n_states, "'auto' or an integer >= 2")
+        _require(self.covariance_type == "auto" or self.covariance_type in COVARIANCE_TYPES,
+                 "model", "covariance_type", self.covariance_type,
+                 f"'auto' or one of {', '.join(COVARIANCE_TYPES)}")
+        _require(_is_int(self.seed) and self.seed >= 0, "model", "seed", self.seed,
+                 "an integer >= 0")
+
+
+@dataclass(frozen=True)
+class GridParams:
+    """``select.grid``: the candidate models."""
+
+    n_states: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
+    covariance_type: tuple[str, ...] = ("diag", "full")
+
+    def __post_init__(self) -> None:
+        _require(len(self.n_states) > 0 and all(_is_int(k) and k >= 2 for k in self.n_states)
+                 and len(set(self.n_states)) == len(self.n_states), "select", "grid.n_states",
+                 list(self.n_states), "a list of distinct integers >= 2")
+        _require(len(self.covariance_type) > 0
+                 and all(c in COVARIANCE_TYPES for c in self.covariance_type)
+                 and len(set(self.covariance_type)) == len(self.covariance_type),
+                 "select", "grid.covariance_type", list(self.covariance_type),
+                 f"a list of distinct covariance types from {', '.join(COVARIANCE_TYPES)}")
+
+
+@dataclass(frozen=True)
+class SelectParams:
+    """``select``: how select-states searches the grid and picks a model."""
+
+    grid: GridParams = GridParams()
+    criterion: str = "bic"
+    tie_tolerance: float = 0.002
+    sampler: str = "grid"
+    n_trials: int | None = None
+    storage: str | None = None
+    n_jobs: int = 2
+
+    def __post_init__(self) -> None:
+        _require(self.criterion in ("bic", "aic", "val_ll"), "select", "criterion",
+                 self.criterion, "'bic', 'aic' or 'val_ll'")
+        _require(isinstance(self.tie_tolerance, (int, float)) and self.tie_tolerance >= 0,
+                 "select", "tie_tolerance", self.tie_tolerance,
+                 "a number >= 0 (nats per bar within which candidates tie)")
+        _require(self.sampler in ("grid", "tpe"), "select", "sampler", self.sampler,
+                 "'grid' or 'tpe'")
+        _require(self.n_trials is None or (_is_int(self.n_trials) and self.n_trials >= 1),
+                 "select", "n_trials", self.n_trials, "null (the grid's size) or an integer >= 1")
+        _require(self.storage is None or (isinstance(self.storage, str) and "://" in self.storage),
+                 "select", "storage", self.storage,
+                 "null (a SQLite file among the outputs) or a database URL such as "
+                 "postgresql://user@host/db")
+        _require(_is_int(self.n_jobs) and (self.n_jobs >= 1 or self.n_jobs == -1), "select",
+                 "n_jobs", self.n_jobs, "an integer >= 1, or -1 for every core")
+
+
+@dataclass(frozen=True)
+class HMMParams:
+    """``hmm``: how each Gaussian HMM is fitted."""
+
+    n_init: int = 5
+    n_iter: int = 200
+    tol: float = 1e-4
+    min_covar: float = 1e-3
+    implementation: str = "scaling"
+    short_iter: int = 10
+    n_continue: int = 2
+    min_state_bars: int = 20
+    init_smoothing: int = 8
+
+    def __post_init__(self) -> None:
+        _require(_is_int(self.n_init) and self.n_init >= 1, "hmm", "n_init", self.n_init,
+                 "an integer >= 1")
+        _require(_is_int(self.n_iter) and self.n_iter >= 1, "hmm", "n_iter", self.n_iter,
+                 "an integer >= 1")
+        _require(isinstance(self.tol, (int, float)) and self.tol > 0, "hmm", "tol", self.tol,
+                 "a positive number (log-likelihood gain per bar that counts as progress)")
+        _require(isinstance(self.min_covar, (int, float)) and self.min_covar > 0, "hmm",
+                 "min_covar", self.min_covar, "a positive number")
+        _require(self.implementation in ("scaling", "log"), "hmm", "implementation",
+                 self.implementation, "'scaling' or 'log'")
+        _require(_is_int(self.short_iter) and 1 <= self.short_iter <= self.n_iter, "hmm",
+                 "short_iter", self.short_iter, f"an integer in [1, n_iter = {self.n_iter}]")
+        _require(_is_int(self.n_continue) and 1 <= self.n_continue, "hmm", "n_continue",
+                 self.n_continue, "an integer >= 1")
+        _require(_is_int(self.min_state_bars) and self.min_state_bars >= 1, "hmm",
+                 "min_state_bars", self.min_state_bars, "an integer >= 1")
+        _require(_is_int(self.init_smoothing) and self.init_smoothing >= 1, "hmm",
+                 "init_smoothing", self.init_smoothing, "an integer >= 1 (1: no smoothing)")
 
 
 SECTIONS: dict[str, type] = {
@@ -181,6 +289,9 @@ SECTIONS: dict[str, type] = {
     "features": FeaturesParams,
     "split": SplitParams,
     "scale": ScaleParams,
+    "model": ModelParams,
+    "select": SelectParams,
+    "hmm": HMMParams,
 }
 
 T = TypeVar("T")
@@ -200,8 +311,18 @@ def from_mapping(cls: type[T], section: str, raw: Any) -> T:
         )
     values = {}
     for key, value in raw.items():
-        # YAML lists arrive as lists; the dataclasses hold tuples so they stay hashable and frozen.
-        values[key] = tuple(value) if isinstance(value, list) else value
+        default = fields[key].default
+        if dataclasses.is_dataclass(default):
+            # A nested section such as select.grid: same rules, its name in messages.
+            values[key] = from_mapping(type(default), f"{section}.{key}", value)
+        elif isinstance(value, list):
+            # YAML lists arrive as lists; the dataclasses hold tuples so they stay frozen.
+            values[key] = tuple(value)
+        elif isinstance(default, tuple) and value is not None:
+            # `-S features.timeframes=4h` means the one-element list [4h].
+            values[key] = (value,)
+        else:
+            values[key] = value
     return cls(**values)
 
 
@@ -231,9 +352,14 @@ def load_section(section: str, path: str | os.PathLike[str] = PARAMS_FILE) -> An
 
 
 __all__ = [
+    "COVARIANCE_TYPES",
     "FeaturesParams",
+    "GridParams",
+    "HMMParams",
     "IngestParams",
+    "ModelParams",
     "ScaleParams",
+    "SelectParams",
     "SplitParams",
     "format_timeframe",
     "from_mapping",

@@ -157,6 +157,13 @@ def _volume_base_and_quote(d: Path) -> Path:
     return write_lines(d / "btcusdt_1h.csv", lines)
 
 
+def _volume_quote_listed_first(d: Path) -> Path:
+    lines = ["date,open,high,low,close,Volume USDT,Volume BTC"]
+    values = [row.rsplit(",", 1) for row in rows(iso_z())]
+    lines += [f"{head},{VOLUME[i] * 100 + 1},{vol}" for i, (head, vol) in enumerate(values)]
+    return write_lines(d / "btcusdt_1h.csv", lines)
+
+
 def _columns_reordered(d: Path) -> Path:
     lines = ["volume,close,timestamp,low,open,high"]
     stamps = iso_z()
@@ -210,6 +217,7 @@ SHAPES: dict[str, Callable[[Path], Path]] = {
     "aliases-Date-Open": _aliases_capitalised,
     "aliases-time-o-h-l-c-v": _aliases_short,
     "volume-base-and-quote": _volume_base_and_quote,
+    "volume-quote-listed-first": _volume_quote_listed_first,
     "columns-reordered": _columns_reordered,
     "descending": _descending,
     "parquet-naive": _parquet_naive,
@@ -455,3 +463,17 @@ def test_unusable_input_is_a_one_line_error_naming_file_and_problem(
     with pytest.raises(InputDataError, match=rf"^{re.escape(path)}: .*{re.escape(problem)}") as exc:
         ingest(path)
     assert "\n" not in str(exc.value)
+
+
+def test_eight_digit_dates_are_dates(tmp_path: Path) -> None:
+    lines = ["date,open,high,low,close,volume"]
+    lines += [",".join([f"202401{day:02d}", *value_fields(i)]) for i, day in enumerate(range(1, 7))]
+    bars = ingest(str(write_lines(tmp_path / "btcusdt_1d.csv", lines))).bars
+    assert bars["timestamp"].tolist() == list(pd.date_range("2024-01-01", periods=6,
+                                                            freq="1D", tz="UTC"))
+
+
+def test_epochs_before_1990_are_refused() -> None:
+    parsed = parse_timestamps(pd.Series([1704067200, 42, 631152000 - 1]))
+    assert parsed.iloc[0] == pd.Timestamp("2024-01-01", tz="UTC")
+    assert parsed.iloc[1:].isna().all()

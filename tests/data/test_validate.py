@@ -268,9 +268,28 @@ def test_freq_auto_versus_explicit() -> None:
     pd.testing.assert_frame_equal(explicit.gaps, auto.gaps)
 
 
-def test_off_grid_steps_are_counted() -> None:
-    result = validate_bars(raw_frame([0, 1, 2, 3.5, 4.5, 5.5]))
-    assert result.report["symbols"]["BTCUSDT"]["irregular_steps"] == 1
+def test_off_grid_bars_are_dropped() -> None:
+    # A 03:30 candle among hourly ones would overlap its neighbours (and leak into the
+    # 03:00 bar's 4h bucket): it is dropped as off_grid.
+    result = validate_bars(raw_frame(list(range(200)) + [3.5]), max_invalid_fraction=0.01)
+    assert result.report["dropped"]["off_grid"] == 1
+    assert len(result.bars) == 200
+    assert (result.bars["timestamp"].dt.minute == 0).all()
+
+
+def test_grid_phase_comes_from_the_data() -> None:
+    # Daily bars stamped 05:00 UTC (a market whose day starts there) are all on their grid.
+    result = validate_bars(raw_frame([5 + 24 * d for d in range(30)]))
+    assert result.report["dropped"]["off_grid"] == 0
+    assert result.report["symbols"]["BTCUSDT"]["freq"] == "1d"
+
+
+def test_missing_symbol_is_a_drop_reason() -> None:
+    raw = raw_frame(list(range(200)))
+    raw.loc[[3, 50], "symbol"] = None
+    result = validate_bars(raw)
+    assert result.report["dropped"]["missing_symbol"] == 2
+    assert result.bars["symbol"].unique().tolist() == ["BTCUSDT"]
 
 
 def test_infer_freq_takes_the_most_common_step() -> None:

@@ -11,7 +11,7 @@ from regimelab.features import build_features, latest_features
 from regimelab.params import FeaturesParams
 
 MULTI = FeaturesParams(set="v2", timeframes=("1h", "4h", "1d"), window=5, horizons=(3, 6),
-                       macd=(3, 6, 2), ma_windows=(2, 4), rsi_window=4)
+                       macd=(2, 3, 2), ma_windows=(2, 4), rsi_window=4)
 
 
 def bars_only(market: pd.DataFrame) -> pd.DataFrame:
@@ -59,7 +59,7 @@ def test_changing_a_bar_changes_no_earlier_feature(market: pd.DataFrame) -> None
     bars = bars_only(market)
     base = build_features(bars, params=MULTI).table
     shocked = bars.copy()
-    i = 2500
+    i = int(np.flatnonzero(bars["timestamp"] == base["timestamp"].iloc[len(base) // 2])[0])
     shocked.loc[i, ["close", "high"]] = shocked.loc[i, ["close", "high"]] * 1.3
     after = build_features(shocked, params=MULTI).table
     t = bars["timestamp"].iloc[i]
@@ -132,7 +132,7 @@ def test_spec_describes_the_columns(market: pd.DataFrame) -> None:
     spec = build_features(bars_only(market), params=MULTI).spec
     assert spec["base_timeframe"] == "1h" and spec["timeframes"] == ["1h", "4h", "1d"]
     by_name = {f["name"]: f for f in spec["features"]}
-    assert by_name["parkinson_5_1d"]["lookback_bars"] == 5 * 24
+    assert by_name["parkinson_5_1d"]["lookback_bars"] == 5 * 24 + 23
     assert spec["lookback_bars"] == max(f["lookback_bars"] for f in spec["features"])
     assert spec["columns"] == [f["name"] for f in spec["features"]]
 
@@ -149,3 +149,48 @@ def test_timeframe_finer_than_bars_is_refused(market: pd.DataFrame) -> None:
 def test_too_little_data_is_refused() -> None:
     with pytest.raises(FeatureError, match="no bar has every feature"):
         build_features(hourly([100.0, 101.0, 102.0]), params=FeaturesParams())
+
+
+def test_incomplete_higher_timeframe_bucket_is_a_gap() -> None:
+    # An outage 10:00-13:00 leaves the 4h buckets [08,12) and [12,16) with 2 of 4 hours.
+    bars = hourly([100.0 * (1 + 0.01 * np.sin(i / 3)) for i in range(400)])
+    bars = bars.drop(index=[10, 11, 12, 13]).reset_index(drop=True)
+    params = FeaturesParams(set="columns", columns=("parkinson_5_4h", "relative_volume_5_4h",
+                                                    "log_return_1h"))
+    table = build_features(bars, params=params).table
+    after = table.loc[table["timestamp"] > pd.Timestamp("2024-01-01 13:00", tz="UTC")]
+    # The first row after the outage with a 4h value needs five complete buckets after it.
+    first = after["timestamp"].min()
+    assert first == pd.Timestamp("2024-01-01 16:00", tz="UTC") + pd.Timedelta(hours=4 * 5 - 1)
+    # The same data with the outage filled in gives those rows the same values (no
+    # half bucket ever entered a window).
+    full = build_features(hourly([100.0 * (1 + 0.01 * np.sin(i / 3)) for i in range(400)]),
+                          params=params).table.set_index("timestamp")
+    np.testing.assert_allclose(after.set_index("timestamp")["parkinson_5_4h"],
+                               full.loc[after["timestamp"], "parkinson_5_4h"],
+                               rtol=1e-12, atol=0)
+
+
+def test_embargo_keeps_validation_free_of_training_bars(market: pd.DataFrame) -> None:
+    from regimelab.params import SplitParams
+    from regimelab.split import split_features
+
+    params = FeaturesParams(set="columns", columns=("parkinson_5_1d", "log_return_1h",
+                                                    "close_vwap_ratio_5_4h"))
+    bars = bars_only(market)
+    result = build_features(bars, params=params)
+    split = split_features(result.table, params=SplitParams(),
+                           lookback_bars=result.spec["lookback_bars"],
+                           base=pd.Timedelta(hours=1))
+    val_start = split.report["val_start"]
+    # Change every training bar's range and volume: no val or test row may move.
+    changed = bars.copy()
+    before = changed["timestamp"] < val_start
+    changed.loc[before, "high"] *= 1.05
+    changed.loc[before, "low"] *= 0.95
+    changed.loc[before, "volume"] *= 3.0
+    again = build_features(changed, params=params).table.set_index("timestamp")
+    for name in ("val", "test"):
+        frame = split.frames[name].set_index("timestamp")
+        np.testing.assert_array_equal(again.loc[frame.index, result.spec["columns"]].to_numpy(),
+                                      frame[result.spec["columns"]].to_numpy())

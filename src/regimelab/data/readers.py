@@ -44,6 +44,10 @@ BINANCE_KLINE_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume", 
                          "quote_volume", "trades", "taker_base_volume", "taker_quote_volume",
                          "ignore")
 PLAIN_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
+QUOTE_CURRENCIES = {"usd", "usdt", "usdc", "busd", "fdusd", "tusd", "dai", "eur", "quote"}
+# Epoch values that decode before this are not timestamps of market data (they are
+# more likely YYYYMMDD dates or row numbers), so they are refused rather than guessed.
+EARLIEST = np.datetime64("1990-01-01", "ns")
 
 # A timeframe at the end of a file name, optionally followed by a date, as in
 # ``btcusdt_1h`` or Binance's archives ``BTCUSDT-1h-2024-01`` and ``BTCUSDT-1h-2024-01-15``.
@@ -163,10 +167,11 @@ def _resolve_columns(df: pd.DataFrame, path: Path) -> dict[str, str]:
                 found[std] = by_norm[alias]
                 break
     if "volume" not in found:
-        # Exports such as "Volume BTC" / "Volume USDT": take the base-asset one (listed first).
-        candidates = [c for n, c in by_norm.items() if n.startswith("volume")]
+        # Exports such as "Volume BTC" / "Volume USDT": the base-asset one, not the quote's.
+        candidates = [(n, c) for n, c in by_norm.items() if n.startswith("volume")]
+        base = [c for n, c in candidates if n[len("volume"):] not in QUOTE_CURRENCIES]
         if candidates:
-            found["volume"] = candidates[0]
+            found["volume"] = (base or [c for _, c in candidates])[0]
     missing = [c for c in ("timestamp", *VALUE_COLUMNS) if c not in found]
     if missing:
         shown = ", ".join(map(str, df.columns[:12]))
@@ -184,8 +189,9 @@ def parse_timestamps(values: pd.Series) -> pd.Series:
     Numbers are epoch times whose unit is told by their size, per value
     (seconds < 1e11 <= milliseconds < 1e14 <= microseconds < 1e17 <= nanoseconds),
     so a file that switches from milliseconds to microseconds, as Binance's
-    archives did in 2025, still parses. Strings are ISO-8601; a string without a
-    zone is taken as UTC.
+    archives did in 2025, still parses; an epoch before 1990 is refused (NaT).
+    Eight-digit whole numbers such as 20240131 are dates. Strings are ISO-8601;
+    a string without a zone is taken as UTC.
     """
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         return values.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
@@ -196,6 +202,12 @@ def parse_timestamps(values: pd.Series) -> pd.Series:
     sample = pd.to_numeric(values.dropna().head(1000), errors="coerce")
     if values.dtype.kind in "iuf" or sample.notna().mean() > 0.5:
         x = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64")
+        finite = x[np.isfinite(x)]
+        if len(finite) and ((finite >= 19000101) & (finite <= 21001231)
+                            & (finite == np.floor(finite))).all():
+            dates = pd.Series(x, index=values.index).astype("Int64").astype("string")
+            return pd.to_datetime(dates, format="%Y%m%d", utc=True,
+                                  errors="coerce").astype("datetime64[ns, UTC]")
         magnitude = np.abs(x)
         with np.errstate(invalid="ignore"):
             scale = np.select(
@@ -207,6 +219,7 @@ def parse_timestamps(values: pd.Series) -> pd.Series:
         ok = np.isfinite(ns) & (np.abs(ns) < 9.2e18)
         out = np.full(len(x), np.datetime64("NaT"), dtype="datetime64[ns]")
         out[ok] = np.round(ns[ok]).astype("int64").view("datetime64[ns]")
+        out[out < EARLIEST] = np.datetime64("NaT")
         return pd.Series(out, index=values.index).dt.tz_localize("UTC")
     text = values.astype("string").str.strip()
     parsed = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")

@@ -23,12 +23,14 @@ KEY = ["symbol", "timestamp"]
 # Each dropped row is counted once, under the first reason it meets, in this order.
 DROP_REASONS = (
     "bad_timestamp",
+    "missing_symbol",
     "missing_or_non_numeric",
     "infinite",
     "non_positive_price",
     "high_below_low",
     "open_close_outside_range",
     "negative_volume",
+    "off_grid",
 )
 
 
@@ -49,6 +51,7 @@ def _invalid_reason(df: pd.DataFrame) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         checks = [
             df["timestamp"].isna().to_numpy(),
+            (df["symbol"].isna() | (df["symbol"].astype(str).str.strip() == "")).to_numpy(),
             np.isnan(values).any(axis=1),
             np.isinf(values).any(axis=1),
             (prices <= 0).any(axis=1),
@@ -73,6 +76,34 @@ def infer_freq(timestamps: pd.Series) -> pd.Timedelta:
     # Ties go to the shorter step, so the answer does not depend on the order of counts.
     top = counts[counts == counts.max()].index.min()
     return pd.Timedelta(top)
+
+
+def _bar_grids(df: pd.DataFrame, reason: np.ndarray, *, freq: str, source: str
+               ) -> dict[str, pd.Timedelta]:
+    """Each symbol's bar interval; marks rows off its grid in ``reason`` (in place).
+
+    The grid is the interval and the most common phase of the timestamps
+    within it (daily bars at 05:00 UTC have phase 5h). A bar off the grid, such
+    as a 03:30 candle among hourly ones, would overlap its neighbours, so it is
+    dropped as ``off_grid``.
+    """
+    valid = reason < 0
+    ts_ns = df["timestamp"].to_numpy(dtype="datetime64[ns]").view("int64")
+    off_grid = DROP_REASONS.index("off_grid")
+    freqs: dict[str, pd.Timedelta] = {}
+    for symbol, group in df.loc[valid].groupby("symbol", sort=True):
+        if freq != "auto":
+            f = parse_timeframe(freq, key="ingest.freq")
+        elif len(group) < 2:
+            raise InputDataError(f"{source}: symbol {symbol} has a single valid bar, so its "
+                                 "interval cannot be inferred; set ingest.freq (e.g. 1h)")
+        else:
+            f = infer_freq(group["timestamp"])
+        phase = ts_ns[group.index] % int(f.value)
+        values, counts = np.unique(phase, return_counts=True)
+        reason[group.index[phase != values[np.argmax(counts)]]] = off_grid
+        freqs[str(symbol)] = f
+    return freqs
 
 
 def find_gaps(bars: pd.DataFrame, freqs: dict[str, pd.Timedelta]) -> pd.DataFrame:
@@ -162,6 +193,7 @@ def validate_bars(
         raise InputDataError(conflict)
 
     reason = _invalid_reason(df)
+    freqs = _bar_grids(df, reason, freq=freq, source=source)
     dropped = {name: int((reason == i).sum()) for i, name in enumerate(DROP_REASONS)}
     invalid = int((reason >= 0).sum())
     clean = df.loc[reason < 0].drop(columns="_file").reset_index(drop=True)
@@ -189,26 +221,14 @@ def validate_bars(
         & (clean["low"] == clean["close"])
     )
 
-    freqs: dict[str, pd.Timedelta] = {}
     symbols: dict[str, Any] = {}
     for symbol, group in clean.groupby("symbol", sort=True):
         ts = group["timestamp"]
-        if freq != "auto":
-            f = parse_timeframe(freq, key="ingest.freq")
-        elif len(ts) < 2:
-            raise InputDataError(f"{source}: symbol {symbol} has a single valid bar, so its "
-                                 "interval cannot be inferred; set ingest.freq (e.g. 1h)")
-        else:
-            f = infer_freq(ts)
-        freqs[str(symbol)] = f
-        step = ts.diff().dropna()
-        off_grid = int(((step % f) != pd.Timedelta(0)).sum())
         symbols[str(symbol)] = {
             "rows": len(group),
             "first": ts.iloc[0],
             "last": ts.iloc[-1],
-            "freq": format_timeframe(f),
-            "irregular_steps": off_grid,
+            "freq": format_timeframe(freqs[str(symbol)]),
             "zero_volume_flat_bars": int(flat_zero.loc[group.index].sum()),
         }
     gaps = find_gaps(clean, freqs)

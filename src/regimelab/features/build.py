@@ -44,15 +44,21 @@ def _ns(delta: pd.Timedelta) -> int:
     return int(delta.value)
 
 
-def _resample(ts_ns: np.ndarray, cols: dict[str, np.ndarray], period_ns: int
-              ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def _resample(ts_ns: np.ndarray, cols: dict[str, np.ndarray], period_ns: int, base_ns: int,
+              max_gap: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Aggregate sorted base bars into epoch-anchored buckets of ``period_ns``.
 
-    Returns the bucket open times and their open/high/low/close/volume.
+    A bucket missing more than ``max_gap`` of its base bars (an outage inside
+    it, or data that starts or ends mid-bucket) is left out, so it counts as
+    a gap at its timeframe exactly as a missing base bar does at the base.
+
+    Returns the open times of the kept buckets and their open/high/low/close/volume.
     """
     bucket = (ts_ns // period_ns) * period_ns
     starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
     ends = np.r_[starts[1:], len(bucket)] - 1
+    counts = ends - starts + 1
+    complete = (period_ns // base_ns) - counts <= max_gap
     out = {
         "open": cols["open"][starts],
         "high": np.maximum.reduceat(cols["high"], starts),
@@ -60,7 +66,7 @@ def _resample(ts_ns: np.ndarray, cols: dict[str, np.ndarray], period_ns: int
         "close": cols["close"][ends],
         "volume": np.add.reduceat(cols["volume"], starts),
     }
-    return bucket[starts], out
+    return bucket[starts][complete], {k: v[complete] for k, v in out.items()}
 
 
 def _symbol_features(
@@ -84,7 +90,7 @@ def _symbol_features(
         if period == base_ns:
             tf_ts, tf_cols = ts_ns, cols
         else:
-            tf_ts, tf_cols = _resample(ts_ns, cols, period)
+            tf_ts, tf_cols = _resample(ts_ns, cols, period, base_ns, max_gap)
         breaks = np.r_[True, np.diff(tf_ts) > (max_gap + 1) * period]
         pos = run_position(breaks)
         tf_close = tf_ts + period
@@ -175,7 +181,9 @@ def make_spec(params: FeaturesParams, defs: list[FeatureDef], base: pd.Timedelta
             "kind": d.kind,
             "params": list(d.params),
             "timeframe": d.timeframe,
-            "lookback_bars": d.lookback * ratio,
+            # The window's oldest bucket can start ratio - 1 base bars before the
+            # lookback counted in whole buckets, when bar t is the first of its bucket.
+            "lookback_bars": d.lookback * ratio + ratio - 1,
             "formula": KINDS[d.kind].doc,
         })
     return {
@@ -217,10 +225,13 @@ def build_features(bars: pd.DataFrame, *, params: FeaturesParams) -> FeatureResu
     values = table[names].to_numpy()
     keep = np.isfinite(values).all(axis=1)
     if not keep.any():
+        runs = np.bincount(assign_segments(table, base=base, max_gap=params.max_gap))
         raise FeatureError(
-            f"featurize: no bar has every feature; the data has {len(bars)} bars per "
-            f"{format_timeframe(base)} but the longest window needs "
-            f"{max(d.lookback for d in defs)} bars of its timeframe"
+            f"featurize: no bar has every feature: the longest window needs "
+            f"{max(d.lookback for d in defs)} bars of its timeframe, but the longest run of "
+            f"{format_timeframe(base)} bars without a gap over features.max_gap = "
+            f"{params.max_gap} has {runs.max()}; raise features.max_gap (e.g. to span "
+            "weekends) or shorten the windows"
         )
     table = table.loc[keep].reset_index(drop=True)
     table.insert(2, "segment", assign_segments(table, base=base, max_gap=params.max_gap))

@@ -1,0 +1,518 @@
+"""Gaussian HMM regimes on top of hmmlearn.
+
+What this adds to ``hmmlearn.hmm.GaussianHMM`` for regime work:
+
+- restarts in scikit-learn's ``n_init`` pattern, made cheap: every restart
+  runs ``short_iter`` EM iterations, and only the ``n_continue`` best go on to
+  convergence; the best log-likelihood wins;
+- a convergence tolerance per bar, so the same setting means the same thing
+  on 5,000 bars and on 500,000;
+- a scaling E-step that cannot underflow (hmmlearn's raises on outliers);
+- filtered (causal) posteriors from the forward pass alone;
+- a canonical state order (ascending volatility), so state 0 is the calmest
+  regime in every run;
+- parameters saved as plain arrays (``.npz``) that load without pickle.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from hmmlearn import _hmmc
+from hmmlearn.base import ConvergenceMonitor
+from hmmlearn.hmm import GaussianHMM
+from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import adjusted_rand_score
+from threadpoolctl import threadpool_limits
+
+from regimelab.exceptions import ModelError
+from regimelab.io import read_json, read_npz, write_json, write_npz
+from regimelab.regimes import volatility_order
+
+log = logging.getLogger(__name__)
+
+# The initial transition matrix stays in a state with this probability: regimes
+# persist, and starting EM from a sticky chain finds persistent solutions.
+INIT_STICKINESS = 0.9
+# k-means for the initial means runs on at most this many rows.
+INIT_SAMPLE = 20_000
+
+
+class _StableGaussianHMM(GaussianHMM):
+    """``GaussianHMM`` whose scaling E-step subtracts each row's largest log-density.
+
+    hmmlearn's scaling implementation exponentiates the log-densities as they
+    are, and a bar far from every state (a crash candle) underflows to zero in
+    all of them. Shifting each row by its maximum leaves the posteriors and the
+    transition counts unchanged (the shift cancels in the normalisation) and the
+    shift is added back to the log-likelihood.
+    """
+
+    def _shifted_frameprob(self, X: np.ndarray) -> tuple[np.ndarray, float]:
+        log_frame = self._compute_log_likelihood(X)
+        shift = log_frame.max(axis=1, keepdims=True)
+        return np.exp(log_frame - shift), float(shift.sum())
+
+    def _fit_scaling(self, X: np.ndarray) -> tuple:
+        frameprob, shift = self._shifted_frameprob(X)
+        log_prob, fwd, scaling = _hmmc.forward_scaling(self.startprob_, self.transmat_, frameprob)
+        bwd = _hmmc.backward_scaling(self.startprob_, self.transmat_, frameprob, scaling)
+        return frameprob, log_prob + shift, self._compute_posteriors_scaling(fwd, bwd), fwd, bwd
+
+    def _do_mstep(self, stats: dict[str, Any]) -> None:
+        super()._do_mstep(stats)
+        if self.covariance_type == "spherical" and self._covars_.ndim == 2:
+            # hmmlearn 0.3 leaves spherical variances tiled to (K, D), and its covars_
+            # then expands them to K * D matrices; keep one variance per state.
+            self._covars_ = self._covars_[:, 0].copy()
+
+    def _score_scaling(self, X: np.ndarray, lengths: np.ndarray | None = None, *,
+                       compute_posteriors: bool) -> tuple[float, np.ndarray]:
+        log_prob = 0.0
+        posteriors = [np.empty((0, self.n_components))]
+        for sub_X in _split(X, lengths):
+            frameprob, shift = self._shifted_frameprob(sub_X)
+            sub_log_prob, fwd, scaling = _hmmc.forward_scaling(
+                self.startprob_, self.transmat_, frameprob)
+            log_prob += sub_log_prob + shift
+            if compute_posteriors:
+                bwd = _hmmc.backward_scaling(self.startprob_, self.transmat_, frameprob, scaling)
+                posteriors.append(self._compute_posteriors_scaling(fwd, bwd))
+        return log_prob, np.concatenate(posteriors)
+
+    def forward_filter(self, X: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """P(state_t | bars up to t) for each row, restarting at each sequence."""
+        out = []
+        for sub_X in _split(X, lengths):
+            frameprob, _ = self._shifted_frameprob(sub_X)
+            _, fwd, _ = _hmmc.forward_scaling(self.startprob_, self.transmat_, frameprob)
+            out.append(fwd)
+        return np.concatenate(out) if out else np.empty((0, self.n_components))
+
+
+class _RecordingMonitor(ConvergenceMonitor):
+    """hmmlearn's monitor keeps two values; this one keeps the whole history."""
+
+    def __init__(self, tol: float, n_iter: int, verbose: bool) -> None:
+        super().__init__(tol, n_iter, verbose)
+        self.log_probs: list[float] = []
+
+    def report(self, log_prob: float) -> None:
+        super().report(log_prob)
+        self.log_probs.append(float(log_prob))
+
+
+def _split(X: np.ndarray, lengths: np.ndarray | None) -> list[np.ndarray]:
+    if lengths is None:
+        return [X]
+    ends = np.cumsum(lengths)
+    return [X[end - n:end] for n, end in zip(lengths, ends)]
+
+
+_PARAM_NAMES = ("n_states", "covariance_type", "n_init", "n_iter", "tol", "min_covar",
+                "implementation", "short_iter", "n_continue", "min_state_bars",
+                "init_smoothing", "random_state")
+
+
+def _init_window(init_smoothing: int, restart: int) -> int:
+    """Restarts take the smoothing window, half of it and twice it in turn.
+
+    Which window leads k-means to the basin of the best optimum depends on how
+    long the regimes last; varying it makes the restarts explore more.
+    """
+    if init_smoothing <= 1:
+        return 1
+    return max(1, (init_smoothing, init_smoothing // 2, init_smoothing * 2)[restart % 3])
+
+
+def _trailing_mean(X: np.ndarray, lengths: np.ndarray, window: int) -> np.ndarray:
+    """Mean of each row and the ``window - 1`` before it within its sequence, shape of X."""
+    if window <= 1:
+        return X
+    out = np.empty_like(X)
+    start = 0
+    for n in lengths:
+        seq = X[start:start + n]
+        csum = np.vstack([np.zeros((1, X.shape[1])), np.cumsum(seq, axis=0)])
+        idx = np.arange(1, n + 1)
+        lo = np.maximum(idx - window, 0)
+        out[start:start + n] = (csum[idx] - csum[lo]) / (idx - lo)[:, None]
+        start += n
+    return out
+
+
+def _converged(history: list[float], tol_total: float) -> bool:
+    """EM has converged when the last iteration gained less than the tolerance.
+
+    hmmlearn's own ``converged`` is also True when the iteration cap is hit.
+    """
+    return len(history) >= 2 and history[-1] - history[-2] < tol_total
+
+
+def _check_lengths(X: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if lengths.sum() != len(X) or (lengths <= 0).any():
+        raise ModelError(f"lengths sum to {lengths.sum()} but X has {len(X)} rows")
+    return lengths
+
+
+def _native_covars(full: np.ndarray, covariance_type: str) -> np.ndarray:
+    """Full covariance matrices of shape (K, D, D) in hmmlearn's storage for the type."""
+    if covariance_type == "full":
+        return full
+    if covariance_type == "diag":
+        return np.diagonal(full, axis1=1, axis2=2).copy()
+    if covariance_type == "spherical":
+        return np.diagonal(full, axis1=1, axis2=2).mean(axis=1)
+    return full[0]  # tied: one matrix shared by every state
+
+
+@dataclass
+class Restart:
+    """What one restart did: its seed, log-likelihoods and fate."""
+
+    index: int
+    seed: int
+    short_log_likelihood: float | None = None
+    log_likelihood: float | None = None
+    n_iter: int = 0
+    converged: bool = False
+    continued: bool = False
+    failed: str | None = None
+    history: list[float] = field(default_factory=list)
+
+
+class RegimeHMM:
+    """Gaussian HMM with restarts, causal filtering and a canonical state order.
+
+    Parameters
+    ----------
+    n_states : int
+        Number of regimes K.
+    covariance_type : {'diag', 'full', 'spherical', 'tied'}
+    n_init : int
+        Restarts, each from its own k-means initialisation.
+    n_iter : int
+        Most EM iterations a restart may run in all.
+    tol : float
+        EM stops when the log-likelihood gains less than ``tol`` nats per bar.
+    min_covar : float
+        Added to the diagonal of the initial covariances. During EM, hmmlearn's
+        covariance prior (``covars_prior``, 0.01) keeps them away from zero.
+    implementation : {'scaling', 'log'}
+        hmmlearn's E-step; 'scaling' is about twice as fast.
+    short_iter : int
+        EM iterations every restart runs before the best are kept.
+    init_smoothing : int
+        Bars over which features are averaged before the k-means initialisation
+        (1: plain k-means on single bars). Restarts use this window, half of it
+        and twice it in turn.
+    n_continue : int
+        How many of the best restarts continue to convergence.
+    min_state_bars : int
+        A fit in which a state explains fewer bars than this (in expectation,
+        on the training data) is degenerate and rejected.
+    random_state : int
+        Seeds every restart.
+    """
+
+    def __init__(self, n_states: int, *, covariance_type: str = "diag", n_init: int = 5,
+                 n_iter: int = 200, tol: float = 1e-4, min_covar: float = 1e-3,
+                 implementation: str = "scaling", short_iter: int = 10, n_continue: int = 2,
+                 min_state_bars: int = 20, init_smoothing: int = 8,
+                 random_state: int = 0) -> None:
+        self.n_states = n_states
+        self.covariance_type = covariance_type
+        self.n_init = n_init
+        self.n_iter = n_iter
+        self.tol = tol
+        self.min_covar = min_covar
+        self.implementation = implementation
+        self.short_iter = short_iter
+        self.n_continue = n_continue
+        self.min_state_bars = min_state_bars
+        self.init_smoothing = init_smoothing
+        self.random_state = random_state
+
+    # -- fitting -------------------------------------------------------------------------
+
+    def _new_model(self, seed: int, n_iter: int, tol_total: float) -> _StableGaussianHMM:
+        model = _StableGaussianHMM(
+            n_components=self.n_states, covariance_type=self.covariance_type,
+            min_covar=self.min_covar, n_iter=n_iter, tol=tol_total, random_state=seed,
+            implementation=self.implementation, init_params="", params="stmc")
+        model.monitor_ = _RecordingMonitor(tol_total, n_iter, False)
+        return model
+
+    def _initialise(self, model: _StableGaussianHMM, X: np.ndarray, lengths: np.ndarray,
+                    seed: int, window: int) -> None:
+        """Means and covariances of k-means clusters, a uniform start and a sticky chain.
+
+        k-means runs on the features averaged over ``window`` bars (within each
+        sequence): on single bars it splits by the sign of the move, while a regime
+        is what persists over several bars. Means and covariances are then taken
+        from the raw bars of each cluster.
+        """
+        k, d = self.n_states, X.shape[1]
+        rng = np.random.default_rng(seed)
+        rows = (np.arange(len(X)) if len(X) <= INIT_SAMPLE
+                else np.sort(rng.choice(len(X), INIT_SAMPLE, replace=False)))
+        smoothed = _trailing_mean(X, lengths, window)[rows]
+        with warnings.catch_warnings():
+            # Fewer distinct points than clusters is caught below as a degenerate fit.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            labels = KMeans(n_clusters=k, n_init=1, random_state=seed).fit_predict(smoothed)
+        sample = X[rows]
+        overall = np.cov(sample.T).reshape(d, d) + self.min_covar * np.eye(d)
+        means = np.empty((k, d))
+        full = np.empty((k, d, d))
+        for j in range(k):
+            members = sample[labels == j]
+            means[j] = members.mean(axis=0) if len(members) else sample.mean(axis=0)
+            full[j] = (np.cov(members.T).reshape(d, d) + self.min_covar * np.eye(d)
+                       if len(members) > d else overall)
+        if self.covariance_type == "tied":
+            full[:] = overall
+        model.n_features = d
+        model.startprob_ = np.full(k, 1.0 / k)
+        off = (1.0 - INIT_STICKINESS) / (k - 1)
+        model.transmat_ = np.full((k, k), off) + np.eye(k) * (INIT_STICKINESS - off)
+        model.means_ = means
+        model.covars_ = _native_covars(full, self.covariance_type)
+
+    def _run(self, model: _StableGaussianHMM, X: np.ndarray, lengths: np.ndarray,
+             n_iter: int) -> None:
+        model.n_iter = n_iter
+        model.monitor_.n_iter = n_iter
+        with np.errstate(all="ignore"):
+            model.fit(X, lengths)
+        params = (model.startprob_, model.transmat_, model.means_, model._covars_)
+        if not all(np.isfinite(p).all() for p in params):
+            raise FloatingPointError("a parameter became NaN or infinite")
+
+    def fit(self, X: np.ndarray, lengths: np.ndarray, *,
+            feature_names: list[str] | None = None) -> RegimeHMM:
+        """Fit with restarts and keep the best training log-likelihood.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+        lengths : ndarray of shape (n_sequences,)
+            Rows per gap-free sequence; no transition is counted across two.
+        feature_names : list of str, optional
+            Column names of ``X``; they pick the volatility feature that orders
+            the states (see :func:`regimelab.regimes.volatility_order`).
+
+        Raises
+        ------
+        ModelError
+            If every restart fails (numerically, or with a state left almost empty).
+        """
+        lengths = _check_lengths(X, lengths)
+        # One BLAS thread: the result then does not depend on the machine's core count
+        # (select-states and train-hmm agree bit for bit); parallelism comes from
+        # fitting candidates side by side.
+        with threadpool_limits(1):
+            return self._fit(X, lengths, feature_names)
+
+    def _fit(self, X: np.ndarray, lengths: np.ndarray, feature_names: list[str] | None
+             ) -> RegimeHMM:
+        self.feature_names_ = list(feature_names) if feature_names is not None else []
+        tol_total = self.tol * len(X)
+        seeds = np.random.SeedSequence(self.random_state).generate_state(self.n_init)
+        restarts = [Restart(index=i, seed=int(seed)) for i, seed in enumerate(seeds.tolist())]
+        models: dict[int, _StableGaussianHMM] = {}
+        for restart in restarts:
+            model = self._new_model(restart.seed, self.short_iter, tol_total)
+            try:
+                self._initialise(model, X, lengths, restart.seed,
+                                 _init_window(self.init_smoothing, restart.index))
+                self._run(model, X, lengths, self.short_iter)
+            except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
+                self._fail(restart, f"{type(exc).__name__}: {exc}")
+                continue
+            restart.short_log_likelihood = model.monitor_.log_probs[-1]
+            models[restart.index] = model
+
+        ranked = sorted(models, key=lambda i: -restarts[i].short_log_likelihood)
+        finished: list[int] = []
+        for i in ranked:
+            # A continued restart that fails hands its place to the next best short run.
+            if len(finished) == self.n_continue:
+                break
+            self._finish(restarts[i], models[i], X, lengths, tol_total)
+            if restarts[i].log_likelihood is not None:
+                finished.append(i)
+        if not finished:
+            reasons = "; ".join(sorted({r.failed for r in restarts if r.failed}))
+            raise ModelError(
+                f"model.n_states = {self.n_states} ({self.covariance_type}): every restart "
+                f"failed ({reasons}); try fewer states, a larger hmm.min_covar, or "
+                "covariance_type diag"
+            )
+        finished.sort(key=lambda i: -restarts[i].log_likelihood)
+        best = finished[0]
+        self.model_ = models[best]
+        self.restarts_ = restarts
+        self.best_restart_ = best
+        self.log_likelihood_ = restarts[best].log_likelihood
+        self.history_ = restarts[best].history
+        self.n_iter_ = restarts[best].n_iter
+        self.converged_ = restarts[best].converged
+        self.n_samples_ = len(X)
+        # How much restarts agree: ARI between the decoded paths of the two best.
+        self.restart_ari_ = (
+            float(adjusted_rand_score(models[finished[1]].predict(X, lengths),
+                                      self.model_.predict(X, lengths)))
+            if len(finished) > 1 else float("nan"))
+        self._order_states()
+        return self
+
+    def _fail(self, restart: Restart, reason: str) -> None:
+        restart.failed = reason
+        log.warning("K=%d %s restart %d failed: %s", self.n_states, self.covariance_type,
+                    restart.index, reason)
+
+    def _finish(self, restart: Restart, model: _StableGaussianHMM, X: np.ndarray,
+                lengths: np.ndarray, tol_total: float) -> None:
+        """Continue one restart to convergence and check it is not degenerate."""
+        restart.continued = True
+        try:
+            if self.n_iter > self.short_iter and not _converged(model.monitor_.log_probs,
+                                                                 tol_total):
+                self._run(model, X, lengths, self.n_iter - self.short_iter)
+            log_likelihood, posteriors = model.score_samples(X, lengths)
+        except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
+            self._fail(restart, f"{type(exc).__name__}: {exc}")
+            return
+        occupancy = posteriors.sum(axis=0)
+        if not np.isfinite(log_likelihood) or occupancy.min() < self.min_state_bars:
+            self._fail(restart, f"degenerate: a state explains {occupancy.min():.1f} bars "
+                                f"(hmm.min_state_bars = {self.min_state_bars})")
+            return
+        history = model.monitor_.log_probs
+        restart.history = [*history, float(log_likelihood)]
+        restart.log_likelihood = float(log_likelihood)
+        restart.n_iter = len(history)
+        restart.converged = _converged(history, tol_total)
+
+    def _order_states(self) -> None:
+        """Renumber states by ascending volatility (see :func:`volatility_order`)."""
+        model = self.model_
+        order, rule = volatility_order(model.means_, model.covars_, self.feature_names_)
+        native = model._covars_
+        model.startprob_ = model.startprob_[order]
+        model.transmat_ = model.transmat_[np.ix_(order, order)]
+        model.means_ = model.means_[order]
+        model.covars_ = native if self.covariance_type == "tied" else native[order]
+        self.state_order_ = {"rule": "ascending volatility", **rule}
+
+    # -- the shared regime-model interface -----------------------------------------------
+
+    def predict(self, X: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Most likely state path (Viterbi), shape ``(n_samples,)``."""
+        return self.model_.predict(X, _check_lengths(X, lengths))
+
+    def predict_proba(self, X: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Smoothed posteriors P(state_t | the whole sequence), shape ``(n_samples, K)``."""
+        return self.model_.predict_proba(X, _check_lengths(X, lengths))
+
+    def filter_proba(self, X: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Filtered posteriors P(state_t | bars up to t), shape ``(n_samples, K)``.
+
+        From the forward pass only, so appending bars never changes an earlier row.
+        """
+        return self.model_.forward_filter(X, _check_lengths(X, lengths))
+
+    def score(self, X: np.ndarray, lengths: np.ndarray) -> float:
+        """Total log-likelihood of ``X`` in nats."""
+        return float(self.model_.score(X, _check_lengths(X, lengths)))
+
+    @property
+    def n_parameters(self) -> int:
+        """Free parameters, as hmmlearn counts them for AIC and BIC."""
+        return int(sum(self.model_._get_n_fit_scalars_per_param().values()))
+
+    def aic(self, X: np.ndarray, lengths: np.ndarray) -> float:
+        """Akaike information criterion on ``X`` (lower is better)."""
+        return -2.0 * self.score(X, lengths) + 2.0 * self.n_parameters
+
+    def bic(self, X: np.ndarray, lengths: np.ndarray) -> float:
+        """Bayesian information criterion on ``X`` (lower is better)."""
+        return -2.0 * self.score(X, lengths) + self.n_parameters * np.log(len(X))
+
+    @property
+    def transmat_(self) -> np.ndarray:
+        return self.model_.transmat_
+
+    @property
+    def startprob_(self) -> np.ndarray:
+        return self.model_.startprob_
+
+    @property
+    def means_(self) -> np.ndarray:
+        return self.model_.means_
+
+    @property
+    def covars_(self) -> np.ndarray:
+        """Full covariance matrices, shape ``(K, n_features, n_features)``."""
+        return self.model_.covars_
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor's arguments."""
+        return {k: getattr(self, k) for k in _PARAM_NAMES}
+
+    def save(self, folder: str | Path, *, manifest: dict[str, Any]) -> None:
+        """Write ``params.npz`` (start, transitions, means, full covariances) and
+        ``manifest.json`` (``manifest`` plus the model's own description)."""
+        folder = Path(folder)
+        write_npz({"startprob": self.startprob_, "transmat": self.transmat_,
+                   "means": self.means_, "covars": self.covars_}, folder / "params.npz")
+        write_json({
+            **manifest,
+            "model": "gaussian_hmm",
+            "n_states": self.n_states,
+            "covariance_type": self.covariance_type,
+            "features": self.feature_names_,
+            "state_order": self.state_order_,
+            "fit": {**self.get_params(), "log_likelihood": self.log_likelihood_,
+                    "n_iter": self.n_iter_, "converged": self.converged_,
+                    "n_samples": self.n_samples_},
+        }, folder / "manifest.json")
+
+    @classmethod
+    def load(cls, folder: str | Path) -> RegimeHMM:
+        """Rebuild a fitted model from :meth:`save`'s files; nothing is unpickled."""
+        folder = Path(folder)
+        try:
+            manifest = read_json(folder / "manifest.json")
+            arrays = read_npz(folder / "params.npz")
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{folder}: cannot load the HMM ({exc})") from None
+        if manifest.get("model") != "gaussian_hmm":
+            raise ModelError(f"{folder}: manifest.json describes {manifest.get('model')!r}, "
+                             "not a gaussian_hmm")
+        fit = manifest["fit"]
+        self = cls(**{k: fit[k] for k in _PARAM_NAMES})
+        model = self._new_model(self.random_state, self.n_iter, self.tol)
+        model.n_features = arrays["means"].shape[1]
+        model.startprob_ = arrays["startprob"]
+        model.transmat_ = arrays["transmat"]
+        model.means_ = arrays["means"]
+        model.covars_ = _native_covars(arrays["covars"], self.covariance_type)
+        self.model_ = model
+        self.feature_names_ = list(manifest["features"])
+        self.state_order_ = manifest["state_order"]
+        self.log_likelihood_ = fit["log_likelihood"]
+        self.n_iter_ = fit["n_iter"]
+        self.converged_ = fit["converged"]
+        self.n_samples_ = fit["n_samples"]
+        return self

@@ -1,0 +1,127 @@
+"""What both model families share: state order, Markov-chain summaries, the regimes table."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from regimelab.exceptions import FeatureError
+from regimelab.features.catalog import parse_feature
+from regimelab.sequences import to_sequences
+
+# Feature kinds whose level is a volatility, most direct first.
+_VOLATILITY_LEVELS = ("realized_vol", "parkinson", "hl_range_pct")
+
+
+class RegimeModel(Protocol):
+    """The interface evaluate and diagnose rely on, whichever family is behind it."""
+
+    n_states: int
+
+    def predict(self, X: np.ndarray, lengths: np.ndarray) -> np.ndarray: ...
+    def predict_proba(self, X: np.ndarray, lengths: np.ndarray) -> np.ndarray: ...
+    def filter_proba(self, X: np.ndarray, lengths: np.ndarray) -> np.ndarray: ...
+    def score(self, X: np.ndarray, lengths: np.ndarray) -> float: ...
+
+
+def volatility_rule(columns: list[str], *, shared_covariance: bool = False) -> dict[str, Any]:
+    """How states are ranked by volatility, given the feature columns.
+
+    The state's variance of the base log return when that feature is there;
+    otherwise its mean of a volatility level (realised or Parkinson volatility,
+    high-low range); otherwise the trace of its covariance. With one covariance
+    shared by every state (``tied``) a variance ranks nothing, so a level comes first.
+    """
+    kinds = {}
+    for name in columns:
+        try:
+            kinds.setdefault(parse_feature(name).kind, name)
+        except FeatureError:  # a column outside the catalogue cannot name a rule
+            continue
+    if "log_return" in kinds and not shared_covariance:
+        return {"statistic": "variance", "feature": kinds["log_return"]}
+    for kind in _VOLATILITY_LEVELS:
+        if kind in kinds:
+            return {"statistic": "mean", "feature": kinds[kind]}
+    return {"statistic": "trace", "feature": None}
+
+
+def volatility_order(means: np.ndarray, covars: np.ndarray, columns: list[str]
+                     ) -> tuple[np.ndarray, dict[str, Any]]:
+    """Permutation putting states in ascending volatility, and the rule used.
+
+    Parameters
+    ----------
+    means : ndarray of shape (n_states, n_features)
+    covars : ndarray of shape (n_states, n_features, n_features)
+    columns : list of str
+        Feature names, in the order of the columns of ``means``.
+
+    Returns
+    -------
+    order : ndarray of shape (n_states,)
+        ``order[i]`` is the old index of the state that becomes state ``i``.
+    rule : dict
+        ``statistic``, ``feature`` and the sorted ``values``, for the manifest.
+    """
+    shared = len(covars) > 1 and bool((covars == covars[0]).all())
+    rule = volatility_rule(columns, shared_covariance=shared)
+    if rule["statistic"] == "variance":
+        j = columns.index(rule["feature"])
+        values = covars[:, j, j]
+    elif rule["statistic"] == "mean":
+        values = means[:, columns.index(rule["feature"])]
+    else:
+        values = np.trace(covars, axis1=1, axis2=2)
+    # Ties (identical states) fall back to the first feature's mean, then the old index.
+    order = np.lexsort((np.arange(len(values)), means[:, 0], values))
+    return order, {**rule, "values": values[order].tolist()}
+
+
+def stationary_distribution(transmat: np.ndarray) -> np.ndarray:
+    """The left eigenvector of ``transmat`` for eigenvalue 1, shape ``(n_states,)``."""
+    k = transmat.shape[0]
+    # Solve pi (P - I) = 0 with sum(pi) = 1 as a least-squares system: stable for
+    # nearly reducible chains, where an eigen-solver can return a complex vector.
+    a = np.vstack([transmat.T - np.eye(k), np.ones(k)])
+    b = np.r_[np.zeros(k), 1.0]
+    pi = np.linalg.lstsq(a, b, rcond=None)[0]
+    pi = np.clip(pi, 0.0, None)
+    return pi / pi.sum()
+
+
+def expected_durations(transmat: np.ndarray) -> np.ndarray:
+    """Expected dwell in bars, ``1 / (1 - p_kk)``, shape ``(n_states,)``; inf if absorbing."""
+    stay = np.diag(transmat)
+    with np.errstate(divide="ignore"):
+        return np.where(stay < 1.0, 1.0 / (1.0 - stay), np.inf)
+
+
+def regimes_table(model: RegimeModel, frames: dict[str, pd.DataFrame], columns: list[str]
+                  ) -> pd.DataFrame:
+    """The regimes contract for every bar of every split.
+
+    Columns: ``timestamp``, ``symbol``, ``split``, ``segment``, ``state`` (the
+    most likely path), ``p_smooth_0..K-1`` (given the whole split) and
+    ``p_filter_0..K-1`` (given bars up to and including t: causal).
+    """
+    parts = []
+    for name, frame in frames.items():
+        X, lengths = to_sequences(frame, columns)
+        smooth = model.predict_proba(X, lengths)
+        filtered = model.filter_proba(X, lengths)
+        part = pd.DataFrame({
+            "timestamp": frame["timestamp"].array,
+            "symbol": frame["symbol"].array,
+            "split": name,
+            "segment": frame["segment"].to_numpy(),
+            "state": model.predict(X, lengths).astype(np.int64),
+        })
+        for k in range(model.n_states):
+            part[f"p_smooth_{k}"] = smooth[:, k]
+        for k in range(model.n_states):
+            part[f"p_filter_{k}"] = filtered[:, k]
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)

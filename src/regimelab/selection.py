@@ -1,0 +1,336 @@
+"""select-states: score candidate HMMs over a grid, with Optuna driving the search.
+
+Each candidate (state count, covariance type) is fitted by
+:class:`~regimelab.hmm.RegimeHMM` with its restarts and scored on the training
+split (log-likelihood, AIC, BIC), on the validation split (log-likelihood per
+bar) and by how much its two best restarts agree (ARI of their decoded paths).
+
+Optuna holds the study. Trials run in threads (hmmlearn's E-step and numpy
+release the GIL, so two threads use two cores), and the study lives in
+``select.storage``: a SQLite file by default, or a shared database URL so that
+workers on several machines split one grid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from regimelab.exceptions import ModelError, ParamsError
+from regimelab.hmm import RegimeHMM
+from regimelab.params import COVARIANCE_TYPES, HMMParams, ModelParams, SelectParams
+
+log = logging.getLogger(__name__)
+
+# Another machine may still be running trials of a shared study; wait this long at most.
+SHARED_STUDY_WAIT_S = 6 * 3600.0
+
+
+def candidate_seed(seed: int, n_states: int, covariance_type: str) -> int:
+    """The restarts' seed for one candidate: the same in select-states and train-hmm."""
+    entropy = [seed, n_states, COVARIANCE_TYPES.index(covariance_type)]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+
+def make_hmm(n_states: int, covariance_type: str, *, hmm: HMMParams, seed: int) -> RegimeHMM:
+    """A :class:`RegimeHMM` configured from the ``hmm`` params for one candidate."""
+    return RegimeHMM(n_states, covariance_type=covariance_type, n_init=hmm.n_init,
+                     n_iter=hmm.n_iter, tol=hmm.tol, min_covar=hmm.min_covar,
+                     implementation=hmm.implementation, short_iter=hmm.short_iter,
+                     n_continue=hmm.n_continue, min_state_bars=hmm.min_state_bars,
+                     init_smoothing=hmm.init_smoothing,
+                     random_state=candidate_seed(seed, n_states, covariance_type))
+
+
+def evaluate_candidate(
+    X: np.ndarray, lengths: np.ndarray, X_val: np.ndarray, lengths_val: np.ndarray, *,
+    n_states: int, covariance_type: str, hmm: HMMParams, seed: int,
+    feature_names: list[str] | None = None,
+) -> dict[str, Any]:
+    """Fit one candidate and return its scores.
+
+    Returns
+    -------
+    dict
+        ``train_ll_per_bar``, ``val_ll_per_bar`` (nats), ``aic``, ``bic``,
+        ``n_parameters``, ``restart_ari``, ``n_iter``, ``converged``,
+        and ``failed_restarts``. Nothing that varies between runs (such as
+        timings), so the metrics file is reproducible.
+    """
+    model = make_hmm(n_states, covariance_type, hmm=hmm, seed=seed).fit(
+        X, lengths, feature_names=feature_names)
+    train_ll = model.log_likelihood_
+    k = model.n_parameters
+    return {
+        "n_states": n_states,
+        "covariance_type": covariance_type,
+        "train_ll_per_bar": train_ll / len(X),
+        "val_ll_per_bar": model.score(X_val, lengths_val) / len(X_val),
+        "aic": -2.0 * train_ll + 2.0 * k,
+        "bic": -2.0 * train_ll + k * float(np.log(len(X))),
+        "n_parameters": k,
+        "restart_ari": model.restart_ari_,
+        "n_iter": model.n_iter_,
+        "converged": model.converged_,
+        "failed_restarts": sum(r.failed is not None for r in model.restarts_),
+    }
+
+
+def study_name(*, data_hashes: list[str], select: SelectParams, hmm: HMMParams,
+               seed: int) -> str:
+    """A name that only the same data and settings share, so shared storage never mixes runs."""
+    settings = {"data": data_hashes, "grid": asdict(select.grid), "sampler": select.sampler,
+                "n_trials": select.n_trials, "hmm": asdict(hmm), "seed": seed}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    return f"select-states-{digest}"
+
+
+def fresh_sqlite_storage(path: Path) -> str:
+    """A SQLite storage URL at ``path``, the file from an earlier run removed.
+
+    Without a shared database each run starts its own study, so a change to the
+    code can never be answered from an old run's trials.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    return f"sqlite:///{path.as_posix()}"
+
+
+def _score_to_minimise(row: dict[str, Any], criterion: str) -> float:
+    return -row["val_ll_per_bar"] if criterion == "val_ll" else row[criterion]
+
+
+def choose(candidates: list[dict[str, Any]], *, criterion: str, tie_tolerance: float,
+           n_train: int) -> dict[str, Any]:
+    """The chosen candidate: best by ``criterion``, near-ties to the best validation fit.
+
+    Candidates whose criterion is within ``tie_tolerance`` nats per training
+    bar of the best tie; among them the highest validation log-likelihood per
+    bar wins, then the fewest states.
+    """
+    done = [c for c in candidates if c.get("status") == "complete"]
+    if not done:
+        raise ModelError("select-states: no candidate could be fitted; see the log for why")
+    best = min(_score_to_minimise(c, criterion) for c in done)
+    # AIC and BIC are -2 log-likelihood + penalty: half their difference per bar is nats per bar.
+    scale = 1.0 if criterion == "val_ll" else 2.0 * n_train
+    tied = [c for c in done if (_score_to_minimise(c, criterion) - best) / scale
+            <= tie_tolerance]
+    return min(tied, key=lambda c: (-c["val_ll_per_bar"], c["n_states"],
+                                    COVARIANCE_TYPES.index(c["covariance_type"])))
+
+
+def resolve_model(selection: dict[str, Any], model: ModelParams) -> dict[str, Any]:
+    """The state count and covariance type to train, from ``model`` params and the selection.
+
+    ``auto`` takes select-states' choice. A fixed value restricts the choice to
+    the candidates that have it, so ``model.n_states=4`` gets the best
+    covariance type at four states.
+    """
+    choice = selection["choice"]
+    rows = [c for c in selection["candidates"].values() if c.get("status") == "complete"]
+    if model.n_states != "auto":
+        rows = [c for c in rows if c["n_states"] == model.n_states]
+    if model.covariance_type != "auto":
+        rows = [c for c in rows if c["covariance_type"] == model.covariance_type]
+    if model.n_states == "auto" and model.covariance_type == "auto":
+        picked = choice
+    elif rows:
+        picked = choose(rows, criterion=selection["criterion"],
+                        tie_tolerance=selection["tie_tolerance"], n_train=selection["n_train"])
+    else:
+        # A fixed value outside the grid: take it as it is, the rest from the choice.
+        picked = choice
+    n_states = model.n_states if model.n_states != "auto" else picked["n_states"]
+    cov = (model.covariance_type if model.covariance_type != "auto"
+           else picked["covariance_type"])
+    return {"n_states": int(n_states), "covariance_type": str(cov)}
+
+
+def _relative_cost(n_states: int, covariance_type: str) -> float:
+    """Rough cost of fitting a candidate, for scheduling only."""
+    return n_states * (3.0 if covariance_type in ("full", "tied") else 1.0)
+
+
+def _workers(n_jobs: int) -> int:
+    return (os.cpu_count() or 1) if n_jobs == -1 else n_jobs
+
+
+def _make_sampler(select: SelectParams, seed: int) -> optuna.samplers.BaseSampler:
+    space = {"n_states": list(select.grid.n_states),
+             "covariance_type": list(select.grid.covariance_type)}
+    if select.sampler == "grid":
+        return optuna.samplers.GridSampler(space, seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def run_selection(
+    X: np.ndarray, lengths: np.ndarray, X_val: np.ndarray, lengths_val: np.ndarray, *,
+    select: SelectParams, hmm: HMMParams, seed: int, storage: str, name: str,
+    feature_names: list[str] | None = None,
+) -> dict[str, Any]:
+    """Search the grid with Optuna and choose a model.
+
+    Parameters
+    ----------
+    X, lengths : training observations (n_samples, n_features) and sequence lengths
+    X_val, lengths_val : validation observations and sequence lengths
+    select, hmm : the ``select`` and ``hmm`` params
+    seed : ``model.seed``
+    storage : an Optuna storage URL (``sqlite:///...`` or ``postgresql://...``)
+    name : the study name (see :func:`study_name`)
+
+    Returns
+    -------
+    dict
+        ``choice``, ``criterion``, ``tie_tolerance``, ``n_train`` and
+        ``candidates`` (one entry per grid point, keyed ``k{K}_{type}``).
+    """
+    grid_size = len(select.grid.n_states) * len(select.grid.covariance_type)
+    n_trials = select.n_trials or grid_size
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, direction="minimize",
+                                    sampler=_make_sampler(select, seed), load_if_exists=True)
+    except Exception as exc:  # SQLAlchemy/driver errors come in many types
+        raise ParamsError(f"select.storage: cannot open {storage!r} "
+                          f"({type(exc).__name__}: {exc})") from None
+
+    states = optuna.trial.TrialState
+    if select.sampler == "grid":
+        # Queue the grid, costliest first, so the workers finish together. A shared study
+        # may already hold a point (another machine queued it): it is not queued twice.
+        present = {(t.params.get("n_states"), t.params.get("covariance_type"))
+                   for t in study.get_trials(deepcopy=False)}
+        grid = sorted(((k, c) for k in select.grid.n_states for c in select.grid.covariance_type),
+                      key=lambda kc: (-_relative_cost(*kc), kc[0], kc[1]))
+        for k, cov in grid:
+            if (k, cov) not in present:
+                study.enqueue_trial({"n_states": k, "covariance_type": cov})
+    asked = 0
+
+    def next_trial() -> optuna.Trial | None:
+        nonlocal asked
+        if select.sampler == "grid":
+            if not study.get_trials(deepcopy=False, states=(states.WAITING,)):
+                return None
+        elif asked >= n_trials:
+            return None
+        asked += 1
+        trial = study.ask()
+        trial.suggest_categorical("n_states", list(select.grid.n_states))
+        trial.suggest_categorical("covariance_type", list(select.grid.covariance_type))
+        return trial
+
+    def fit(trial: optuna.Trial) -> tuple[dict[str, Any], float]:
+        start = time.perf_counter()
+        row = evaluate_candidate(X, lengths, X_val, lengths_val,
+                                 n_states=trial.params["n_states"],
+                                 covariance_type=trial.params["covariance_type"],
+                                 hmm=hmm, seed=seed, feature_names=feature_names)
+        return row, time.perf_counter() - start
+
+    # Ask-and-tell: this thread asks Optuna for trials and reports them, the pool fits.
+    # Asking from one thread keeps SQLite safe (two threads could pop the same queued
+    # trial), and hmmlearn's E-step and numpy release the GIL, so threads use the cores.
+    done = 0
+    workers = _workers(select.n_jobs)
+    with threadpool_limits(1), ThreadPoolExecutor(max_workers=workers) as pool:
+        running: dict[Future, optuna.Trial] = {}
+        while True:
+            while len(running) < workers and (trial := next_trial()) is not None:
+                running[pool.submit(fit, trial)] = trial
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                trial = running.pop(future)
+                k, cov = trial.params["n_states"], trial.params["covariance_type"]
+                done += 1
+                try:
+                    row, seconds = future.result()
+                except ModelError as exc:
+                    trial.set_user_attr("failed", str(exc))
+                    study.tell(trial, state=states.PRUNED)
+                    log.warning("[%d/%d] K=%d %s rejected: %s", done, n_trials, k, cov, exc)
+                    continue
+                except BaseException:
+                    study.tell(trial, state=states.FAIL)
+                    raise
+                for key, value in row.items():
+                    trial.set_user_attr(key, value)
+                study.tell(trial, _score_to_minimise(row, select.criterion))
+                log.info("[%d/%d] K=%d %-4s BIC %.0f, val LL %.4f nats/bar, restart ARI %.2f, "
+                         "%d iterations, %.1f s", done, n_trials, k, cov, row["bic"],
+                         row["val_ll_per_bar"], row["restart_ari"], row["n_iter"], seconds)
+    waited = 0.0
+    while study.get_trials(deepcopy=False, states=(states.RUNNING,)):
+        if waited >= SHARED_STUDY_WAIT_S:
+            break
+        log.info("waiting for trials that other workers are running in %s", name)
+        time.sleep(10.0)
+        waited += 10.0
+
+    candidates: dict[str, dict[str, Any]] = {}
+    for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        key = f"k{trial.params['n_states']}_{trial.params['covariance_type']}"
+        if key in candidates and candidates[key]["status"] == "complete":
+            continue  # a grid point two workers both ran: the results are the same
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            candidates[key] = {"status": "complete", **trial.user_attrs}
+        else:
+            candidates[key] = {"status": trial.state.name.lower(),
+                               "n_states": trial.params["n_states"],
+                               "covariance_type": trial.params["covariance_type"],
+                               "failed": trial.user_attrs.get("failed", "")}
+    candidates = dict(sorted(candidates.items(), key=lambda kv: (
+        kv[1]["n_states"], COVARIANCE_TYPES.index(kv[1]["covariance_type"]))))
+    choice = choose(list(candidates.values()), criterion=select.criterion,
+                    tie_tolerance=select.tie_tolerance, n_train=len(X))
+    at_edge = choice["n_states"] == max(select.grid.n_states)
+    if at_edge:
+        log.warning("the choice, %d states, is the largest in select.grid.n_states: the "
+                    "%s may keep improving with more states; widen the grid or fix "
+                    "model.n_states", choice["n_states"], select.criterion)
+    return {
+        "choice": {"n_states": choice["n_states"], "covariance_type": choice["covariance_type"],
+                   "at_grid_edge": at_edge},
+        "criterion": select.criterion,
+        "tie_tolerance": select.tie_tolerance,
+        "n_train": len(X),
+        "n_val": len(X_val),
+        "study": name,
+        "candidates": candidates,
+    }
+
+
+def criteria_tables(selection: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    """BIC, AIC and validation log-likelihood against n_states, one column per covariance type.
+
+    Returns ``{'bic': frame, 'aic': frame, 'val_ll': frame}``, each with an
+    ``n_states`` column; a candidate that could not be fitted is left empty.
+    """
+    rows = [c for c in selection["candidates"].values() if c.get("status") == "complete"]
+    covs = sorted({c["covariance_type"] for c in selection["candidates"].values()},
+                  key=COVARIANCE_TYPES.index)
+    ks = sorted({c["n_states"] for c in selection["candidates"].values()})
+    tables = {}
+    for name, key in (("bic", "bic"), ("aic", "aic"), ("val_ll", "val_ll_per_bar")):
+        frame = pd.DataFrame({"n_states": ks})
+        for cov in covs:
+            values = {c["n_states"]: c[key] for c in rows if c["covariance_type"] == cov}
+            frame[cov] = [values.get(k, np.nan) for k in ks]
+        tables[name] = frame
+    return tables

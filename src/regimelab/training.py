@@ -1,0 +1,113 @@
+"""train-hmm: fit the chosen HMM on the training split and describe it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from regimelab import __version__
+from regimelab.hmm import RegimeHMM
+from regimelab.params import HMMParams
+from regimelab.regimes import expected_durations, regimes_table, stationary_distribution
+from regimelab.selection import make_hmm
+from regimelab.sequences import to_sequences
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainedHMM:
+    """What train-hmm writes: the model, its metrics, its regimes and its EM history."""
+
+    model: RegimeHMM
+    metrics: dict[str, Any]
+    regimes: pd.DataFrame
+    history: pd.DataFrame
+
+
+def _by_state(values: np.ndarray) -> dict[str, float]:
+    return {str(k): float(v) for k, v in enumerate(values)}
+
+
+def describe_chain(transmat: np.ndarray) -> dict[str, Any]:
+    """Transition matrix, stationary distribution and expected durations, keyed by state."""
+    return {
+        "transmat": {str(i): _by_state(row) for i, row in enumerate(transmat)},
+        "stationary": _by_state(stationary_distribution(transmat)),
+        "expected_duration_bars": _by_state(expected_durations(transmat)),
+    }
+
+
+def train_hmm(
+    frames: dict[str, pd.DataFrame], *, columns: list[str], n_states: int,
+    covariance_type: str, hmm: HMMParams, seed: int,
+) -> TrainedHMM:
+    """Fit on ``frames['train']`` and decode every split.
+
+    Parameters
+    ----------
+    frames : dict
+        Scaled ``train``, ``val`` and ``test`` tables.
+    columns : list of str
+        The feature columns, in the spec's order.
+    n_states, covariance_type : the resolved model
+    hmm : the ``hmm`` params
+    seed : ``model.seed``
+    """
+    X, lengths = to_sequences(frames["train"], columns)
+    model = make_hmm(n_states, covariance_type, hmm=hmm, seed=seed).fit(
+        X, lengths, feature_names=columns)
+    ll_per_bar = {}
+    for name, frame in frames.items():
+        Xs, ls = to_sequences(frame, columns)
+        ll_per_bar[name] = model.score(Xs, ls) / len(Xs)
+    regimes = regimes_table(model, frames, columns)
+    occupancy = {
+        name: _by_state(np.bincount(part["state"], minlength=n_states) / len(part))
+        for name, part in regimes.groupby("split", sort=False)
+    }
+    k = model.n_parameters
+    metrics = {
+        "n_states": n_states,
+        "covariance_type": covariance_type,
+        "log_likelihood_per_bar": ll_per_bar,
+        "aic": -2.0 * model.log_likelihood_ + 2.0 * k,
+        "bic": -2.0 * model.log_likelihood_ + k * float(np.log(len(X))),
+        "n_parameters": k,
+        "n_iter": model.n_iter_,
+        "converged": model.converged_,
+        "restart_ari": model.restart_ari_,
+        "restarts": {str(r.index): {"log_likelihood_per_bar": (
+            None if r.log_likelihood is None else r.log_likelihood / len(X)),
+            "continued": r.continued, "failed": r.failed or ""} for r in model.restarts_},
+        **describe_chain(model.transmat_),
+        "occupancy": occupancy,
+        "state_order": model.state_order_,
+    }
+    history = pd.DataFrame({
+        "iteration": np.arange(1, len(model.history_) + 1),
+        "log_likelihood_per_bar": np.asarray(model.history_) / len(X),
+    })
+    log.info("HMM K=%d %s: train %.4f, val %.4f, test %.4f nats/bar; %d EM iterations%s",
+             n_states, covariance_type, ll_per_bar["train"], ll_per_bar["val"],
+             ll_per_bar["test"], model.n_iter_, "" if model.converged_ else " (not converged)")
+    return TrainedHMM(model=model, metrics=metrics, regimes=regimes, history=history)
+
+
+def manifest(*, spec: dict[str, Any], scaler: dict[str, Any], train_sha256: str,
+             resolved: dict[str, Any], seed: int) -> dict[str, Any]:
+    """What inference needs to rebuild the observations the model saw."""
+    return {
+        "regimelab_version": __version__,
+        "hmmlearn_version": version("hmmlearn"),
+        "training_data_sha256": train_sha256,
+        "seed": seed,
+        "resolved": resolved,
+        "feature_spec": spec,
+        "scaler": scaler,
+    }

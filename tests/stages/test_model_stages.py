@@ -1,0 +1,204 @@
+"""select-states and train-hmm: each stage's main() after the data stages, on a tmp folder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from regimelab.synth import make_market, write_market
+from tests.stages.conftest import load_stage
+
+STAGES = Path(__file__).resolve().parents[2] / "stages"
+Stage = Callable[[str], ModuleType]
+
+PARAMS = {
+    "features": {"window": 10},
+    "split": {"folds": 0},
+    "model": {"n_states": "auto", "covariance_type": "auto", "seed": 0},
+    "select": {"grid": {"n_states": [2, 3, 4], "covariance_type": ["diag"]}, "n_jobs": 2},
+    "hmm": {"n_init": 2},
+}
+# What select-states and train-hmm write, relative to the work folder.
+OUTPUTS = ["metrics/select_states.json", "plots/select_states/bic.csv",
+           "plots/select_states/aic.csv", "plots/select_states/val_ll.csv",
+           "models/hmm/params.npz", "models/hmm/manifest.json", "data/regimes/hmm.parquet",
+           "metrics/train_hmm.json", "plots/train_hmm/loglik.csv"]
+
+
+def write_params(d: Path, **changes: dict) -> None:
+    params = {**PARAMS, "ingest": {"path": str(d / "m.csv")}}
+    for section, values in changes.items():
+        params[section] = {**params[section], **values}
+    (d / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+@pytest.fixture(scope="module")
+def scaled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ingest → featurize → split → scale on a 3-regime market with two outages."""
+    d = tmp_path_factory.mktemp("pipeline")
+    write_market(make_market(2400, n_regimes=3, n_gaps=2, random_state=5), d / "m.csv")
+    write_params(d)
+    p = ["--params", str(d / "params.yaml")]
+    load_stage("ingest").main([*p, "--bars", str(d / "bars.parquet"),
+                               "--gaps", str(d / "gaps.csv"), "--metrics", str(d / "ingest.json")])
+    load_stage("featurize").main([*p, "--bars", str(d / "bars.parquet"),
+                                  "--features", str(d / "features.parquet"),
+                                  "--spec", str(d / "spec.json"),
+                                  "--metrics", str(d / "featurize.json")])
+    load_stage("split").main([*p, "--features", str(d / "features.parquet"),
+                              "--spec", str(d / "spec.json"), "--out", str(d / "split"),
+                              "--metrics", str(d / "split.json")])
+    load_stage("scale").main([*p, "--splits", str(d / "split"), "--spec", str(d / "spec.json"),
+                              "--out", str(d / "scaled")])
+    return d
+
+
+def model_args(d: Path, out: Path) -> tuple[list[str], list[str]]:
+    """The command lines dvc.yaml gives select-states and train-hmm, outputs under ``out``."""
+    common = ["--params", str(d / "params.yaml"), "--scaled", str(d / "scaled"),
+              "--spec", str(d / "spec.json")]
+    select = [*common, "--study-dir", str(out / "data/select"),
+              "--metrics", str(out / "metrics/select_states.json"),
+              "--plots", str(out / "plots/select_states")]
+    train = [*common, "--selection", str(out / "metrics/select_states.json"),
+             "--model", str(out / "models/hmm"), "--regimes", str(out / "data/regimes/hmm.parquet"),
+             "--metrics", str(out / "metrics/train_hmm.json"),
+             "--history", str(out / "plots/train_hmm/loglik.csv")]
+    return select, train
+
+
+def run_model_stages(stage: Stage, d: Path, out: Path) -> None:
+    select, train = model_args(d, out)
+    stage("select_states").main(select)
+    stage("train_hmm").main(train)
+
+
+@pytest.fixture(scope="module")
+def outputs(scaled: Path) -> Path:
+    out = scaled / "run1"
+    run_model_stages(load_stage, scaled, out)
+    return out
+
+
+def read(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_select_states_writes_the_choice_and_the_table(outputs: Path) -> None:
+    result = read(outputs / "metrics/select_states.json")
+    assert result["choice"]["n_states"] in (2, 3, 4)
+    assert result["choice"]["covariance_type"] == "diag"
+    candidates = result["candidates"]
+    assert list(candidates) == ["k2_diag", "k3_diag", "k4_diag"]
+    for c in candidates.values():
+        assert c["status"] == "complete"
+        for key in ("aic", "bic", "val_ll_per_bar", "train_ll_per_bar"):
+            assert np.isfinite(c[key])
+        assert c["restart_ari"] is None or 0.0 <= c["restart_ari"] <= 1.0
+    bic = {c["n_states"]: c["bic"] for c in candidates.values()}
+    assert result["choice"]["n_states"] == min(bic, key=bic.get)
+    for name, key in (("bic", "bic"), ("aic", "aic"), ("val_ll", "val_ll_per_bar")):
+        table = pd.read_csv(outputs / f"plots/select_states/{name}.csv")
+        assert list(table.columns) == ["n_states", "diag"]
+        np.testing.assert_array_equal(table["n_states"], [2, 3, 4])
+        expected = [candidates[f"k{k}_diag"][key] for k in (2, 3, 4)]
+        np.testing.assert_allclose(table["diag"], expected, rtol=1e-12, atol=0)
+
+
+def test_train_hmm_writes_model_regimes_and_metrics(scaled: Path, outputs: Path) -> None:
+    k = read(outputs / "metrics/select_states.json")["choice"]["n_states"]
+    spec = read(scaled / "spec.json")
+
+    with np.load(outputs / "models/hmm/params.npz", allow_pickle=False) as arrays:
+        assert arrays["transmat"].shape == (k, k)
+        assert arrays["means"].shape == (k, len(spec["columns"]))
+    manifest = read(outputs / "models/hmm/manifest.json")
+    assert manifest["features"] == spec["columns"]
+    assert manifest["feature_spec"] == spec
+    assert manifest["scaler"] == read(scaled / "scaled/scaler.json")
+    train_bytes = (scaled / "scaled/train.parquet").read_bytes()
+    assert manifest["training_data_sha256"] == hashlib.sha256(train_bytes).hexdigest()
+    assert manifest["state_order"]["statistic"] == "variance"
+    assert manifest["state_order"]["feature"] == "log_return_1h"
+    assert manifest["n_states"] == k
+
+    regimes = pd.read_parquet(outputs / "data/regimes/hmm.parquet")
+    assert list(regimes.columns) == [
+        "timestamp", "symbol", "split", "segment", "state",
+        *[f"p_smooth_{i}" for i in range(k)], *[f"p_filter_{i}" for i in range(k)]]
+    splits = {name: pd.read_parquet(scaled / f"scaled/{name}.parquet")
+              for name in ("train", "val", "test")}
+    assert regimes["split"].tolist() == [n for n, f in splits.items() for _ in range(len(f))]
+    pd.testing.assert_series_equal(
+        regimes["timestamp"], pd.concat([f["timestamp"] for f in splits.values()],
+                                        ignore_index=True))
+    assert not regimes.isna().any().any()
+    assert set(regimes["state"]) <= set(range(k))
+    for kind in ("smooth", "filter"):
+        p = regimes[[f"p_{kind}_{i}" for i in range(k)]].to_numpy()
+        np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=0, atol=1e-10)
+
+    metrics = read(outputs / "metrics/train_hmm.json")
+    assert set(metrics["log_likelihood_per_bar"]) == {"train", "val", "test"}
+    assert all(np.isfinite(v) for v in metrics["log_likelihood_per_bar"].values())
+    for key in ("aic", "bic", "n_iter", "converged", "transmat", "stationary",
+                "expected_duration_bars"):
+        assert key in metrics
+    transmat = np.array([[metrics["transmat"][str(i)][str(j)] for j in range(k)]
+                         for i in range(k)])
+    np.testing.assert_allclose(transmat.sum(axis=1), 1.0, rtol=0, atol=1e-10)
+    durations = [metrics["expected_duration_bars"][str(i)] for i in range(k)]
+    np.testing.assert_allclose(durations, 1.0 / (1.0 - np.diag(transmat)), rtol=1e-12, atol=0)
+    stationary = np.array([metrics["stationary"][str(i)] for i in range(k)])
+    np.testing.assert_allclose(stationary @ transmat, stationary, rtol=0, atol=1e-10)
+    history = pd.read_csv(outputs / "plots/train_hmm/loglik.csv")
+    assert list(history.columns) == ["iteration", "log_likelihood_per_bar"]
+    np.testing.assert_allclose(history["log_likelihood_per_bar"].iloc[-1],
+                               metrics["log_likelihood_per_bar"]["train"], rtol=1e-9, atol=0)
+
+
+def test_reruns_are_byte_identical(scaled: Path, outputs: Path, stage: Stage) -> None:
+    again = scaled / "run2"
+    run_model_stages(stage, scaled, again)
+    for name in OUTPUTS:
+        assert (again / name).read_bytes() == (outputs / name).read_bytes(), name
+
+
+def test_a_fixed_state_count_overrides_the_choice(scaled: Path, outputs: Path,
+                                                  stage: Stage, tmp_path: Path) -> None:
+    chosen = read(outputs / "metrics/select_states.json")["choice"]["n_states"]
+    fixed = 3 if chosen != 3 else 2
+    d = tmp_path
+    write_params(d, model={"n_states": fixed})
+    _, train = model_args(scaled, outputs)
+    train[1] = str(d / "params.yaml")
+    train[train.index("--model") + 1] = str(d / "hmm")
+    train[train.index("--regimes") + 1] = str(d / "hmm.parquet")
+    train[train.index("--metrics") + 1] = str(d / "train_hmm.json")
+    train[train.index("--history") + 1] = str(d / "loglik.csv")
+    stage("train_hmm").main(train)
+    assert read(d / "train_hmm.json")["n_states"] == fixed
+    assert read(d / "hmm/manifest.json")["n_states"] == fixed
+    assert f"p_filter_{fixed - 1}" in pd.read_parquet(d / "hmm.parquet").columns
+
+
+def test_an_invalid_state_count_is_one_line_and_exit_2(scaled: Path, tmp_path: Path) -> None:
+    write_params(tmp_path, model={"n_states": 1})
+    _, train = model_args(scaled, tmp_path)
+    train[1] = str(tmp_path / "params.yaml")
+    proc = subprocess.run([sys.executable, str(STAGES / "train_hmm.py"), *train],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: model.n_states: got 1; expected 'auto' or an integer >= 2"]
+    assert not (tmp_path / "metrics/train_hmm.json").exists()

@@ -1,0 +1,215 @@
+"""select-states: candidates, the choice, and picking the true state count."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from regimelab.exceptions import ModelError, ParamsError
+from regimelab.params import GridParams, HMMParams, ModelParams, SelectParams
+from regimelab.selection import (
+    candidate_seed,
+    choose,
+    criteria_tables,
+    evaluate_candidate,
+    make_hmm,
+    resolve_model,
+    run_selection,
+    study_name,
+)
+from regimelab.synth import make_market
+
+RANGE = "parkinson_1_1h"
+
+
+def log_range_split(bars: pd.DataFrame, train: float = 0.75
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-bar log(log(high/low)), standardised on the first ``train`` share.
+
+    One feature, close to Gaussian within a regime: the model's own assumptions, so BIC
+    can be asked for the true state count. (Adding the return or the volume brings
+    within-regime dependence that a diagonal Gaussian pays for with extra states.)
+    """
+    x = np.log(np.log(bars["high"] / bars["low"])).to_numpy()
+    cut = int(train * len(x))
+    x = ((x - x[:cut].mean()) / x[:cut].std())[:, None]
+    return x[:cut], np.array([cut]), x[cut:], np.array([len(x) - cut])
+
+
+@pytest.mark.parametrize("n_regimes, seed", [(3, 1), (4, 2)])
+def test_bic_picks_the_true_state_count(tmp_path: Path, n_regimes: int, seed: int) -> None:
+    bars = make_market(2000, n_regimes=n_regimes, random_state=seed)
+    X, lengths, X_val, lengths_val = log_range_split(bars)
+    select = SelectParams(grid=GridParams(n_states=(2, 3, 4, 5), covariance_type=("diag",)),
+                          n_jobs=2)
+    result = run_selection(X, lengths, X_val, lengths_val, select=select,
+                           hmm=HMMParams(n_init=2), seed=0, storage=f"sqlite:///{tmp_path}/s.db",
+                           name="test", feature_names=[RANGE])
+
+    assert (result["choice"]["n_states"], result["choice"]["covariance_type"]) == (n_regimes,
+                                                                                   "diag")
+    candidates = result["candidates"]
+    assert list(candidates) == ["k2_diag", "k3_diag", "k4_diag", "k5_diag"]
+    assert all(c["status"] == "complete" for c in candidates.values())
+    bic = {c["n_states"]: c["bic"] for c in candidates.values()}
+    assert min(bic, key=bic.get) == n_regimes
+    assert (result["criterion"], result["n_train"], result["n_val"]) == ("bic", len(X),
+                                                                         len(X_val))
+    tables = criteria_tables(result)
+    assert sorted(tables) == ["aic", "bic", "val_ll"]
+    np.testing.assert_allclose(tables["bic"]["diag"], [bic[k] for k in (2, 3, 4, 5)],
+                               rtol=1e-12, atol=0)
+    np.testing.assert_array_equal(tables["val_ll"]["n_states"], [2, 3, 4, 5])
+
+
+def test_a_candidate_that_cannot_be_fitted_is_recorded(tmp_path: Path) -> None:
+    bars = make_market(300, n_regimes=2, stickiness=0.98, random_state=1)
+    assert np.bincount(bars["regime"]).min() >= 140
+    X, lengths, _, _ = log_range_split(bars, train=1.0)
+    # Three states of at least 110 bars each cannot fit in 300 bars.
+    result = run_selection(
+        X, lengths, X, lengths,
+        select=SelectParams(grid=GridParams(n_states=(2, 3), covariance_type=("diag",))),
+        hmm=HMMParams(n_init=2, min_state_bars=110), seed=0,
+        storage=f"sqlite:///{tmp_path}/s.db", name="test")
+    failed = result["candidates"]["k3_diag"]
+    assert failed["status"] == "pruned"
+    assert failed["failed"].startswith("model.n_states = 3 (diag): every restart failed")
+    assert result["candidates"]["k2_diag"]["status"] == "complete"
+    assert (result["choice"]["n_states"], result["choice"]["covariance_type"]) == (2, "diag")
+    # The plots leave the failed candidate empty rather than inventing a number.
+    assert np.isnan(criteria_tables(result)["bic"]["diag"].iloc[1])
+
+
+def test_an_unreachable_storage_names_the_key() -> None:
+    X = np.random.default_rng(0).normal(size=(100, 1))
+    with pytest.raises(ParamsError, match="select.storage: cannot open"):
+        run_selection(X, np.array([100]), X, np.array([100]), select=SelectParams(),
+                      hmm=HMMParams(), seed=0, storage="sqlite:////no/such/folder/s.db",
+                      name="test")
+
+
+def test_evaluate_candidate_scores_what_train_hmm_refits() -> None:
+    bars = make_market(900, n_regimes=3, random_state=1)
+    X, lengths, X_val, lengths_val = log_range_split(bars)
+    hmm = HMMParams(n_init=2)
+    row = evaluate_candidate(X, lengths, X_val, lengths_val, n_states=3, covariance_type="diag",
+                             hmm=hmm, seed=7)
+    assert set(row) == {"n_states", "covariance_type", "train_ll_per_bar", "val_ll_per_bar",
+                        "aic", "bic", "n_parameters", "restart_ari", "n_iter", "converged",
+                        "failed_restarts"}
+    # start 2 + transitions 6 + means 3 + variances 3
+    assert row["n_parameters"] == 14
+    n = len(X)
+    np.testing.assert_allclose(row["aic"], -2 * n * row["train_ll_per_bar"] + 2 * 14,
+                               rtol=1e-12, atol=0)
+    np.testing.assert_allclose(row["bic"] - row["aic"], 14 * (np.log(n) - 2), rtol=1e-9, atol=0)
+    # The same seed derivation in train-hmm gives the same model.
+    model = make_hmm(3, "diag", hmm=hmm, seed=7).fit(X, lengths)
+    assert model.log_likelihood_ / n == row["train_ll_per_bar"]
+    assert model.score(X_val, lengths_val) / len(X_val) == row["val_ll_per_bar"]
+    assert 0.0 <= row["restart_ari"] <= 1.0 and row["failed_restarts"] == 0
+
+
+def test_candidate_seed_is_stable_and_distinct() -> None:
+    seeds = {candidate_seed(0, k, cov) for k in range(2, 9) for cov in ("diag", "full")}
+    assert len(seeds) == 14
+    assert candidate_seed(0, 4, "full") == candidate_seed(0, 4, "full")
+    assert candidate_seed(1, 4, "full") != candidate_seed(0, 4, "full")
+
+
+def test_study_name_changes_with_the_settings() -> None:
+    select, hmm = SelectParams(), HMMParams()
+    name = study_name(data_hashes=["a", "b"], select=select, hmm=hmm, seed=0)
+    assert name == study_name(data_hashes=["a", "b"], select=select, hmm=hmm, seed=0)
+    assert name.startswith("select-states-")
+    assert name != study_name(data_hashes=["a", "c"], select=select, hmm=hmm, seed=0)
+    assert name != study_name(data_hashes=["a", "b"], select=select, hmm=HMMParams(n_init=3),
+                              seed=0)
+
+
+# -- choose --------------------------------------------------------------------------------
+
+
+def row(n_states: int, cov: str, bic: float, val_ll: float, *, aic: float | None = None,
+        status: str = "complete") -> dict[str, Any]:
+    return {"status": status, "n_states": n_states, "covariance_type": cov, "bic": bic,
+            "aic": bic if aic is None else aic, "val_ll_per_bar": val_ll}
+
+
+def picked(chosen: dict[str, Any]) -> tuple[int, str]:
+    return chosen["n_states"], chosen["covariance_type"]
+
+
+def test_lowest_bic_wins() -> None:
+    rows = [row(2, "diag", 1000.0, -1.0), row(3, "diag", 900.0, -1.2),
+            row(4, "diag", 950.0, -0.9)]
+    # 950 is 0.025 nats per bar above the best (BIC is -2 log-likelihood): no tie at 0.002.
+    assert picked(choose(rows, criterion="bic", tie_tolerance=0.002, n_train=1000)) == (3, "diag")
+
+
+# 0.002 nats per bar over 1,000 bars is 2 nats, 4 in BIC.
+@pytest.mark.parametrize("bic_4, expected", [(903.9, (4, "diag")), (904.1, (3, "diag"))])
+def test_near_ties_go_to_the_better_validation_fit(bic_4: float, expected: tuple) -> None:
+    rows = [row(3, "diag", 900.0, -1.2), row(4, "diag", bic_4, -1.1)]
+    assert picked(choose(rows, criterion="bic", tie_tolerance=0.002, n_train=1000)) == expected
+
+
+def test_exact_ties_go_to_fewer_states_then_the_simpler_covariance() -> None:
+    rows = [row(4, "diag", 900.0, -1.0), row(3, "full", 900.0, -1.0),
+            row(3, "diag", 900.0, -1.0)]
+    assert picked(choose(rows, criterion="bic", tie_tolerance=0.0, n_train=1000)) == (3, "diag")
+
+
+def test_val_ll_and_aic_criteria() -> None:
+    rows = [row(2, "diag", 900.0, -1.3, aic=880.0), row(5, "full", 990.0, -1.0, aic=870.0)]
+    assert picked(choose(rows, criterion="val_ll", tie_tolerance=0.0, n_train=1000)) == (5, "full")
+    assert picked(choose(rows, criterion="aic", tie_tolerance=0.0, n_train=1000)) == (5, "full")
+    assert picked(choose(rows, criterion="bic", tie_tolerance=0.0, n_train=1000)) == (2, "diag")
+
+
+def test_only_complete_candidates_count() -> None:
+    rows = [row(2, "diag", 1.0, 0.0, status="pruned"), row(3, "diag", 900.0, -1.0)]
+    assert picked(choose(rows, criterion="bic", tie_tolerance=0.002, n_train=1000)) == (3, "diag")
+    with pytest.raises(ModelError, match="select-states: no candidate could be fitted"):
+        choose(rows[:1], criterion="bic", tie_tolerance=0.002, n_train=1000)
+
+
+# -- resolve_model -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def selection() -> dict[str, Any]:
+    rows = [row(2, "diag", 1000.0, -1.3), row(2, "full", 1010.0, -1.3),
+            row(3, "diag", 900.0, -1.1), row(3, "full", 950.0, -1.2),
+            row(4, "diag", 960.0, -1.2), row(4, "full", 920.0, -1.15),
+            row(5, "diag", 0.0, 0.0, status="pruned"), row(5, "full", 0.0, 0.0, status="pruned")]
+    return {"choice": {"n_states": 3, "covariance_type": "diag"}, "criterion": "bic",
+            "tie_tolerance": 0.002, "n_train": 1000,
+            "candidates": {f"k{r['n_states']}_{r['covariance_type']}": r for r in rows}}
+
+
+@pytest.mark.parametrize("n_states, covariance_type, expected", [
+    ("auto", "auto", (3, "diag")),
+    (4, "auto", (4, "full")),      # the best covariance type at four states
+    (2, "auto", (2, "diag")),
+    ("auto", "full", (4, "full")),  # the best state count among full models
+    (3, "full", (3, "full")),
+    (7, "auto", (7, "diag")),       # outside the grid: as given, the rest from the choice
+    (4, "tied", (4, "tied")),
+    (5, "auto", (5, "diag")),       # every K=5 candidate failed: as given
+])
+def test_resolve_model(selection: dict[str, Any], n_states: int | str, covariance_type: str,
+                       expected: tuple) -> None:
+    params = ModelParams(n_states=n_states, covariance_type=covariance_type)
+    assert resolve_model(selection, params) == {"n_states": expected[0],
+                                                "covariance_type": expected[1]}
+
+
+def test_auto_takes_the_recorded_choice(selection: dict[str, Any]) -> None:
+    selection["choice"] = {"n_states": 4, "covariance_type": "full"}
+    assert resolve_model(selection, ModelParams()) == {"n_states": 4, "covariance_type": "full"}

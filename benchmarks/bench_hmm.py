@@ -154,7 +154,10 @@ def main() -> None:
     print(f"speed-up: {report['speedup']:.1f}x (target >= 10x)")
     print(f"chosen model's train log-likelihood: regimelab {our_ll:.1f}, naive best "
           f"{naive_ll:.1f} nats; shortfall {100 * rel:.4f}% (target within 0.1%)")
-    print(f"same choice: {mine['choice'] == base['choice']}")
+    same = all(mine["choice"][k] == base["choice"][k] for k in ("n_states", "covariance_type"))
+    report["same_choice"] = same
+    (OUT / "bench_hmm.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(f"same choice: {same}")
 
 
 if __name__ == "__main__":

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from regimelab.io import read_json, read_parquet, sha256_file, write_csv, write_json
+from regimelab.io import read_json, read_parquet, write_csv, write_json
 from regimelab.params import load_section
 from regimelab.selection import (
+    STORAGE_ENV,
     criteria_tables,
     fresh_sqlite_storage,
     run_selection,
@@ -41,9 +43,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     X, lengths = to_sequences(read_parquet(train_path), columns)
     X_val, lengths_val = to_sequences(read_parquet(val_path), columns)
 
-    storage = select.storage or fresh_sqlite_storage(Path(args.study_dir) / "study.db")
-    name = study_name(data_hashes=[sha256_file(train_path), sha256_file(val_path)],
-                      select=select, hmm=hmm, seed=seed)
+    # A database URL with a password belongs in the environment, not in params.yaml.
+    storage = (select.storage or os.environ.get(STORAGE_ENV)
+               or fresh_sqlite_storage(Path(args.study_dir) / "study.db"))
+    name = study_name([X, X_val], columns=columns, select=select, hmm=hmm, seed=seed)
     result = run_selection(X, lengths, X_val, lengths_val, select=select, hmm=hmm, seed=seed,
                            storage=storage, name=name, feature_names=columns)
     write_json(result, args.metrics)

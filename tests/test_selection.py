@@ -122,14 +122,38 @@ def test_candidate_seed_is_stable_and_distinct() -> None:
     assert candidate_seed(1, 4, "full") != candidate_seed(0, 4, "full")
 
 
-def test_study_name_changes_with_the_settings() -> None:
+def test_study_name_changes_with_the_data_and_settings() -> None:
     select, hmm = SelectParams(), HMMParams()
-    name = study_name(data_hashes=["a", "b"], select=select, hmm=hmm, seed=0)
-    assert name == study_name(data_hashes=["a", "b"], select=select, hmm=hmm, seed=0)
-    assert name.startswith("select-states-")
-    assert name != study_name(data_hashes=["a", "c"], select=select, hmm=hmm, seed=0)
-    assert name != study_name(data_hashes=["a", "b"], select=select, hmm=HMMParams(n_init=3),
+    a, b = np.zeros((5, 2)), np.ones((3, 2))
+    name = study_name([a, b], columns=["x", "y"], select=select, hmm=hmm, seed=0)
+    assert name == study_name([a.copy(), b.copy()], columns=["x", "y"], select=select, hmm=hmm,
                               seed=0)
+    assert name.startswith("select-states-")
+    assert name != study_name([a, b + 1e-12], columns=["x", "y"], select=select, hmm=hmm, seed=0)
+    assert name != study_name([a, b], columns=["y", "x"], select=select, hmm=hmm, seed=0)
+    assert name != study_name([a, b], columns=["x", "y"], select=select,
+                              hmm=HMMParams(n_init=3), seed=0)
+
+
+def test_an_error_in_a_trial_leaves_no_trial_running(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import optuna
+
+    import regimelab.selection as selection
+
+    def broken(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(selection, "evaluate_candidate", broken)
+    X = np.random.default_rng(0).normal(size=(200, 1))
+    storage = f"sqlite:///{tmp_path}/s.db"
+    select = SelectParams(grid=GridParams(n_states=(2, 3, 4), covariance_type=("diag",)))
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run_selection(X, np.array([200]), X, np.array([200]), select=select, hmm=HMMParams(),
+                      seed=0, storage=storage, name="broken")
+    study = optuna.load_study(study_name="broken", storage=storage)
+    states = {t.state for t in study.get_trials()}
+    assert optuna.trial.TrialState.RUNNING not in states
 
 
 # -- choose --------------------------------------------------------------------------------
@@ -138,7 +162,8 @@ def test_study_name_changes_with_the_settings() -> None:
 def row(n_states: int, cov: str, bic: float, val_ll: float, *, aic: float | None = None,
         status: str = "complete") -> dict[str, Any]:
     return {"status": status, "n_states": n_states, "covariance_type": cov, "bic": bic,
-            "aic": bic if aic is None else aic, "val_ll_per_bar": val_ll}
+            "aic": bic if aic is None else aic, "val_ll_per_bar": val_ll,
+            "n_parameters": n_states * (n_states + (10 if cov == "full" else 4))}
 
 
 def picked(chosen: dict[str, Any]) -> tuple[int, str]:
@@ -170,6 +195,14 @@ def test_val_ll_and_aic_criteria() -> None:
     assert picked(choose(rows, criterion="val_ll", tie_tolerance=0.0, n_train=1000)) == (5, "full")
     assert picked(choose(rows, criterion="aic", tie_tolerance=0.0, n_train=1000)) == (5, "full")
     assert picked(choose(rows, criterion="bic", tie_tolerance=0.0, n_train=1000)) == (2, "diag")
+
+
+def test_val_ll_near_ties_go_to_the_fewest_parameters() -> None:
+    rows = [row(2, "diag", 900.0, -1.0001), row(8, "full", 990.0, -1.0)]
+    assert picked(choose(rows, criterion="val_ll", tie_tolerance=0.01, n_train=1000)) \
+        == (2, "diag")
+    assert picked(choose(rows, criterion="val_ll", tie_tolerance=0.0, n_train=1000)) \
+        == (8, "full")
 
 
 def test_only_complete_candidates_count() -> None:

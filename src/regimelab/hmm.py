@@ -7,7 +7,10 @@ What this adds to ``hmmlearn.hmm.GaussianHMM`` for regime work:
   convergence; the best log-likelihood wins;
 - a convergence tolerance per bar, so the same setting means the same thing
   on 5,000 bars and on 500,000;
-- a scaling E-step that cannot underflow (hmmlearn's raises on outliers);
+- a scaling E-step that does not underflow on bars far from every state
+  (hmmlearn's raises on a crash candle);
+- ``min_covar`` added to the covariances after every M-step, so nearly
+  collinear features cannot make a state's covariance singular;
 - filtered (causal) posteriors from the forward pass alone;
 - a canonical state order (ascending volatility), so state 0 is the calmest
   regime in every run;
@@ -71,6 +74,15 @@ class _StableGaussianHMM(GaussianHMM):
             # hmmlearn 0.3 leaves spherical variances tiled to (K, D), and its covars_
             # then expands them to K * D matrices; keep one variance per state.
             self._covars_ = self._covars_[:, 0].copy()
+        # hmmlearn uses min_covar only at initialisation, and its covariance prior adds a
+        # constant to every entry (rank one): nearly collinear features then make a state's
+        # covariance singular. Add min_covar to the diagonal after every M-step, as
+        # scikit-learn's GaussianMixture does with reg_covar.
+        if self.covariance_type in ("full", "tied"):
+            d = self._covars_.shape[-1]
+            self._covars_ = self._covars_ + self.min_covar * np.eye(d)
+        else:
+            self._covars_ = self._covars_ + self.min_covar
 
     def _score_scaling(self, X: np.ndarray, lengths: np.ndarray | None = None, *,
                        compute_posteriors: bool) -> tuple[float, np.ndarray]:
@@ -104,7 +116,13 @@ class _RecordingMonitor(ConvergenceMonitor):
         self.log_probs: list[float] = []
 
     def report(self, log_prob: float) -> None:
-        super().report(log_prob)
+        # hmmlearn warns on any decrease. With min_covar added after each M-step (a
+        # regularised EM, like scikit-learn's reg_covar) the likelihood can settle a few
+        # 1e-5 nats per bar below its peak at convergence, which is no failure.
+        if self.history and log_prob < self.history[-1]:
+            log.debug("EM log-likelihood fell by %.3g", self.history[-1] - log_prob)
+        self.history.append(log_prob)
+        self.iter += 1
         self.log_probs.append(float(log_prob))
 
 
@@ -121,14 +139,15 @@ _PARAM_NAMES = ("n_states", "covariance_type", "n_init", "n_iter", "tol", "min_c
 
 
 def _init_window(init_smoothing: int, restart: int) -> int:
-    """Restarts take the smoothing window, half of it and twice it in turn.
+    """Restarts take the smoothing window, no smoothing, half of it and twice it in turn.
 
-    Which window leads k-means to the basin of the best optimum depends on how
-    long the regimes last; varying it makes the restarts explore more.
+    Which start leads EM to the best optimum depends on the data: on synthetic
+    regimes the smoothed starts win by thousands of nats, on BTC hourly bars the
+    single-bar start is 0.9% better at four states. The restarts try both and
+    the log-likelihood decides.
     """
-    if init_smoothing <= 1:
-        return 1
-    return max(1, (init_smoothing, init_smoothing // 2, init_smoothing * 2)[restart % 3])
+    windows = (init_smoothing, 1, max(1, init_smoothing // 2), 2 * init_smoothing)
+    return windows[restart % len(windows)] if init_smoothing > 1 else 1
 
 
 def _trailing_mean(X: np.ndarray, lengths: np.ndarray, window: int) -> np.ndarray:
@@ -203,16 +222,16 @@ class RegimeHMM:
     tol : float
         EM stops when the log-likelihood gains less than ``tol`` nats per bar.
     min_covar : float
-        Added to the diagonal of the initial covariances. During EM, hmmlearn's
-        covariance prior (``covars_prior``, 0.01) keeps them away from zero.
+        Added to the diagonal of the covariances at initialisation and after
+        every M-step (scikit-learn's ``reg_covar``).
     implementation : {'scaling', 'log'}
         hmmlearn's E-step; 'scaling' is about twice as fast.
     short_iter : int
         EM iterations every restart runs before the best are kept.
     init_smoothing : int
         Bars over which features are averaged before the k-means initialisation
-        (1: plain k-means on single bars). Restarts use this window, half of it
-        and twice it in turn.
+        (1: plain k-means on single bars). Restarts use this window, no
+        smoothing, half of it and twice it in turn.
     n_continue : int
         How many of the best restarts continue to convergence.
     min_state_bars : int
@@ -483,9 +502,9 @@ class RegimeHMM:
             "covariance_type": self.covariance_type,
             "features": self.feature_names_,
             "state_order": self.state_order_,
-            "fit": {**self.get_params(), "log_likelihood": self.log_likelihood_,
-                    "n_iter": self.n_iter_, "converged": self.converged_,
-                    "n_samples": self.n_samples_},
+            "settings": self.get_params(),
+            "fit": {"log_likelihood": self.log_likelihood_, "n_iter": self.n_iter_,
+                    "converged": self.converged_, "n_samples": self.n_samples_},
         }, folder / "manifest.json")
 
     @classmethod
@@ -501,7 +520,7 @@ class RegimeHMM:
             raise ModelError(f"{folder}: manifest.json describes {manifest.get('model')!r}, "
                              "not a gaussian_hmm")
         fit = manifest["fit"]
-        self = cls(**{k: fit[k] for k in _PARAM_NAMES})
+        self = cls(**{k: manifest["settings"][k] for k in _PARAM_NAMES})
         model = self._new_model(self.random_state, self.n_iter, self.tol)
         model.n_features = arrays["means"].shape[1]
         model.startprob_ = arrays["startprob"]

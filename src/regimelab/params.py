@@ -55,6 +55,10 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _require(condition: bool, section: str, key: str, value: Any, expected: str) -> None:
     if not condition:
         raise ParamsError(f"{section}.{key}: got {value!r}; expected {expected}")
@@ -76,7 +80,7 @@ class IngestParams:
                  "ingest", "symbol", self.symbol, "null (from the data or file name) or a name")
         if self.freq != "auto":
             parse_timeframe(self.freq, key="ingest.freq")
-        _require(isinstance(self.max_invalid_fraction, (int, float))
+        _require(_is_number(self.max_invalid_fraction)
                  and 0 <= self.max_invalid_fraction <= 1,
                  "ingest", "max_invalid_fraction", self.max_invalid_fraction, "a number in [0, 1]")
 
@@ -172,7 +176,7 @@ class ScaleParams:
     def __post_init__(self) -> None:
         _require(self.method in ("standard", "robust"), "scale", "method", self.method,
                  "'standard' or 'robust'")
-        _require(self.clip is None or (isinstance(self.clip, (int, float)) and self.clip > 0),
+        _require(self.clip is None or (_is_number(self.clip) and self.clip > 0),
                  "scale", "clip", self.clip, "null or a positive number of scale units")
 
 
@@ -234,7 +238,7 @@ class SelectParams:
     def __post_init__(self) -> None:
         _require(self.criterion in ("bic", "aic", "val_ll"), "select", "criterion",
                  self.criterion, "'bic', 'aic' or 'val_ll'")
-        _require(isinstance(self.tie_tolerance, (int, float)) and self.tie_tolerance >= 0,
+        _require(_is_number(self.tie_tolerance) and self.tie_tolerance >= 0,
                  "select", "tie_tolerance", self.tie_tolerance,
                  "a number >= 0 (nats per bar within which candidates tie)")
         _require(self.sampler in ("grid", "tpe"), "select", "sampler", self.sampler,
@@ -268,9 +272,9 @@ class HMMParams:
                  "an integer >= 1")
         _require(_is_int(self.n_iter) and self.n_iter >= 1, "hmm", "n_iter", self.n_iter,
                  "an integer >= 1")
-        _require(isinstance(self.tol, (int, float)) and self.tol > 0, "hmm", "tol", self.tol,
+        _require(_is_number(self.tol) and self.tol > 0, "hmm", "tol", self.tol,
                  "a positive number (log-likelihood gain per bar that counts as progress)")
-        _require(isinstance(self.min_covar, (int, float)) and self.min_covar > 0, "hmm",
+        _require(_is_number(self.min_covar) and self.min_covar > 0, "hmm",
                  "min_covar", self.min_covar, "a positive number")
         _require(self.implementation in ("scaling", "log"), "hmm", "implementation",
                  self.implementation, "'scaling' or 'log'")

@@ -18,7 +18,13 @@ import json
 import logging
 import os
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import (
+    ALL_COMPLETED,
+    FIRST_COMPLETED,
+    Future,
+    ThreadPoolExecutor,
+    wait,
+)
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -28,12 +34,15 @@ import optuna
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from regimelab import __version__
 from regimelab.exceptions import ModelError, ParamsError
 from regimelab.hmm import RegimeHMM
 from regimelab.params import COVARIANCE_TYPES, HMMParams, ModelParams, SelectParams
 
 log = logging.getLogger(__name__)
 
+# The environment variable that may hold a shared storage URL (with its password).
+STORAGE_ENV = "REGIMELAB_OPTUNA_STORAGE"
 # Another machine may still be running trials of a shared study; wait this long at most.
 SHARED_STUDY_WAIT_S = 6 * 3600.0
 
@@ -88,13 +97,22 @@ def evaluate_candidate(
     }
 
 
-def study_name(*, data_hashes: list[str], select: SelectParams, hmm: HMMParams,
-               seed: int) -> str:
-    """A name that only the same data and settings share, so shared storage never mixes runs."""
-    settings = {"data": data_hashes, "grid": asdict(select.grid), "sampler": select.sampler,
-                "n_trials": select.n_trials, "hmm": asdict(hmm), "seed": seed}
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    return f"select-states-{digest}"
+def study_name(arrays: list[np.ndarray], *, columns: list[str], select: SelectParams,
+               hmm: HMMParams, seed: int) -> str:
+    """A name that only the same data, settings and regimelab version share.
+
+    The data enter as the arrays the models see (not the files, whose bytes carry
+    library versions), so machines with the same inputs agree on the name, and a
+    new regimelab version never reuses an older version's trials.
+    """
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
+    settings = {"columns": columns, "grid": asdict(select.grid), "sampler": select.sampler,
+                "n_trials": select.n_trials, "hmm": asdict(hmm), "seed": seed,
+                "version": __version__}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    return f"select-states-{digest.hexdigest()[:16]}"
 
 
 def fresh_sqlite_storage(path: Path) -> str:
@@ -118,7 +136,8 @@ def choose(candidates: list[dict[str, Any]], *, criterion: str, tie_tolerance: f
 
     Candidates whose criterion is within ``tie_tolerance`` nats per training
     bar of the best tie; among them the highest validation log-likelihood per
-    bar wins, then the fewest states.
+    bar wins, then the fewest states. With ``criterion='val_ll'`` the near-ties
+    go to the fewest parameters instead.
     """
     done = [c for c in candidates if c.get("status") == "complete"]
     if not done:
@@ -128,6 +147,9 @@ def choose(candidates: list[dict[str, Any]], *, criterion: str, tie_tolerance: f
     scale = 1.0 if criterion == "val_ll" else 2.0 * n_train
     tied = [c for c in done if (_score_to_minimise(c, criterion) - best) / scale
             <= tie_tolerance]
+    if criterion == "val_ll":
+        return min(tied, key=lambda c: (c["n_parameters"], -c["val_ll_per_bar"],
+                                        c["n_states"]))
     return min(tied, key=lambda c: (-c["val_ll_per_bar"], c["n_states"],
                                     COVARIANCE_TYPES.index(c["covariance_type"])))
 
@@ -162,6 +184,28 @@ def resolve_model(selection: dict[str, Any], model: ModelParams) -> dict[str, An
 def _relative_cost(n_states: int, covariance_type: str) -> float:
     """Rough cost of fitting a candidate, for scheduling only."""
     return n_states * (3.0 if covariance_type in ("full", "tied") else 1.0)
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, future: Future, *, criterion: str,
+          progress: str) -> None:
+    """Report one finished fit to Optuna: its scores, or PRUNED for an unfittable model."""
+    k, cov = trial.params["n_states"], trial.params["covariance_type"]
+    try:
+        row, seconds = future.result()
+    except ModelError as exc:
+        trial.set_user_attr("failed", str(exc))
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        log.warning("%s K=%d %s rejected: %s", progress, k, cov, exc)
+        return
+    except BaseException:
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        raise
+    for key, value in row.items():
+        trial.set_user_attr(key, value)
+    study.tell(trial, _score_to_minimise(row, criterion))
+    log.info("%s K=%d %-4s BIC %.0f, val LL %.4f nats/bar, restart ARI %.2f, %d iterations, "
+             "%.1f s", progress, k, cov, row["bic"], row["val_ll_per_bar"], row["restart_ari"],
+             row["n_iter"], seconds)
 
 
 def _workers(n_jobs: int) -> int:
@@ -247,39 +291,39 @@ def run_selection(
     # trial), and hmmlearn's E-step and numpy release the GIL, so threads use the cores.
     done = 0
     workers = _workers(select.n_jobs)
-    with threadpool_limits(1), ThreadPoolExecutor(max_workers=workers) as pool:
-        running: dict[Future, optuna.Trial] = {}
-        while True:
-            while len(running) < workers and (trial := next_trial()) is not None:
-                running[pool.submit(fit, trial)] = trial
-            if not running:
-                break
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                trial = running.pop(future)
-                k, cov = trial.params["n_states"], trial.params["covariance_type"]
-                done += 1
-                try:
-                    row, seconds = future.result()
-                except ModelError as exc:
-                    trial.set_user_attr("failed", str(exc))
-                    study.tell(trial, state=states.PRUNED)
-                    log.warning("[%d/%d] K=%d %s rejected: %s", done, n_trials, k, cov, exc)
-                    continue
-                except BaseException:
-                    study.tell(trial, state=states.FAIL)
-                    raise
-                for key, value in row.items():
-                    trial.set_user_attr(key, value)
-                study.tell(trial, _score_to_minimise(row, select.criterion))
-                log.info("[%d/%d] K=%d %-4s BIC %.0f, val LL %.4f nats/bar, restart ARI %.2f, "
-                         "%d iterations, %.1f s", done, n_trials, k, cov, row["bic"],
-                         row["val_ll_per_bar"], row["restart_ari"], row["n_iter"], seconds)
+    # TPE proposes from what it has been told: asking in batches and telling in trial
+    # order keeps its proposals independent of which fit happens to finish first.
+    batches = select.sampler == "tpe"
+    running: dict[Future, optuna.Trial] = {}
+    try:
+        with threadpool_limits(1), ThreadPoolExecutor(max_workers=workers) as pool:
+            while True:
+                while (not batches or not running) and len(running) < workers:
+                    if (trial := next_trial()) is None:
+                        break
+                    running[pool.submit(fit, trial)] = trial
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=ALL_COMPLETED if batches
+                                   else FIRST_COMPLETED)
+                for future in sorted(finished, key=lambda f: running[f].number):
+                    trial = running.pop(future)
+                    done += 1
+                    _tell(study, trial, future, criterion=select.criterion,
+                          progress=f"[{done}/{n_trials}]")
+    finally:
+        # An error or an interrupt must not leave trials RUNNING in a shared study,
+        # where other workers would wait for them.
+        for trial in running.values():
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
     waited = 0.0
-    while study.get_trials(deepcopy=False, states=(states.RUNNING,)):
+    while others := study.get_trials(deepcopy=False, states=(states.RUNNING,)):
         if waited >= SHARED_STUDY_WAIT_S:
-            break
-        log.info("waiting for trials that other workers are running in %s", name)
+            raise ModelError(f"select-states: {len(others)} trial(s) of study {name} are still "
+                             f"running elsewhere after {waited / 3600:.0f} h; a worker may have "
+                             "died: delete them from the study or use a new select.storage")
+        log.info("waiting for %d trial(s) that other workers are running in %s", len(others),
+                 name)
         time.sleep(10.0)
         waited += 10.0
 
@@ -320,11 +364,13 @@ def criteria_tables(selection: dict[str, Any]) -> dict[str, pd.DataFrame]:
     """BIC, AIC and validation log-likelihood against n_states, one column per covariance type.
 
     Returns ``{'bic': frame, 'aic': frame, 'val_ll': frame}``, each with an
-    ``n_states`` column; a candidate that could not be fitted is left empty.
+    ``n_states`` column and one per covariance type; a candidate that is not in
+    the grid or could not be fitted is left empty.
     """
     rows = [c for c in selection["candidates"].values() if c.get("status") == "complete"]
-    covs = sorted({c["covariance_type"] for c in selection["candidates"].values()},
-                  key=COVARIANCE_TYPES.index)
+    # Every covariance type gets a column (empty when not in the grid), so the plot
+    # definitions in dvc.yaml hold whatever the grid is.
+    covs = list(COVARIANCE_TYPES)
     ks = sorted({c["n_states"] for c in selection["candidates"].values()})
     tables = {}
     for name, key in (("bic", "bic"), ("aic", "aic"), ("val_ll", "val_ll_per_bar")):

@@ -85,6 +85,7 @@ def test_exp_run_with_a_fixed_state_count(repo: Path) -> None:
     out = sh(["dvc", "exp", "run", "-S", "model.n_states=4"], repo)
     assert "Running stage 'train-hmm'" in out
     assert "Running stage 'featurize'" not in out
+    assert "Running stage 'select-states'" not in out
     after = json.loads((repo / "metrics" / "train_hmm.json").read_text())
     assert after["n_states"] == 4 != before["n_states"]
     regimes = pd.read_parquet(repo / "data" / "regimes" / "hmm.parquet")

@@ -166,6 +166,14 @@ def _trailing_mean(X: np.ndarray, lengths: np.ndarray, window: int) -> np.ndarra
     return out
 
 
+def _aic(log_likelihood: float, n_parameters: int) -> float:
+    return -2.0 * log_likelihood + 2.0 * n_parameters
+
+
+def _bic(log_likelihood: float, n_parameters: int, n_samples: int) -> float:
+    return -2.0 * log_likelihood + n_parameters * float(np.log(n_samples))
+
+
 def _converged(history: list[float], tol_total: float) -> bool:
     """EM has converged when the last iteration gained less than the tolerance.
 
@@ -460,11 +468,21 @@ class RegimeHMM:
 
     def aic(self, X: np.ndarray, lengths: np.ndarray) -> float:
         """Akaike information criterion on ``X`` (lower is better)."""
-        return -2.0 * self.score(X, lengths) + 2.0 * self.n_parameters
+        return _aic(self.score(X, lengths), self.n_parameters)
 
     def bic(self, X: np.ndarray, lengths: np.ndarray) -> float:
         """Bayesian information criterion on ``X`` (lower is better)."""
-        return -2.0 * self.score(X, lengths) + self.n_parameters * np.log(len(X))
+        return _bic(self.score(X, lengths), self.n_parameters, len(X))
+
+    @property
+    def aic_(self) -> float:
+        """AIC on the training data, from the fit's own log-likelihood."""
+        return _aic(self.log_likelihood_, self.n_parameters)
+
+    @property
+    def bic_(self) -> float:
+        """BIC on the training data, from the fit's own log-likelihood."""
+        return _bic(self.log_likelihood_, self.n_parameters, self.n_samples_)
 
     @property
     def transmat_(self) -> np.ndarray:

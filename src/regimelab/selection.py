@@ -81,15 +81,14 @@ def evaluate_candidate(
     model = make_hmm(n_states, covariance_type, hmm=hmm, seed=seed).fit(
         X, lengths, feature_names=feature_names)
     train_ll = model.log_likelihood_
-    k = model.n_parameters
     return {
         "n_states": n_states,
         "covariance_type": covariance_type,
         "train_ll_per_bar": train_ll / len(X),
         "val_ll_per_bar": model.score(X_val, lengths_val) / len(X_val),
-        "aic": -2.0 * train_ll + 2.0 * k,
-        "bic": -2.0 * train_ll + k * float(np.log(len(X))),
-        "n_parameters": k,
+        "aic": model.aic_,
+        "bic": model.bic_,
+        "n_parameters": model.n_parameters,
         "restart_ari": model.restart_ari_,
         "n_iter": model.n_iter_,
         "converged": model.converged_,
@@ -209,7 +208,8 @@ def _tell(study: optuna.Study, trial: optuna.Trial, future: Future, *, criterion
 
 
 def _workers(n_jobs: int) -> int:
-    return (os.cpu_count() or 1) if n_jobs == -1 else n_jobs
+    # The cores this process may use (a container or taskset may allow fewer than exist).
+    return len(os.sched_getaffinity(0)) if n_jobs == -1 else n_jobs
 
 
 def _make_sampler(select: SelectParams, seed: int) -> optuna.samplers.BaseSampler:

@@ -71,14 +71,13 @@ def train_hmm(
         name: _by_state(np.bincount(part["state"], minlength=n_states) / len(part))
         for name, part in regimes.groupby("split", sort=False)
     }
-    k = model.n_parameters
     metrics = {
         "n_states": n_states,
         "covariance_type": covariance_type,
         "log_likelihood_per_bar": ll_per_bar,
-        "aic": -2.0 * model.log_likelihood_ + 2.0 * k,
-        "bic": -2.0 * model.log_likelihood_ + k * float(np.log(len(X))),
-        "n_parameters": k,
+        "aic": model.aic_,
+        "bic": model.bic_,
+        "n_parameters": model.n_parameters,
         "n_iter": model.n_iter_,
         "converged": model.converged_,
         "restart_ari": model.restart_ari_,

@@ -23,3 +23,17 @@ def load_stage(name: str) -> ModuleType:
 @pytest.fixture
 def stage() -> Callable[[str], ModuleType]:
     return load_stage
+
+
+def run_data_stages(d: Path) -> None:
+    """featurize, split and scale on ``d``, which holds params.yaml and bars.parquet."""
+    p = ["--params", str(d / "params.yaml")]
+    load_stage("featurize").main([*p, "--bars", str(d / "bars.parquet"),
+                                  "--features", str(d / "features.parquet"),
+                                  "--spec", str(d / "spec.json"),
+                                  "--metrics", str(d / "featurize.json")])
+    load_stage("split").main([*p, "--features", str(d / "features.parquet"),
+                              "--spec", str(d / "spec.json"), "--out", str(d / "split"),
+                              "--metrics", str(d / "split.json")])
+    load_stage("scale").main([*p, "--splits", str(d / "split"), "--spec", str(d / "spec.json"),
+                              "--out", str(d / "scaled")])

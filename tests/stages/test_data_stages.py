@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from regimelab.synth import make_market, write_market
+from tests.stages.conftest import run_data_stages
 
 STAGES = Path(__file__).resolve().parents[2] / "stages"
 
@@ -37,21 +38,8 @@ def workdir(tmp_path: Path, stage: Callable[[str], ModuleType]) -> Path:
     return tmp_path
 
 
-def run_data_stages(stage: Callable[[str], ModuleType], d: Path) -> None:
-    p = ["--params", str(d / "params.yaml")]
-    stage("featurize").main([*p, "--bars", str(d / "bars.parquet"),
-                             "--features", str(d / "features.parquet"),
-                             "--spec", str(d / "spec.json"),
-                             "--metrics", str(d / "featurize.json")])
-    stage("split").main([*p, "--features", str(d / "features.parquet"),
-                         "--spec", str(d / "spec.json"), "--out", str(d / "split"),
-                         "--metrics", str(d / "split.json")])
-    stage("scale").main([*p, "--splits", str(d / "split"), "--spec", str(d / "spec.json"),
-                         "--out", str(d / "scaled")])
-
-
 def test_featurize_split_scale(workdir: Path, stage: Callable[[str], ModuleType]) -> None:
-    run_data_stages(stage, workdir)
+    run_data_stages(workdir)
     spec = json.loads((workdir / "spec.json").read_text())
     assert len(spec["columns"]) == 16 and spec["timeframes"] == ["1h", "4h"]
     features = pd.read_parquet(workdir / "features.parquet")
@@ -75,7 +63,7 @@ def test_featurize_split_scale(workdir: Path, stage: Callable[[str], ModuleType]
 
 def test_outputs_are_byte_identical_on_rerun(workdir: Path,
                                              stage: Callable[[str], ModuleType]) -> None:
-    run_data_stages(stage, workdir)
+    run_data_stages(workdir)
     names = ["features.parquet", "spec.json", "split.json", "split/train.parquet",
              "scaled/test.parquet", "scaled/scaler.json", "bars.parquet", "ingest.json"]
     first = {n: (workdir / n).read_bytes() for n in names}
@@ -83,7 +71,7 @@ def test_outputs_are_byte_identical_on_rerun(workdir: Path,
                           "--bars", str(workdir / "bars.parquet"),
                           "--gaps", str(workdir / "gaps.csv"),
                           "--metrics", str(workdir / "ingest.json")])
-    run_data_stages(stage, workdir)
+    run_data_stages(workdir)
     assert {n: (workdir / n).read_bytes() for n in names} == first
 
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from regimelab.synth import make_market, write_market
-from tests.stages.conftest import load_stage
+from tests.stages.conftest import load_stage, run_data_stages
 
 STAGES = Path(__file__).resolve().parents[2] / "stages"
 Stage = Callable[[str], ModuleType]
@@ -51,15 +51,7 @@ def scaled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     p = ["--params", str(d / "params.yaml")]
     load_stage("ingest").main([*p, "--bars", str(d / "bars.parquet"),
                                "--gaps", str(d / "gaps.csv"), "--metrics", str(d / "ingest.json")])
-    load_stage("featurize").main([*p, "--bars", str(d / "bars.parquet"),
-                                  "--features", str(d / "features.parquet"),
-                                  "--spec", str(d / "spec.json"),
-                                  "--metrics", str(d / "featurize.json")])
-    load_stage("split").main([*p, "--features", str(d / "features.parquet"),
-                              "--spec", str(d / "spec.json"), "--out", str(d / "split"),
-                              "--metrics", str(d / "split.json")])
-    load_stage("scale").main([*p, "--splits", str(d / "split"), "--spec", str(d / "spec.json"),
-                              "--out", str(d / "scaled")])
+    run_data_stages(d)
     return d
 
 

@@ -196,7 +196,8 @@ def _native_covars(full: np.ndarray, covariance_type: str) -> np.ndarray:
     if covariance_type == "diag":
         return np.diagonal(full, axis1=1, axis2=2).copy()
     if covariance_type == "spherical":
-        return np.diagonal(full, axis1=1, axis2=2).mean(axis=1)
+        # Every diagonal entry is the one variance; taking one (not the mean) is exact.
+        return full[:, 0, 0].copy()
     return full[0]  # tied: one matrix shared by every state
 
 

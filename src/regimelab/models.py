@@ -1,0 +1,59 @@
+"""Load a trained regime model from its folder, whichever family it is.
+
+Every model folder holds a ``manifest.json`` whose ``model`` key names the
+family. evaluate, diagnose and the ``regimelab`` commands call
+:func:`load_model` and then use only the shared interface of
+:class:`~regimelab.regimes.RegimeModel` (``predict``, ``predict_proba``,
+``filter_proba``, ``score``, ``n_states``, ``transmat_``), so they never need
+to know which family they hold. Loading reads arrays and JSON only; nothing
+is unpickled.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from regimelab.exceptions import ModelError
+from regimelab.io import read_json
+from regimelab.regimes import RegimeModel
+
+# manifest["model"] for each family.
+HMM = "gaussian_hmm"
+DSSM = "dssm"
+FAMILIES = (HMM, DSSM)
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """The model folder's ``manifest.json``; a missing or unreadable one is a ModelError."""
+    path = Path(folder) / "manifest.json"
+    if not path.is_file():
+        raise ModelError(f"{folder}: not a model folder (no manifest.json); expected the "
+                         "output of train-hmm or train-dssm, e.g. models/hmm")
+    try:
+        manifest = read_json(path)
+    except ValueError as exc:
+        raise ModelError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("model") not in FAMILIES:
+        found = manifest.get("model") if isinstance(manifest, dict) else None
+        raise ModelError(f"{path}: model is {found!r}; expected one of {', '.join(FAMILIES)}")
+    return manifest
+
+
+def load_model(folder: str | Path) -> RegimeModel:
+    """The fitted model saved in ``folder``.
+
+    Raises
+    ------
+    ModelError
+        If the folder holds no model, or its files cannot be read.
+    """
+    family = read_manifest(folder)["model"]
+    if family == HMM:
+        from regimelab.hmm import RegimeHMM
+
+        return RegimeHMM.load(folder)
+    # torch is imported only when a DSSM is asked for: it takes a second to import.
+    from regimelab.dssm.model import RegimeDSSM
+
+    return RegimeDSSM.load(folder)

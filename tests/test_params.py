@@ -11,6 +11,7 @@ import yaml
 from regimelab.exceptions import ParamsError
 from regimelab.params import (
     SECTIONS,
+    DSSMParams,
     FeaturesParams,
     IngestParams,
     SplitParams,
@@ -22,11 +23,11 @@ from regimelab.params import (
 
 
 def test_project_params_load(project_root: Path) -> None:
-    for section in ("ingest", "features", "split", "scale"):
+    for section in SECTIONS:
         load_section(section, project_root / "params.yaml")
 
 
-@pytest.mark.parametrize("section", ["ingest", "features", "split", "scale"])
+@pytest.mark.parametrize("section", ["ingest", "features", "split", "scale", "dssm"])
 def test_committed_params_document_every_key_at_its_default(project_root: Path,
                                                            section: str) -> None:
     raw = yaml.safe_load((project_root / "params.yaml").read_text())
@@ -60,6 +61,12 @@ def test_unknown_section(tmp_path: Path) -> None:
     ("split", SplitParams, {"method": "dates", "val_start": "soon", "test_start": "2025-01-01"},
      r"split\.val_start: 'soon' is not a date"),
     ("split", SplitParams, {"embargo": -1}, r"split\.embargo"),
+    ("dssm", DSSMParams, {"stride": 250}, r"dssm\.stride: got 250; expected an integer in "
+                                          r"\[1, window - burn_in = 224\]"),
+    ("dssm", DSSMParams, {"burn_in": 256}, r"dssm\.burn_in"),
+    ("dssm", DSSMParams, {"emission": "garch"}, r"dssm\.emission: got 'garch'"),
+    ("dssm", DSSMParams, {"lr": 0}, r"dssm\.lr"),
+    ("dssm", DSSMParams, {"accelerator": "tpu"}, r"dssm\.accelerator"),
 ])
 def test_bad_values_name_the_key(section: str, cls: type, values: dict, message: str) -> None:
     with pytest.raises(ParamsError, match=message):

@@ -48,6 +48,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params["split"]["folds"] = 2
     params["select"]["grid"] = {"n_states": [2, 3], "covariance_type": ["diag"]}
     params["hmm"]["n_init"] = 2
+    params["dssm"].update(hidden=8, window=64, stride=48, burn_in=8, max_epochs=1)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
@@ -57,7 +58,8 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_dvc_repro_builds_everything_and_then_does_nothing(repo: Path) -> None:
     out = sh(["dvc", "repro"], repo)
-    for stage in ("ingest", "featurize", "split", "scale", "select-states", "train-hmm"):
+    for stage in ("ingest", "featurize", "split", "scale", "select-states", "train-hmm",
+                  "train-dssm"):
         assert f"Running stage '{stage}'" in out
     bars = pd.read_parquet(repo / "data" / "clean" / "bars.parquet")
     assert len(bars) == SLICE_ROWS and bars["symbol"].unique().tolist() == ["BTC_SLICE"]
@@ -66,6 +68,9 @@ def test_dvc_repro_builds_everything_and_then_does_nothing(repo: Path) -> None:
     regimes = pd.read_parquet(repo / "data" / "regimes" / "hmm.parquet")
     assert set(regimes["split"]) == {"train", "val", "test"}
     assert (repo / "models" / "hmm" / "params.npz").is_file()
+    dssm = pd.read_parquet(repo / "data" / "regimes" / "dssm.parquet")
+    assert len(dssm) == len(regimes)
+    assert (repo / "models" / "dssm" / "weights.safetensors").is_file()
     lock = (repo / "dvc.lock").read_text()
 
     again = sh(["dvc", "repro"], repo)
@@ -83,12 +88,13 @@ def test_exp_run_with_a_fixed_state_count(repo: Path) -> None:
     sh(["dvc", "repro"], repo)
     before = json.loads((repo / "metrics" / "train_hmm.json").read_text())
     out = sh(["dvc", "exp", "run", "-S", "model.n_states=4"], repo)
-    assert "Running stage 'train-hmm'" in out
+    assert "Running stage 'train-hmm'" in out and "Running stage 'train-dssm'" in out
     assert "Running stage 'featurize'" not in out
     assert "Running stage 'select-states'" not in out
     after = json.loads((repo / "metrics" / "train_hmm.json").read_text())
     assert after["n_states"] == 4 != before["n_states"]
     regimes = pd.read_parquet(repo / "data" / "regimes" / "hmm.parquet")
     assert "p_filter_3" in regimes.columns and "p_filter_4" not in regimes.columns
+    assert json.loads((repo / "metrics" / "train_dssm.json").read_text())["n_states"] == 4
     diff = sh(["dvc", "metrics", "diff"], repo)
     assert "n_states" in diff

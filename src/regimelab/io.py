@@ -16,6 +16,7 @@ import io
 import json
 import math
 import os
+import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -50,6 +51,24 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def replace_dir(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Move the finished folder ``source`` onto ``target``, replacing what was there.
+
+    For outputs that a library writes file by file (DVCLive's curves): they are
+    written into ``source`` next to ``target`` and swapped in at the end, so an
+    interrupted stage never leaves a mix of old and new files at ``target``.
+    """
+    source, target = Path(source), Path(target)
+    old = target.with_name(f".{target.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(source, target)
+    if old.exists():
+        shutil.rmtree(old)
 
 
 def _umask() -> int:

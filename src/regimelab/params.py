@@ -288,6 +288,61 @@ class HMMParams:
                  "init_smoothing", self.init_smoothing, "an integer >= 1 (1: no smoothing)")
 
 
+@dataclass(frozen=True)
+class DSSMParams:
+    """``dssm``: the deep state-space model and how it is trained."""
+
+    init: str = "hmm"
+    hidden: int = 32
+    transition: str = "static"
+    emission: str = "scale"
+    max_log_scale: float = 1.0
+    window: int = 256
+    stride: int = 224
+    burn_in: int = 32
+    batch_size: int = 32
+    max_epochs: int = 40
+    patience: int = 5
+    lr: float = 1e-2
+    weight_decay: float = 0.0
+    gradient_clip: float = 1.0
+    min_occupancy: float = 0.002
+    accelerator: str = "cpu"
+    num_threads: int = 2
+
+    def __post_init__(self) -> None:
+        _require(self.init in ("hmm", "fresh"), "dssm", "init", self.init,
+                 "'hmm' (start from train-hmm's model) or 'fresh' (fit its own starting HMM)")
+        _require(_is_int(self.hidden) and self.hidden >= 1, "dssm", "hidden", self.hidden,
+                 "an integer >= 1")
+        _require(self.transition in ("static", "context"), "dssm", "transition",
+                 self.transition, "'static' or 'context' (modulated by the past)")
+        _require(self.emission in ("scale", "static"), "dssm", "emission", self.emission,
+                 "'scale' (the past scales each regime's spread) or 'static'")
+        _require(_is_number(self.max_log_scale) and self.max_log_scale > 0, "dssm",
+                 "max_log_scale", self.max_log_scale, "a positive number")
+        _require(_is_int(self.window) and self.window >= 2, "dssm", "window", self.window,
+                 "an integer >= 2 (bars per training window)")
+        _require(_is_int(self.burn_in) and 0 <= self.burn_in < self.window, "dssm", "burn_in",
+                 self.burn_in, f"an integer in [0, window = {self.window})")
+        _require(_is_int(self.stride) and 1 <= self.stride <= self.window - self.burn_in,
+                 "dssm", "stride", self.stride,
+                 f"an integer in [1, window - burn_in = {self.window - self.burn_in}], so no "
+                 "bar is left out of training")
+        for key in ("batch_size", "max_epochs", "patience", "num_threads"):
+            value = getattr(self, key)
+            _require(_is_int(value) and value >= 1, "dssm", key, value, "an integer >= 1")
+        for key in ("lr", "gradient_clip"):
+            value = getattr(self, key)
+            _require(_is_number(value) and value > 0, "dssm", key, value, "a positive number")
+        _require(_is_number(self.weight_decay) and self.weight_decay >= 0, "dssm",
+                 "weight_decay", self.weight_decay, "a number >= 0")
+        _require(_is_number(self.min_occupancy) and 0 <= self.min_occupancy < 1, "dssm",
+                 "min_occupancy", self.min_occupancy, "a share in [0, 1)")
+        _require(self.accelerator in ("cpu", "auto", "gpu", "cuda", "mps"), "dssm",
+                 "accelerator", self.accelerator, "'cpu', 'auto', 'gpu', 'cuda' or 'mps'")
+
+
 SECTIONS: dict[str, type] = {
     "ingest": IngestParams,
     "features": FeaturesParams,
@@ -296,6 +351,7 @@ SECTIONS: dict[str, type] = {
     "model": ModelParams,
     "select": SelectParams,
     "hmm": HMMParams,
+    "dssm": DSSMParams,
 }
 
 T = TypeVar("T")
@@ -357,6 +413,7 @@ def load_section(section: str, path: str | os.PathLike[str] = PARAMS_FILE) -> An
 
 __all__ = [
     "COVARIANCE_TYPES",
+    "DSSMParams",
     "FeaturesParams",
     "GridParams",
     "HMMParams",

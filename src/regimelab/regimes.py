@@ -6,6 +6,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import linear_sum_assignment
 
 from regimelab.exceptions import FeatureError
 from regimelab.features.catalog import parse_feature
@@ -84,6 +85,33 @@ def volatility_order(means: np.ndarray, covars: np.ndarray, columns: list[str]
     # Ties (identical states) fall back to the first feature's mean, then the old index.
     order = np.lexsort((np.arange(len(values)), means[:, 0], values))
     return order, {**rule, "values": values[order].tolist()}
+
+
+def align_states(posteriors: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, float]:
+    """Renumber one model's states to match a reference model's, by posterior overlap.
+
+    The overlap of state i with reference state j is ``sum_t p_t(i) q_t(j)``; the
+    Hungarian algorithm picks the one-to-one matching with the most overlap.
+
+    Parameters
+    ----------
+    posteriors : ndarray of shape (n_samples, K)
+        This model's state probabilities.
+    reference : ndarray of shape (n_samples, K)
+        The reference model's, on the same bars.
+
+    Returns
+    -------
+    order : ndarray of shape (K,)
+        ``order[j]`` is the state of this model that becomes state ``j``.
+    agreement : float
+        Share of the probability mass on matched pairs (1: the two agree on every bar).
+    """
+    overlap = posteriors.T @ reference
+    rows, cols = linear_sum_assignment(overlap, maximize=True)
+    order = np.empty(len(cols), dtype=np.int64)
+    order[cols] = rows
+    return order, float(overlap[rows, cols].sum() / overlap.sum())
 
 
 def stationary_distribution(transmat: np.ndarray) -> np.ndarray:

@@ -13,7 +13,12 @@ import pandas as pd
 from regimelab import __version__
 from regimelab.hmm import RegimeHMM
 from regimelab.params import HMMParams
-from regimelab.regimes import expected_durations, regimes_table, stationary_distribution
+from regimelab.regimes import (
+    RegimeModel,
+    expected_durations,
+    regimes_table,
+    stationary_distribution,
+)
 from regimelab.selection import make_hmm
 from regimelab.sequences import to_sequences
 
@@ -30,17 +35,41 @@ class TrainedHMM:
     history: pd.DataFrame
 
 
-def _by_state(values: np.ndarray) -> dict[str, float]:
+def by_state(values: np.ndarray) -> dict[str, float]:
+    """``{"0": v_0, "1": v_1, ...}``: flat keys that `dvc metrics diff` lines up."""
     return {str(k): float(v) for k, v in enumerate(values)}
 
 
 def describe_chain(transmat: np.ndarray) -> dict[str, Any]:
     """Transition matrix, stationary distribution and expected durations, keyed by state."""
     return {
-        "transmat": {str(i): _by_state(row) for i, row in enumerate(transmat)},
-        "stationary": _by_state(stationary_distribution(transmat)),
-        "expected_duration_bars": _by_state(expected_durations(transmat)),
+        "transmat": {str(i): by_state(row) for i, row in enumerate(transmat)},
+        "stationary": by_state(stationary_distribution(transmat)),
+        "expected_duration_bars": by_state(expected_durations(transmat)),
     }
+
+
+def decode_splits(model: RegimeModel, frames: dict[str, pd.DataFrame], columns: list[str]
+                  ) -> tuple[dict[str, float], pd.DataFrame, dict[str, np.ndarray]]:
+    """What every trained model reports about each split, whichever family it is.
+
+    Returns
+    -------
+    ll_per_bar : dict
+        Log-likelihood per bar of each split, in nats.
+    regimes : pandas.DataFrame
+        The regimes table of every split.
+    occupancy : dict
+        Each split's share of bars per state (the most likely path), shape ``(K,)``.
+    """
+    ll_per_bar = {}
+    for name, frame in frames.items():
+        X, lengths = to_sequences(frame, columns)
+        ll_per_bar[name] = model.score(X, lengths) / len(X)
+    regimes = regimes_table(model, frames, columns)
+    occupancy = {name: np.bincount(part["state"], minlength=model.n_states) / len(part)
+                 for name, part in regimes.groupby("split", sort=False)}
+    return ll_per_bar, regimes, occupancy
 
 
 def train_hmm(
@@ -62,15 +91,8 @@ def train_hmm(
     X, lengths = to_sequences(frames["train"], columns)
     model = make_hmm(n_states, covariance_type, hmm=hmm, seed=seed).fit(
         X, lengths, feature_names=columns)
-    ll_per_bar = {}
-    for name, frame in frames.items():
-        Xs, ls = to_sequences(frame, columns)
-        ll_per_bar[name] = model.score(Xs, ls) / len(Xs)
-    regimes = regimes_table(model, frames, columns)
-    occupancy = {
-        name: _by_state(np.bincount(part["state"], minlength=n_states) / len(part))
-        for name, part in regimes.groupby("split", sort=False)
-    }
+    ll_per_bar, regimes, shares = decode_splits(model, frames, columns)
+    occupancy = {name: by_state(values) for name, values in shares.items()}
     metrics = {
         "n_states": n_states,
         "covariance_type": covariance_type,
@@ -99,11 +121,15 @@ def train_hmm(
 
 
 def manifest(*, spec: dict[str, Any], scaler: dict[str, Any], train_sha256: str,
-             resolved: dict[str, Any], seed: int) -> dict[str, Any]:
-    """What inference needs to rebuild the observations the model saw."""
+             resolved: dict[str, Any], seed: int, family: str = "hmm") -> dict[str, Any]:
+    """What inference needs to rebuild the observations the model saw.
+
+    ``family`` ('hmm' or 'dssm') picks the library versions recorded with it.
+    """
+    libraries = ("hmmlearn",) if family == "hmm" else ("torch", "pytorch-lightning")
     return {
         "regimelab_version": __version__,
-        "hmmlearn_version": version("hmmlearn"),
+        **{f"{name.replace('-', '_')}_version": version(name) for name in libraries},
         "training_data_sha256": train_sha256,
         "seed": seed,
         "resolved": resolved,

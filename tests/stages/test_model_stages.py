@@ -27,12 +27,18 @@ PARAMS = {
     "model": {"n_states": "auto", "covariance_type": "auto", "seed": 0},
     "select": {"grid": {"n_states": [2, 3, 4], "covariance_type": ["diag"]}, "n_jobs": 2},
     "hmm": {"n_init": 2},
+    "dssm": {"hidden": 8, "window": 64, "stride": 48, "burn_in": 8, "batch_size": 8,
+             "max_epochs": 2},
 }
 # What select-states and train-hmm write, relative to the work folder.
 OUTPUTS = ["metrics/select_states.json", "plots/select_states/bic.csv",
            "plots/select_states/aic.csv", "plots/select_states/val_ll.csv",
            "models/hmm/params.npz", "models/hmm/manifest.json", "data/regimes/hmm.parquet",
-           "metrics/train_hmm.json", "plots/train_hmm/loglik.csv"]
+           "metrics/train_hmm.json", "plots/train_hmm/loglik.csv",
+           "models/dssm/weights.safetensors", "models/dssm/manifest.json",
+           "data/regimes/dssm.parquet", "metrics/train_dssm.json",
+           "plots/train_dssm/plots/metrics/train/loss.tsv",
+           "plots/train_dssm/plots/metrics/val/loss.tsv"]
 
 
 def write_params(d: Path, **changes: dict) -> None:
@@ -55,8 +61,9 @@ def scaled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def model_args(d: Path, out: Path) -> tuple[list[str], list[str]]:
-    """The command lines dvc.yaml gives select-states and train-hmm, outputs under ``out``."""
+def model_args(d: Path, out: Path) -> tuple[list[str], list[str], list[str]]:
+    """The command lines dvc.yaml gives select-states, train-hmm and train-dssm, outputs
+    under ``out``."""
     common = ["--params", str(d / "params.yaml"), "--scaled", str(d / "scaled"),
               "--spec", str(d / "spec.json")]
     select = [*common, "--study-dir", str(out / "data/select"),
@@ -66,13 +73,21 @@ def model_args(d: Path, out: Path) -> tuple[list[str], list[str]]:
              "--model", str(out / "models/hmm"), "--regimes", str(out / "data/regimes/hmm.parquet"),
              "--metrics", str(out / "metrics/train_hmm.json"),
              "--history", str(out / "plots/train_hmm/loglik.csv")]
-    return select, train
+    dssm = [*common, "--selection", str(out / "metrics/select_states.json"),
+            "--hmm", str(out / "models/hmm"),
+            "--hmm-regimes", str(out / "data/regimes/hmm.parquet"),
+            "--model", str(out / "models/dssm"),
+            "--regimes", str(out / "data/regimes/dssm.parquet"),
+            "--metrics", str(out / "metrics/train_dssm.json"),
+            "--curves", str(out / "plots/train_dssm")]
+    return select, train, dssm
 
 
 def run_model_stages(stage: Stage, d: Path, out: Path) -> None:
-    select, train = model_args(d, out)
+    select, train, dssm = model_args(d, out)
     stage("select_states").main(select)
     stage("train_hmm").main(train)
+    stage("train_dssm").main(dssm)
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +190,7 @@ def test_a_fixed_state_count_overrides_the_choice(scaled: Path, outputs: Path,
     fixed = 3 if chosen != 3 else 2
     d = tmp_path
     write_params(d, model={"n_states": fixed})
-    _, train = model_args(scaled, outputs)
+    _, train, _ = model_args(scaled, outputs)
     train[1] = str(d / "params.yaml")
     train[train.index("--model") + 1] = str(d / "hmm")
     train[train.index("--regimes") + 1] = str(d / "hmm.parquet")
@@ -189,7 +204,7 @@ def test_a_fixed_state_count_overrides_the_choice(scaled: Path, outputs: Path,
 
 def test_an_invalid_state_count_is_one_line_and_exit_2(scaled: Path, tmp_path: Path) -> None:
     write_params(tmp_path, model={"n_states": 1})
-    _, train = model_args(scaled, tmp_path)
+    _, train, _ = model_args(scaled, tmp_path)
     train[1] = str(tmp_path / "params.yaml")
     proc = subprocess.run([sys.executable, str(STAGES / "train_hmm.py"), *train],
                           capture_output=True, text=True, check=False)
@@ -197,3 +212,58 @@ def test_an_invalid_state_count_is_one_line_and_exit_2(scaled: Path, tmp_path: P
     assert proc.stderr.strip().splitlines() == [
         "error: model.n_states: got 1; expected 'auto' or an integer >= 2"]
     assert not (tmp_path / "metrics/train_hmm.json").exists()
+
+
+def test_train_dssm_writes_model_regimes_curves_and_metrics(scaled: Path, outputs: Path
+                                                            ) -> None:
+    k = read(outputs / "metrics/select_states.json")["choice"]["n_states"]
+    spec = read(scaled / "spec.json")
+    manifest = read(outputs / "models/dssm/manifest.json")
+    assert manifest["model"] == "dssm" and manifest["n_states"] == k
+    assert manifest["features"] == spec["columns"] and manifest["feature_spec"] == spec
+    assert manifest["scaler"] == read(scaled / "scaled/scaler.json")
+    train_bytes = (scaled / "scaled/train.parquet").read_bytes()
+    assert manifest["training_data_sha256"] == hashlib.sha256(train_bytes).hexdigest()
+    assert "torch_version" in manifest and "hmmlearn_version" not in manifest
+    assert manifest["state_order"]["reference"] == "hmm"
+
+    dssm = pd.read_parquet(outputs / "data/regimes/dssm.parquet")
+    hmm = pd.read_parquet(outputs / "data/regimes/hmm.parquet")
+    assert list(dssm.columns) == list(hmm.columns)  # the same contract, the same K
+    pd.testing.assert_frame_equal(dssm[["timestamp", "symbol", "split", "segment"]],
+                                  hmm[["timestamp", "symbol", "split", "segment"]])
+    assert not dssm.isna().any().any()
+    for kind in ("smooth", "filter"):
+        p = dssm[[f"p_{kind}_{i}" for i in range(k)]].to_numpy()
+        np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=0, atol=1e-10)
+    # Two epochs from the HMM's start: numbered like the HMM's, state for state.
+    train = dssm["split"] == "train"
+    assert (dssm.loc[train, "state"] == hmm.loc[train, "state"]).mean() > 0.9
+
+    metrics = read(outputs / "metrics/train_dssm.json")
+    assert metrics["n_states"] == k and metrics["epochs"] == 2
+    assert set(metrics["log_likelihood_per_bar"]) == {"train", "val", "test"}
+    hmm_metrics = read(outputs / "metrics/train_hmm.json")
+    np.testing.assert_allclose(metrics["init_log_likelihood_per_bar"],
+                               hmm_metrics["log_likelihood_per_bar"]["train"], rtol=1e-9, atol=0)
+    assert metrics["log_likelihood_per_bar"]["train"] > metrics["init_log_likelihood_per_bar"]
+    for key in ("best_epoch", "best_val_loss", "occupancy", "min_occupancy_train",
+                "collapsed_states", "transmat", "stationary", "expected_duration_bars"):
+        assert key in metrics
+    curve = pd.read_csv(outputs / "plots/train_dssm/plots/metrics/val/loss.tsv", sep="\t")
+    assert list(curve.columns) == ["step", "loss"] and len(curve) == 2
+    np.testing.assert_allclose(curve["loss"].min(), metrics["best_val_loss"], rtol=1e-12, atol=0)
+
+
+def test_train_dssm_without_an_hmm_fits_its_own_start(scaled: Path, outputs: Path,
+                                                      stage: Stage, tmp_path: Path) -> None:
+    _, _, dssm = model_args(scaled, outputs)
+    for flag in ("--hmm", "--hmm-regimes"):
+        del dssm[dssm.index(flag):dssm.index(flag) + 2]
+    for flag, name in (("--model", "dssm"), ("--regimes", "dssm.parquet"),
+                       ("--metrics", "train_dssm.json"), ("--curves", "curves")):
+        dssm[dssm.index(flag) + 1] = str(tmp_path / name)
+    stage("train_dssm").main(dssm)
+    order = read(tmp_path / "dssm/manifest.json")["state_order"]
+    assert order["rule"] == "ascending volatility" and "reference" not in order
+    assert order["values"] == sorted(order["values"])

@@ -1,0 +1,74 @@
+"""Stage train-dssm: train the deep state-space model and decode every split."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pytorch_lightning import seed_everything
+
+from regimelab.dssm.training import train_dssm
+from regimelab.io import (
+    read_json,
+    read_parquet,
+    replace_dir,
+    sha256_file,
+    write_json,
+    write_parquet,
+)
+from regimelab.models import load_model
+from regimelab.params import load_section
+from regimelab.selection import resolve_model
+from regimelab.split import SPLITS
+from regimelab.stage import run
+from regimelab.training import manifest
+
+log = logging.getLogger("stages.train_dssm")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--scaled", required=True, help="folder with scaled splits + scaler")
+    parser.add_argument("--spec", required=True, help="feature spec (JSON)")
+    parser.add_argument("--selection", required=True, help="select-states metrics (JSON)")
+    parser.add_argument("--hmm", help="train-hmm's model folder: the starting point")
+    parser.add_argument("--hmm-regimes", help="train-hmm's regimes: the state numbering")
+    parser.add_argument("--model", required=True, help="folder for the model")
+    parser.add_argument("--regimes", required=True, help="regimes table (Parquet)")
+    parser.add_argument("--metrics", required=True, help="training metrics (JSON)")
+    parser.add_argument("--curves", required=True, help="folder for DVCLive's training curves")
+    args = parser.parse_args(argv)
+
+    model_params = load_section("model", args.params)
+    dssm = load_section("dssm", args.params)
+    spec = read_json(args.spec)
+    resolved = resolve_model(read_json(args.selection), model_params)
+    scaled = Path(args.scaled)
+    frames = {name: read_parquet(scaled / f"{name}.parquet") for name in SPLITS}
+    seed_everything(model_params.seed, workers=True, verbose=False)
+    curves = Path(args.curves)
+    tmp_curves = curves.with_name(f".{curves.name}.tmp")
+    trained = train_dssm(
+        frames, columns=spec["columns"], n_states=resolved["n_states"], dssm=dssm,
+        seed=model_params.seed,
+        init=load_model(args.hmm) if args.hmm and Path(args.hmm).is_dir() else None,
+        reference=(read_parquet(args.hmm_regimes)
+                   if args.hmm_regimes and Path(args.hmm_regimes).is_file() else None),
+        log_dir=tmp_curves, progress_bar=sys.stderr.isatty() and "CI" not in os.environ)
+    trained.model.save(args.model, manifest=manifest(
+        spec=spec, scaler=read_json(scaled / "scaler.json"),
+        train_sha256=sha256_file(scaled / "train.parquet"), resolved=resolved,
+        seed=model_params.seed, family="dssm"))
+    write_parquet(trained.regimes, args.regimes)
+    write_json(trained.metrics, args.metrics)
+    replace_dir(tmp_curves, curves)
+    log.info("wrote %s and %d regime rows", args.model, len(trained.regimes))
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

@@ -1,0 +1,107 @@
+"""DSSMNet: an untrained net is its starting HMM; the numpy inference pass equals torch's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from regimelab.dssm import recursions
+from regimelab.dssm.infer import NumpyPass
+from regimelab.dssm.net import DSSMNet
+from regimelab.hmm import RegimeHMM
+from regimelab.synth import make_market
+from tests.test_hmm import RANGE, RETURN, VOLUME, bar_observations
+
+COLUMNS = [RETURN, RANGE, VOLUME]
+
+
+@pytest.fixture(scope="module")
+def hmm_and_bars() -> tuple[RegimeHMM, np.ndarray]:
+    bars = make_market(1200, n_regimes=3, vol_clustering=0.9, random_state=3)
+    X = bar_observations(bars, COLUMNS)
+    hmm = RegimeHMM(3, covariance_type="full", n_init=2, random_state=0).fit(
+        X, np.array([len(X)]), feature_names=COLUMNS)
+    return hmm, X
+
+
+def net_from(hmm: RegimeHMM, *, transition: str, emission: str, seed: int | None) -> DSSMNet:
+    """A net that starts at ``hmm``; with a seed, its output layers get random weights."""
+    torch.manual_seed(0)
+    net = DSSMNet(3, len(COLUMNS), hidden=8, transition=transition, emission=emission).double()
+    net.init_from_hmm(hmm.startprob_, hmm.transmat_, hmm.means_, hmm.covars_)
+    if seed is not None:
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for head in (net.trans_head, net.scale_head):
+                if head is not None:
+                    head.weight.copy_(0.3 * torch.randn(head.weight.shape, generator=gen))
+                    head.bias.copy_(0.1 * torch.randn(head.bias.shape, generator=gen))
+    return net
+
+
+def torch_pass(net: DSSMNet, X: np.ndarray):
+    x = torch.from_numpy(X)[None]
+    mask = torch.ones(1, len(X), dtype=torch.bool)
+    with torch.no_grad():
+        result = net.forward_pass(x, mask)
+    return result.step_ll[0].sum().item(), result.filtered[0].numpy()
+
+
+@pytest.mark.parametrize("transition, emission",
+                         [("static", "scale"), ("context", "static"), ("context", "scale")])
+def test_an_untrained_net_is_exactly_its_starting_hmm(
+        hmm_and_bars: tuple[RegimeHMM, np.ndarray], transition: str, emission: str) -> None:
+    hmm, X = hmm_and_bars
+    lengths = np.array([len(X)])
+    log_lik, filtered = torch_pass(net_from(hmm, transition=transition, emission=emission,
+                                            seed=None), X)
+    np.testing.assert_allclose(log_lik, hmm.score(X, lengths), rtol=1e-10, atol=0)
+    np.testing.assert_allclose(filtered, hmm.filter_proba(X, lengths), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("transition, emission",
+                         [("static", "scale"), ("context", "static"), ("context", "scale"),
+                          ("static", "static")])
+def test_numpy_inference_equals_the_torch_pass(
+        hmm_and_bars: tuple[RegimeHMM, np.ndarray], transition: str, emission: str) -> None:
+    hmm, X = hmm_and_bars
+    net = net_from(hmm, transition=transition, emission=emission, seed=1)
+    log_lik, filtered = torch_pass(net, X)
+    terms = NumpyPass(net).terms(X)
+    fwd = recursions.forward(terms.log_start, terms.log_trans, terms.log_emit)
+    np.testing.assert_allclose(fwd.log_likelihood, log_lik, rtol=1e-10, atol=0)
+    np.testing.assert_allclose(fwd.filtered, filtered, rtol=0, atol=1e-10)
+    if emission == "scale":  # the random heads moved it away from the HMM
+        assert abs(fwd.log_likelihood - hmm.score(X, np.array([len(X)]))) > 1.0
+
+
+def test_padding_and_uncounted_bars_add_nothing(
+        hmm_and_bars: tuple[RegimeHMM, np.ndarray]) -> None:
+    hmm, X = hmm_and_bars
+    net = net_from(hmm, transition="context", emission="scale", seed=2)
+    x = torch.zeros(2, 300, X.shape[1], dtype=torch.float64)
+    x[0], x[1, :200] = torch.from_numpy(X[:300]), torch.from_numpy(X[:200])
+    mask = torch.ones(2, 300, dtype=torch.bool)
+    mask[1, 200:] = False
+    count = mask.clone()
+    count[0, :100] = False  # a burn-in: bars 0..99 warm up only
+    with torch.no_grad():
+        total, occupancy = net.log_likelihood(x, mask, count)
+        steps = net.forward_pass(x, mask).step_ll
+    np.testing.assert_allclose(total.item(), (steps[0, 100:].sum() + steps[1, :200].sum()).item(),
+                               rtol=1e-12, atol=0)
+    np.testing.assert_allclose(steps[1, :200].numpy(), steps[0, :200].numpy(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(occupancy.sum().item(), 400.0, rtol=1e-12, atol=0)
+
+
+def test_gradients_reach_every_parameter(hmm_and_bars: tuple[RegimeHMM, np.ndarray]) -> None:
+    hmm, X = hmm_and_bars
+    net = net_from(hmm, transition="context", emission="scale", seed=3)
+    x = torch.from_numpy(X[:128])[None]
+    mask = torch.ones(1, 128, dtype=torch.bool)
+    loss = -net.log_likelihood(x, mask, mask)[0]
+    loss.backward()
+    for name, param in net.named_parameters():
+        assert param.grad is not None and torch.isfinite(param.grad).all(), name
+        assert param.grad.abs().sum() > 0, name

@@ -9,6 +9,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from regimelab.exceptions import ModelError
+
 
 @dataclass(frozen=True)
 class Windows:
@@ -69,6 +71,8 @@ def make_windows(X: np.ndarray, lengths: np.ndarray, *, window: int, stride: int
             masks.append(mask)
             counts.append(count)
         offset += n
+    if not xs:
+        raise ModelError("the DSSM got no bars to cut into windows (an empty split?)")
     return Windows(np.stack(xs), np.stack(masks), np.stack(counts))
 
 

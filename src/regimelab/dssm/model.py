@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import shutil
 import tempfile
 import time
 import warnings
@@ -34,7 +35,7 @@ from regimelab.dssm.infer import NumpyPass, Terms
 from regimelab.dssm.module import DSSMModule
 from regimelab.dssm.net import DSSMNet
 from regimelab.exceptions import ModelError
-from regimelab.io import atomic_path, read_json, write_json
+from regimelab.io import read_json, replace_dir, write_json
 from regimelab.regimes import volatility_order
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,9 @@ class RegimeDSSM:
         _split(X, lengths)  # validates the lengths
         _split(X_val, lengths_val)
         self.feature_names_ = list(feature_names) if feature_names is not None else []
+        if self.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+            raise ModelError(f"dssm.accelerator: {self.accelerator!r} but torch finds no CUDA "
+                             "device; use 'cpu', or 'auto' to take a GPU only when there is one")
         init = self._initial_hmm(X, lengths) if init is None else init
         if init.means_.shape != (self.n_states, X.shape[1]):
             raise ModelError(f"the initial HMM has means of shape {init.means_.shape}; expected "
@@ -256,7 +260,12 @@ class RegimeDSSM:
                              "dssm.lr or dssm.gradient_clip")
         self.history_ = history.rows
         self.epochs_ = len(history.rows)
-        self.best_epoch_ = int(np.argmin([r["val_loss"] for r in history.rows]))
+        losses = np.array([r["val_loss"] for r in history.rows])
+        if not np.isfinite(losses).any():
+            raise ModelError("train-dssm: the validation loss was never finite; try a smaller "
+                             "dssm.lr or dssm.gradient_clip")
+        # The checkpoint holds the best finite epoch; a NaN epoch never counts as best.
+        self.best_epoch_ = int(np.nanargmin(np.where(np.isfinite(losses), losses, np.nan)))
         self.best_val_loss_ = float(history.rows[self.best_epoch_]["val_loss"])
         self.collapsed_epochs_ = module.collapsed_epochs
         seconds = sum(r["seconds"] for r in history.rows)
@@ -365,15 +374,23 @@ class RegimeDSSM:
     # -- persistence ---------------------------------------------------------------------
 
     def save(self, folder: str | Path, *, manifest: dict[str, Any]) -> None:
-        """Write ``weights.safetensors`` (the state dict, no pickle) and ``manifest.json``."""
+        """Write ``weights.safetensors`` (the state dict, no pickle) and ``manifest.json``.
+
+        Both are written into a folder beside ``folder`` and swapped in together, so
+        an interruption never leaves new weights next to an old manifest.
+        """
         folder = Path(folder)
+        staging = folder.with_name(f".{folder.name}.tmp")
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()}
-        with atomic_path(folder / WEIGHTS) as tmp:
-            save_file(state, str(tmp))
+        save_file(state, str(staging / WEIGHTS))
         write_json({
             **manifest,
             "model": "dssm",
             "n_states": self.n_states,
+            "n_features": self.net_.n_features,
             "features": self.feature_names_,
             "state_order": self.state_order_,
             "settings": self.get_params(),
@@ -382,7 +399,8 @@ class RegimeDSSM:
                     "epochs": self.epochs_, "best_epoch": self.best_epoch_,
                     "best_val_loss": self.best_val_loss_,
                     "init_log_likelihood": self.init_log_likelihood_},
-        }, folder / "manifest.json")
+        }, staging / "manifest.json")
+        replace_dir(staging, folder)
 
     @classmethod
     def load(cls, folder: str | Path) -> RegimeDSSM:
@@ -396,23 +414,27 @@ class RegimeDSSM:
         if manifest.get("model") != "dssm":
             raise ModelError(f"{folder}: manifest.json describes {manifest.get('model')!r}, "
                              "not a dssm")
-        self = cls(**manifest["settings"])
-        # float64 before the weights go in: a float32 net would round them on the way.
-        net = self._new_net(len(manifest["features"])).double()
         try:
+            self = cls(**manifest["settings"])
+            # float64 before the weights go in: a float32 net would round them on the way.
+            net = self._new_net(int(manifest.get("n_features", len(manifest["features"])))
+                                ).double()
+            fit = manifest["fit"]
             net.load_state_dict(state, strict=True)
+            self._attach(net)
+            self.feature_names_ = list(manifest["features"])
+            self.state_order_ = manifest["state_order"]
+            self.transmat_ = np.asarray(manifest["transmat"], dtype=np.float64)
+            self.log_likelihood_ = fit["log_likelihood"]
+            self.n_samples_ = fit["n_samples"]
+            self.epochs_ = fit["epochs"]
+            self.best_epoch_ = fit["best_epoch"]
+            self.best_val_loss_ = fit["best_val_loss"]
+            self.init_log_likelihood_ = fit["init_log_likelihood"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{folder / 'manifest.json'}: not a DSSM manifest this version "
+                             f"can read ({type(exc).__name__}: {exc})") from None
         except RuntimeError as exc:
             raise ModelError(f"{folder / WEIGHTS}: does not match manifest.json "
                              f"({str(exc).splitlines()[0]})") from None
-        self._attach(net)
-        self.feature_names_ = list(manifest["features"])
-        self.state_order_ = manifest["state_order"]
-        self.transmat_ = np.asarray(manifest["transmat"], dtype=np.float64)
-        fit = manifest["fit"]
-        self.log_likelihood_ = fit["log_likelihood"]
-        self.n_samples_ = fit["n_samples"]
-        self.epochs_ = fit["epochs"]
-        self.best_epoch_ = fit["best_epoch"]
-        self.best_val_loss_ = fit["best_val_loss"]
-        self.init_log_likelihood_ = fit["init_log_likelihood"]
         return self

@@ -100,8 +100,8 @@ def train_dssm(
     if dssm.init == "hmm" and init is not None and (
             init.n_states != n_states or list(getattr(init, "feature_names_", columns))
             != list(columns)):
-        log.info("train-hmm's model has %d states, not %d: the DSSM fits its own start",
-                 init.n_states, n_states)
+        log.info("train-hmm's model (%d states) does not have %d states and the same "
+                 "features: the DSSM fits its own start", init.n_states, n_states)
         init = None
     model = make_dssm(n_states, dssm=dssm, seed=seed).fit(
         X, lengths, X_val=X_val, lengths_val=lengths_val,

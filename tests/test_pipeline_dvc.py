@@ -59,7 +59,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_dvc_repro_builds_everything_and_then_does_nothing(repo: Path) -> None:
     out = sh(["dvc", "repro"], repo)
     for stage in ("ingest", "featurize", "split", "scale", "select-states", "train-hmm",
-                  "train-dssm"):
+                  "train-dssm", "evaluate", "diagnose"):
         assert f"Running stage '{stage}'" in out
     bars = pd.read_parquet(repo / "data" / "clean" / "bars.parquet")
     assert len(bars) == SLICE_ROWS and bars["symbol"].unique().tolist() == ["BTC_SLICE"]
@@ -71,6 +71,10 @@ def test_dvc_repro_builds_everything_and_then_does_nothing(repo: Path) -> None:
     dssm = pd.read_parquet(repo / "data" / "regimes" / "dssm.parquet")
     assert len(dssm) == len(regimes)
     assert (repo / "models" / "dssm" / "weights.safetensors").is_file()
+    report = json.loads((repo / "metrics" / "evaluate.json").read_text())
+    assert {"hmm", "dssm", "baseline", "agreement"} <= set(report)
+    assert (repo / "plots" / "diagnose" / "hmm_transmat.png").is_file()
+    assert (repo / "reports" / "diagnostics.csv").is_file()
     lock = (repo / "dvc.lock").read_text()
 
     again = sh(["dvc", "repro"], repo)
@@ -97,4 +101,16 @@ def test_exp_run_with_a_fixed_state_count(repo: Path) -> None:
     assert "p_filter_3" in regimes.columns and "p_filter_4" not in regimes.columns
     assert json.loads((repo / "metrics" / "train_dssm.json").read_text())["n_states"] == 4
     diff = sh(["dvc", "metrics", "diff"], repo)
-    assert "n_states" in diff
+    changed = [line for line in diff.splitlines() if "n_states" in line]
+    assert any("metrics/evaluate.json" in line and "hmm.n_states" in line for line in changed)
+    assert any("4" in line.split() for line in changed), diff
+
+
+def test_plots_show_draws_the_transition_matrices(repo: Path) -> None:
+    sh(["dvc", "repro"], repo)
+    out = repo / "plots_html"
+    sh(["dvc", "plots", "show", "-o", str(out)], repo)
+    html = (out / "index.html").read_text()
+    for needle in ("HMM transitions between consecutive bars", "DSSM training loss",
+                   "hmm_transmat.png", "BIC against the number of states"):
+        assert needle in html, needle

@@ -339,8 +339,32 @@ class DSSMParams:
                  "weight_decay", self.weight_decay, "a number >= 0")
         _require(_is_number(self.min_occupancy) and 0 <= self.min_occupancy < 1, "dssm",
                  "min_occupancy", self.min_occupancy, "a share in [0, 1)")
-        _require(self.accelerator in ("cpu", "auto", "gpu", "cuda", "mps"), "dssm",
-                 "accelerator", self.accelerator, "'cpu', 'auto', 'gpu', 'cuda' or 'mps'")
+        # Not 'mps': the DSSM trains in float64, which Apple's GPUs do not have.
+        _require(self.accelerator in ("cpu", "auto", "gpu", "cuda"), "dssm",
+                 "accelerator", self.accelerator, "'cpu', 'auto', 'gpu' or 'cuda'")
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """``evaluate``: which split is described, and how forward returns are summarised."""
+
+    split: str = "test"
+    horizons: tuple[int, ...] = (1, 24)
+    n_boot: int = 1000
+    block: int = 24
+    max_share: float = 0.4
+
+    def __post_init__(self) -> None:
+        _require(self.split in ("train", "val", "test"), "evaluate", "split", self.split,
+                 "'train', 'val' or 'test'")
+        _require(len(self.horizons) > 0 and all(_is_int(v) and v >= 1 for v in self.horizons),
+                 "evaluate", "horizons", list(self.horizons), "a list of integers >= 1 (bars)")
+        _require(_is_int(self.n_boot) and self.n_boot >= 100, "evaluate", "n_boot",
+                 self.n_boot, "an integer >= 100 (bootstrap resamples)")
+        _require(_is_int(self.block) and self.block >= 1, "evaluate", "block", self.block,
+                 "an integer >= 1 (bars per bootstrap block)")
+        _require(_is_number(self.max_share) and 0 < self.max_share <= 1, "evaluate",
+                 "max_share", self.max_share, "a share in (0, 1]")
 
 
 SECTIONS: dict[str, type] = {
@@ -352,6 +376,7 @@ SECTIONS: dict[str, type] = {
     "select": SelectParams,
     "hmm": HMMParams,
     "dssm": DSSMParams,
+    "evaluate": EvaluateParams,
 }
 
 T = TypeVar("T")
@@ -414,6 +439,7 @@ def load_section(section: str, path: str | os.PathLike[str] = PARAMS_FILE) -> An
 __all__ = [
     "COVARIANCE_TYPES",
     "DSSMParams",
+    "EvaluateParams",
     "FeaturesParams",
     "GridParams",
     "HMMParams",

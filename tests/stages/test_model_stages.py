@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from scipy.stats import multivariate_normal
 
 from regimelab.synth import make_market, write_market
 from tests.stages.conftest import load_stage, run_data_stages
@@ -38,7 +39,11 @@ OUTPUTS = ["metrics/select_states.json", "plots/select_states/bic.csv",
            "models/dssm/weights.safetensors", "models/dssm/manifest.json",
            "data/regimes/dssm.parquet", "metrics/train_dssm.json",
            "plots/train_dssm/plots/metrics/train/loss.tsv",
-           "plots/train_dssm/plots/metrics/val/loss.tsv"]
+           "plots/train_dssm/plots/metrics/val/loss.tsv", "metrics/evaluate.json",
+           "plots/diagnose/hmm_transmat.png", "plots/diagnose/dssm_regimes.png",
+           "plots/diagnose/hmm_pairs.csv", "reports/diagnostics.csv"]
+FIGURES = ["transmat", "regimes", "regimes_test", "posteriors_test", "dwell", "feature_means",
+           "importance"]
 
 
 def write_params(d: Path, **changes: dict) -> None:
@@ -61,9 +66,9 @@ def scaled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def model_args(d: Path, out: Path) -> tuple[list[str], list[str], list[str]]:
-    """The command lines dvc.yaml gives select-states, train-hmm and train-dssm, outputs
-    under ``out``."""
+def model_args(d: Path, out: Path) -> tuple[list[str], ...]:
+    """The command lines dvc.yaml gives select-states, train-hmm, train-dssm, evaluate and
+    diagnose, outputs under ``out``."""
     common = ["--params", str(d / "params.yaml"), "--scaled", str(d / "scaled"),
               "--spec", str(d / "spec.json")]
     select = [*common, "--study-dir", str(out / "data/select"),
@@ -80,14 +85,22 @@ def model_args(d: Path, out: Path) -> tuple[list[str], list[str], list[str]]:
             "--regimes", str(out / "data/regimes/dssm.parquet"),
             "--metrics", str(out / "metrics/train_dssm.json"),
             "--curves", str(out / "plots/train_dssm")]
-    return select, train, dssm
+    models = ["--model", "hmm", str(out / "models/hmm"), str(out / "data/regimes/hmm.parquet"),
+              "--model", "dssm", str(out / "models/dssm"),
+              str(out / "data/regimes/dssm.parquet")]
+    bars = ["--bars", str(d / "bars.parquet")]
+    evaluate = [*common, *bars, "--features", str(d / "features.parquet"), *models,
+                "--metrics", str(out / "metrics/evaluate.json")]
+    diagnose = [*common, *bars, "--selection", str(out / "metrics/select_states.json"), *models,
+                "--plots", str(out / "plots/diagnose"),
+                "--report", str(out / "reports/diagnostics.csv")]
+    return select, train, dssm, evaluate, diagnose
 
 
 def run_model_stages(stage: Stage, d: Path, out: Path) -> None:
-    select, train, dssm = model_args(d, out)
-    stage("select_states").main(select)
-    stage("train_hmm").main(train)
-    stage("train_dssm").main(dssm)
+    for name, args in zip(("select_states", "train_hmm", "train_dssm", "evaluate", "diagnose"),
+                          model_args(d, out)):
+        stage(name).main(args)
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +203,7 @@ def test_a_fixed_state_count_overrides_the_choice(scaled: Path, outputs: Path,
     fixed = 3 if chosen != 3 else 2
     d = tmp_path
     write_params(d, model={"n_states": fixed})
-    _, train, _ = model_args(scaled, outputs)
+    train = model_args(scaled, outputs)[1]
     train[1] = str(d / "params.yaml")
     train[train.index("--model") + 1] = str(d / "hmm")
     train[train.index("--regimes") + 1] = str(d / "hmm.parquet")
@@ -204,7 +217,7 @@ def test_a_fixed_state_count_overrides_the_choice(scaled: Path, outputs: Path,
 
 def test_an_invalid_state_count_is_one_line_and_exit_2(scaled: Path, tmp_path: Path) -> None:
     write_params(tmp_path, model={"n_states": 1})
-    _, train, _ = model_args(scaled, tmp_path)
+    train = model_args(scaled, tmp_path)[1]
     train[1] = str(tmp_path / "params.yaml")
     proc = subprocess.run([sys.executable, str(STAGES / "train_hmm.py"), *train],
                           capture_output=True, text=True, check=False)
@@ -257,7 +270,7 @@ def test_train_dssm_writes_model_regimes_curves_and_metrics(scaled: Path, output
 
 def test_train_dssm_without_an_hmm_fits_its_own_start(scaled: Path, outputs: Path,
                                                       stage: Stage, tmp_path: Path) -> None:
-    _, _, dssm = model_args(scaled, outputs)
+    dssm = model_args(scaled, outputs)[2]
     for flag in ("--hmm", "--hmm-regimes"):
         del dssm[dssm.index(flag):dssm.index(flag) + 2]
     for flag, name in (("--model", "dssm"), ("--regimes", "dssm.parquet"),
@@ -267,3 +280,63 @@ def test_train_dssm_without_an_hmm_fits_its_own_start(scaled: Path, outputs: Pat
     order = read(tmp_path / "dssm/manifest.json")["state_order"]
     assert order["rule"] == "ascending volatility" and "reference" not in order
     assert order["values"] == sorted(order["values"])
+
+
+def test_evaluate_compares_both_models_and_the_baseline(scaled: Path, outputs: Path) -> None:
+    report = read(outputs / "metrics/evaluate.json")
+    k = read(outputs / "metrics/select_states.json")["choice"]["n_states"]
+    assert report["split"] == "test" and report["bars"] > 100
+    assert report["bars_per_year"] == pytest.approx(8766, rel=0.01)  # hourly, round the clock
+    for name in ("hmm", "dssm"):
+        block = report[name]
+        assert block["n_states"] == k
+        assert set(block["ll_per_bar"]) == {"val", "test"}
+        np.testing.assert_allclose(
+            block["ll_per_bar"]["test"],
+            read(outputs / f"metrics/train_{name}.json")["log_likelihood_per_bar"]["test"],
+            rtol=1e-12, atol=0)
+        shares = list(block["occupancy"].values())
+        assert sum(shares) == pytest.approx(1.0) and block["largest_share"] == max(shares)
+        assert block["largest_share_ok"] == (max(shares) <= 0.4)
+        assert 1 <= block["dwell_median_bars"] <= block["dwell_mean_bars"] * 5
+        assert 0 <= block["entropy_filtered"] <= np.log(k)
+        for h in ("h1", "h24"):
+            forecast = block["forecast"][h]
+            assert 0 <= forecast["accuracy"] <= 1 and 0 <= forecast["persistence"] <= 1
+            returns = block["returns"][h]
+            assert 0 <= returns["kruskal"]["p_value"] <= 1
+            counted = sum(returns[str(s)]["n"] for s in range(k))
+            assert counted == report["baseline"]["returns"][h]["0"]["n"]
+        # The synthetic market's regimes are known: both models find them.
+        assert block["truth"]["ari"] > 0.5 and block["truth"]["matched_accuracy"] > 0.7
+    assert "aic" in report["hmm"] and "aic" not in report["dssm"]
+    baseline = report["baseline"]
+    assert baseline["n_states"] == 1
+    columns = read(scaled / "spec.json")["columns"]
+    train, test = (pd.read_parquet(scaled / f"scaled/{n}.parquet")[columns].to_numpy()
+                   for n in ("train", "test"))
+    gaussian = multivariate_normal(train.mean(axis=0), np.cov(train, rowvar=False))
+    np.testing.assert_allclose(baseline["ll_per_bar"]["test"], gaussian.logpdf(test).mean(),
+                               rtol=1e-12, atol=0)
+    assert 0.0 <= report["agreement"]["same_state_share"] <= 1.0
+
+
+def test_diagnose_writes_every_figure_and_the_tables(outputs: Path) -> None:
+    folder = outputs / "plots/diagnose"
+    for name in ("hmm", "dssm"):
+        for figure in FIGURES:
+            assert (folder / f"{name}_{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        pairs = pd.read_csv(folder / f"{name}_pairs.csv")
+        regimes = pd.read_parquet(outputs / f"data/regimes/{name}.parquet")
+        test = regimes.loc[regimes["split"] == "test"]
+        assert list(pairs.columns) == ["from", "to"]
+        assert len(pairs) == len(test) - test["segment"].nunique()
+    assert (folder / "select_states.png").is_file()
+    report = pd.read_csv(outputs / "reports/diagnostics.csv", dtype={"row": str, "column": str})
+    assert list(report.columns) == ["model", "table", "row", "column", "value"]
+    assert set(report["table"]) == {"transmat", "stationary", "dwell", "feature_mean",
+                                    "feature_f_statistic"}
+    hmm = read(outputs / "metrics/train_hmm.json")
+    transmat = report.query("model == 'hmm' and table == 'transmat'")
+    assert transmat.query("row == '0' and column == '0'")["value"].item() == pytest.approx(
+        hmm["transmat"]["0"]["0"], rel=1e-12)

@@ -1,0 +1,192 @@
+"""evaluate: one metrics block per model (the HMM, the DSSM, a one-Gaussian baseline).
+
+Each block describes the model on the held-out splits in the same units, so
+``dvc metrics diff`` and ``dvc exp show`` line experiments up key by key:
+
+- fit: log-likelihood per bar on val and test (nats; AIC and BIC for the HMM);
+- occupancy: each state's share of the evaluated split and the largest share;
+- persistence: mean and median dwell (bars), switches per 1,000 bars,
+  stickiness (the transition matrix's mean diagonal), posterior entropy;
+- forecasts: the state 1 and 24 bars ahead from the filtered posterior and
+  the transition matrix, against persistence;
+- returns: per state, the forward log return's mean, volatility and Sharpe
+  (annualised) at each horizon with block-bootstrap 95% intervals, and a
+  Kruskal-Wallis test across states.
+
+The state a forward return is grouped under is the **filtered** state at the
+close of bar t (``argmax p_filter_t``), which a trader would have known then.
+Grouping by the smoothed or Viterbi state would leak the return being
+measured into the label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import multivariate_normal
+from sklearn.metrics import adjusted_rand_score
+
+from regimelab import metrics
+from regimelab.exceptions import ModelError
+from regimelab.params import EvaluateParams
+from regimelab.regimes import RegimeModel
+from regimelab.sequences import to_sequences
+from regimelab.training import by_state
+
+KEYS = ["symbol", "timestamp"]
+
+
+def bars_per_year(bars: pd.DataFrame) -> float:
+    """Bars per year as the data has them (8,766 for round-the-clock hourly bars, about
+    252 for a stock's daily bars), from the median span of each symbol."""
+    per_symbol = []
+    for _, group in bars.groupby("symbol", sort=False):
+        span = (group["timestamp"].iloc[-1] - group["timestamp"].iloc[0]).total_seconds()
+        if span > 0:
+            per_symbol.append((len(group) - 1) / (span / (365.25 * 86400.0)))
+    return float(np.median(per_symbol)) if per_symbol else float("nan")
+
+
+def forward_returns(rows: pd.DataFrame, bars: pd.DataFrame, horizon: int,
+                    step: pd.Timedelta) -> np.ndarray:
+    """``log(close_{t+h} / close_t)`` for each of ``rows``' bars, NaN where bar t+h is missing.
+
+    ``step`` is the bar interval; a gap in the bars leaves the return out rather
+    than measuring it over a longer time.
+    """
+    close = bars.set_index(KEYS)["close"]
+    now = pd.MultiIndex.from_arrays([rows["symbol"], rows["timestamp"]])
+    later = pd.MultiIndex.from_arrays([rows["symbol"], rows["timestamp"] + horizon * step])
+    return np.log(close.reindex(later).to_numpy() / close.reindex(now).to_numpy())
+
+
+def _proba(table: pd.DataFrame, kind: str, k: int) -> np.ndarray:
+    return table[[f"p_{kind}_{i}" for i in range(k)]].to_numpy()
+
+
+def regime_block(table: pd.DataFrame, model: RegimeModel, *, returns: Mapping[int, np.ndarray],
+                 per_year: float, params: EvaluateParams, rng: np.random.Generator
+                 ) -> dict[str, Any]:
+    """Occupancy, persistence, forecasts and per-state returns on one split's regimes."""
+    k = model.n_states
+    states = table["state"].to_numpy()
+    segment = table["segment"].to_numpy()
+    filtered = _proba(table, "filter", k)
+    live = filtered.argmax(axis=1)
+    shares = np.bincount(states, minlength=k) / len(states)
+    _, lengths = metrics.runs(states, segment)
+    block: dict[str, Any] = {
+        "n_states": k,
+        "occupancy": by_state(shares),
+        "largest_share": float(shares.max()),
+        "largest_share_ok": bool(shares.max() <= params.max_share),
+        "dwell_mean_bars": float(lengths.mean()),
+        "dwell_median_bars": float(np.median(lengths)),
+        "switches_per_1000": metrics.switches_per_1000(states, segment),
+        "stickiness": float(np.diag(model.transmat_).mean()),
+        "entropy_filtered": metrics.mean_entropy(filtered),
+        "entropy_smoothed": metrics.mean_entropy(_proba(table, "smooth", k)),
+        "forecast": {},
+        "returns": {},
+    }
+    for h in params.horizons:
+        acc = metrics.forecast_accuracy(filtered, states, segment, model.transmat_, h)
+        block["forecast"][f"h{h}"] = {"accuracy": acc["model"],
+                                      "persistence": acc["persistence"],
+                                      "skill": acc["model"] - acc["persistence"]}
+        fwd = returns[h]
+        ok = np.isfinite(fwd)
+        block["returns"][f"h{h}"] = {
+            "kruskal": metrics.kruskal_wallis(fwd[ok], live[ok]),
+            **{str(s): metrics.return_stats(fwd[ok & (live == s)], horizon=h,
+                                            bars_per_year=per_year, block=params.block,
+                                            n_boot=params.n_boot, rng=rng)
+               for s in range(k)},
+        }
+    return block
+
+
+def baseline_block(frames: Mapping[str, pd.DataFrame], columns: list[str], *,
+                   returns: Mapping[int, np.ndarray], per_year: float,
+                   params: EvaluateParams, rng: np.random.Generator) -> dict[str, Any]:
+    """One Gaussian (full covariance) fitted on train: the fit any regime model must beat,
+    and the unconditional returns that per-state returns are read against."""
+    X = frames["train"][columns].to_numpy(dtype=np.float64)
+    gaussian = multivariate_normal(X.mean(axis=0), np.cov(X, rowvar=False), allow_singular=True)
+    block: dict[str, Any] = {
+        "n_states": 1,
+        "ll_per_bar": {name: float(gaussian.logpdf(
+            frames[name][columns].to_numpy(dtype=np.float64)).mean()) for name in ("val", "test")},
+        "returns": {},
+    }
+    for h in params.horizons:
+        fwd = returns[h][np.isfinite(returns[h])]
+        block["returns"][f"h{h}"] = {"0": metrics.return_stats(
+            fwd, horizon=h, bars_per_year=per_year, block=params.block, n_boot=params.n_boot,
+            rng=rng)}
+    return block
+
+
+def evaluate(
+    regimes: Mapping[str, pd.DataFrame], models: Mapping[str, RegimeModel],
+    frames: Mapping[str, pd.DataFrame], *, columns: list[str], bars: pd.DataFrame,
+    step: pd.Timedelta, params: EvaluateParams, seed: int, truth: pd.DataFrame | None = None,
+) -> dict[str, Any]:
+    """The whole metrics file.
+
+    Parameters
+    ----------
+    regimes : dict
+        Each model family's regimes table (``hmm``, ``dssm``), every split.
+    models : dict
+        The fitted models, same keys.
+    frames : dict
+        The scaled ``train``, ``val`` and ``test`` tables.
+    columns : list of str
+        The feature columns.
+    bars : pandas.DataFrame
+        The clean bars, for forward returns.
+    step : pandas.Timedelta
+        The bar interval.
+    params : the ``evaluate`` params
+    seed : seeds the bootstrap
+    truth : pandas.DataFrame, optional
+        ``symbol``, ``timestamp``, ``regime``: a known regime (synthetic markets).
+    """
+    rng = np.random.default_rng(seed)
+    split = params.split
+    per_year = bars_per_year(bars)
+    rows = next(iter(regimes.values()))
+    rows = rows.loc[rows["split"] == split, KEYS].reset_index(drop=True)
+    returns = {h: forward_returns(rows, bars, h, step) for h in params.horizons}
+    report: dict[str, Any] = {"split": split, "bars": len(rows), "bars_per_year": per_year}
+    for name, model in models.items():
+        table = regimes[name]
+        part = table.loc[table["split"] == split].reset_index(drop=True)
+        if not part[KEYS].equals(rows):
+            raise ModelError(f"data/regimes: the {name} regimes cover other {split} bars than "
+                             "the others; rerun the training stages")
+        block = {"ll_per_bar": {}}
+        for s in ("val", "test"):
+            X, lengths = to_sequences(frames[s], columns)
+            block["ll_per_bar"][s] = model.score(X, lengths) / len(X)
+        if hasattr(model, "aic"):
+            X, lengths = to_sequences(frames["train"], columns)
+            block["aic"], block["bic"] = model.aic(X, lengths), model.bic(X, lengths)
+        block.update(regime_block(part, model, returns=returns, per_year=per_year,
+                                  params=params, rng=rng))
+        if truth is not None:
+            merged = part[KEYS].merge(truth, on=KEYS, how="left", validate="one_to_one")
+            block["truth"] = metrics.truth_scores(merged["regime"].to_numpy(),
+                                                  part["state"].to_numpy())
+        report[name] = block
+    report["baseline"] = baseline_block(frames, columns, returns=returns, per_year=per_year,
+                                        params=params, rng=rng)
+    if {"hmm", "dssm"} <= set(regimes):
+        a, b = (regimes[m].loc[regimes[m]["split"] == split, "state"] for m in ("hmm", "dssm"))
+        report["agreement"] = {"ari_hmm_dssm": float(adjusted_rand_score(a, b)),
+                               "same_state_share": float(np.mean(a.to_numpy() == b.to_numpy()))}
+    return report

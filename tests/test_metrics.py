@@ -37,13 +37,32 @@ def test_forecast_beats_persistence_on_a_deterministic_cycle() -> None:
     assert metrics.forecast_accuracy(filtered, states, segment, transmat, 1)["n"] == 28
 
 
-def test_block_bootstrap_draws_whole_blocks_inside_the_series() -> None:
+def test_block_bootstrap_draws_whole_blocks_that_wrap_around() -> None:
     rng = np.random.default_rng(0)
-    idx = metrics.block_bootstrap_indices(50, block=7, n_boot=20, rng=rng)
-    assert idx.shape == (20, 50)
+    idx = metrics.block_bootstrap_indices(50, block=7, n_boot=2000, rng=rng)
+    assert idx.shape == (2000, 50)
     assert idx.min() >= 0 and idx.max() < 50
-    blocks = idx[:, :49].reshape(20, 7, 7)  # the first 7 blocks are whole
-    np.testing.assert_array_equal(np.diff(blocks, axis=2), 1)
+    blocks = idx[:, :49].reshape(2000, 7, 7)  # the first 7 blocks are whole
+    np.testing.assert_array_equal(np.diff(blocks, axis=2) % 50, 1)
+    # Circular: the ends are drawn as often as the middle.
+    counts = np.bincount(idx.ravel(), minlength=50) / idx.size
+    np.testing.assert_allclose(counts, 1 / 50, rtol=0.05, atol=0)
+
+
+def test_state_stats_come_from_one_joint_resample() -> None:
+    rng = np.random.default_rng(5)
+    states = np.repeat([0, 1, 0, 2], [400, 300, 400, 30])
+    returns = rng.normal(0.0, 0.01, size=len(states)) * (1 + states)
+    returns[5] = np.nan  # a missing bar t+h
+    stats = metrics.state_return_stats(returns, states, n_states=4, horizon=1,
+                                       bars_per_year=8760, block=24, n_boot=200, rng=rng)
+    assert [stats[str(k)]["n"] for k in range(4)] == [799, 300, 30, 0]
+    calm = returns[(states == 0) & np.isfinite(returns)]
+    assert stats["0"]["vol"] == pytest.approx(calm.std(ddof=1) * np.sqrt(8760), rel=1e-12)
+    assert stats["0"]["vol_lo"] < stats["0"]["vol"] < stats["0"]["vol_hi"] < stats["1"]["vol_lo"]
+    # 30 returns are fewer than two blocks: an estimate, but no interval.
+    assert np.isfinite(stats["2"]["vol"]) and np.isnan(stats["2"]["vol_lo"])
+    assert np.isnan(stats["3"]["mean"])
 
 
 def test_return_stats_annualise_and_bracket_the_estimate() -> None:

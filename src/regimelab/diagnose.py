@@ -21,11 +21,18 @@ import pandas as pd
 from sklearn.feature_selection import f_classif
 
 from regimelab import metrics, plots
+from regimelab.exceptions import ModelError
 from regimelab.regimes import RegimeModel, stationary_distribution
 
 log = logging.getLogger(__name__)
 
 KEYS = ["symbol", "timestamp"]
+
+
+def _pieces(table: pd.DataFrame) -> np.ndarray:
+    """An id per gap-free run of one split: a segment that a split cut (the embargo
+    lies between) counts as two, so no dwell spans the cut."""
+    return pd.factorize(table["split"].astype(str) + "/" + table["segment"].astype(str))[0]
 
 
 def transition_pairs(table: pd.DataFrame) -> pd.DataFrame:
@@ -36,12 +43,12 @@ def transition_pairs(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"from": states[:-1][same], "to": states[1:][same]})
 
 
-def feature_profile(frame: pd.DataFrame, states: np.ndarray, columns: list[str]
-                    ) -> tuple[pd.DataFrame, pd.Series]:
-    """Each state's mean of every (scaled) feature, and each feature's ANOVA F statistic
-    across the states (how well it separates them; larger separates more)."""
+def feature_profile(frame: pd.DataFrame, states: np.ndarray, columns: list[str], *,
+                    n_states: int) -> tuple[pd.DataFrame, pd.Series]:
+    """Each state's mean of every (scaled) feature (NaN for a state with no bars), and
+    each feature's ANOVA F statistic across the states (larger separates more)."""
     X = frame[columns].to_numpy(dtype=np.float64)
-    k = int(states.max()) + 1
+    k = n_states
     means = pd.DataFrame([X[states == s].mean(axis=0) if (states == s).any()
                           else np.full(len(columns), np.nan) for s in range(k)],
                          index=[f"state {s}" for s in range(k)], columns=columns)
@@ -63,7 +70,7 @@ def diagnostics_rows(name: str, model: RegimeModel, table: pd.DataFrame, means: 
     """The numbers behind the figures, in long form: model, table, row, column, value."""
     k = model.n_states
     transmat = model.transmat_
-    run_states, run_lengths = metrics.runs(table["state"].to_numpy(), table["segment"].to_numpy())
+    run_states, run_lengths = metrics.runs(table["state"].to_numpy(), _pieces(table))
     rows = _long(name, "transmat", {(str(i), str(j)): transmat[i, j]
                                     for i in range(k) for j in range(k)})
     rows += _long(name, "stationary", {(str(i), "p"): v
@@ -107,7 +114,8 @@ def diagnose(
     selection : dict, optional
         select-states' metrics, for the selection curves.
     out : path
-        A folder; files are named ``<model>_<figure>.png`` and ``<model>_pairs.csv``.
+        A folder; files are named ``<model>_<figure>.png`` and ``<model>_pairs.csv``
+        (``_zoom`` figures show ``split``).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -115,6 +123,9 @@ def diagnose(
     for name, model in models.items():
         table = regimes[name]
         k = model.n_states
+        if f"p_filter_{k - 1}" not in table.columns or f"p_filter_{k}" in table.columns:
+            raise ModelError(f"the {name} regimes table does not have the model's {k} "
+                             "states; rerun the training stages")
         merged = table.merge(bars[[*KEYS, "close"]], on=KEYS, how="left", validate="one_to_one")
         # Splits are cut at shared calendar times, so the first symbol's boundaries serve.
         first = merged.loc[merged["symbol"] == merged["symbol"].iloc[0]]
@@ -135,20 +146,19 @@ def diagnose(
                                      axis=1),
                            n_states=k, title=f"{label}: the {split} split, filtered states "
                                              "(what was known at each close)",
-                           path=out / f"{name}_regimes_{split}.png")
+                           path=out / f"{name}_regimes_zoom.png")
         plots.posteriors(part["timestamp"],
                          part[[f"p_filter_{i}" for i in range(k)]].to_numpy(),
                          part[[f"p_smooth_{i}" for i in range(k)]].to_numpy(),
                          title=f"{label}: posteriors over the {split} split",
-                         path=out / f"{name}_posteriors_{split}.png")
-        run_states, run_lengths = metrics.runs(table["state"].to_numpy(),
-                                               table["segment"].to_numpy())
+                         path=out / f"{name}_posteriors_zoom.png")
+        run_states, run_lengths = metrics.runs(table["state"].to_numpy(), _pieces(table))
         plots.dwell_histograms(run_states, run_lengths, model.transmat_,
                                title=f"{label}: dwell times, every split",
                                path=out / f"{name}_dwell.png")
         train = table["split"] == "train"
         means, importance = feature_profile(frames["train"], table.loc[train, "state"].to_numpy(),
-                                            columns)
+                                            columns, n_states=k)
         plots.feature_heatmap(means, title=f"{label}: mean feature per state (z-scores, train)",
                               path=out / f"{name}_feature_means.png")
         plots.importance_bars(importance, title=f"{label}: how well each feature separates "

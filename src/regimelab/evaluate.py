@@ -40,8 +40,9 @@ KEYS = ["symbol", "timestamp"]
 
 
 def bars_per_year(bars: pd.DataFrame) -> float:
-    """Bars per year as the data has them (8,766 for round-the-clock hourly bars, about
-    252 for a stock's daily bars), from the median span of each symbol."""
+    """Bars per year as the data has them: bars over the years each symbol spans, the
+    median over symbols. Round-the-clock hourly bars give up to 8,766 (fewer with
+    outages), a stock's daily bars about 252."""
     per_symbol = []
     for _, group in bars.groupby("symbol", sort=False):
         span = (group["timestamp"].iloc[-1] - group["timestamp"].iloc[0]).total_seconds()
@@ -68,10 +69,13 @@ def _proba(table: pd.DataFrame, kind: str, k: int) -> np.ndarray:
 
 
 def regime_block(table: pd.DataFrame, model: RegimeModel, *, returns: Mapping[int, np.ndarray],
-                 per_year: float, params: EvaluateParams, rng: np.random.Generator
-                 ) -> dict[str, Any]:
+                 per_year: float, step: pd.Timedelta, params: EvaluateParams,
+                 rng: np.random.Generator) -> dict[str, Any]:
     """Occupancy, persistence, forecasts and per-state returns on one split's regimes."""
     k = model.n_states
+    if f"p_filter_{k - 1}" not in table.columns or f"p_filter_{k}" in table.columns:
+        raise ModelError(f"the regimes table does not have the model's {k} states; rerun the "
+                         "training stages")
     states = table["state"].to_numpy()
     segment = table["segment"].to_numpy()
     filtered = _proba(table, "filter", k)
@@ -93,18 +97,20 @@ def regime_block(table: pd.DataFrame, model: RegimeModel, *, returns: Mapping[in
         "returns": {},
     }
     for h in params.horizons:
-        acc = metrics.forecast_accuracy(filtered, states, segment, model.transmat_, h)
+        acc = metrics.forecast_accuracy(filtered, states, segment, model.transmat_, h,
+                                        timestamps=table["timestamp"].to_numpy(),
+                                        step=step.to_timedelta64())
         block["forecast"][f"h{h}"] = {"accuracy": acc["model"],
                                       "persistence": acc["persistence"],
                                       "skill": acc["model"] - acc["persistence"]}
         fwd = returns[h]
-        ok = np.isfinite(fwd)
+        # Every h-th bar: h-bar returns that do not overlap, as the test assumes.
+        apart = np.isfinite(fwd) & (np.arange(len(fwd)) % h == 0)
         block["returns"][f"h{h}"] = {
-            "kruskal": metrics.kruskal_wallis(fwd[ok], live[ok]),
-            **{str(s): metrics.return_stats(fwd[ok & (live == s)], horizon=h,
-                                            bars_per_year=per_year, block=params.block,
-                                            n_boot=params.n_boot, rng=rng)
-               for s in range(k)},
+            "kruskal": metrics.kruskal_wallis(fwd[apart], live[apart]),
+            **metrics.state_return_stats(fwd, live, n_states=k, horizon=h,
+                                         bars_per_year=per_year, block=params.block,
+                                         n_boot=params.n_boot, rng=rng),
         }
     return block
 
@@ -123,10 +129,9 @@ def baseline_block(frames: Mapping[str, pd.DataFrame], columns: list[str], *,
         "returns": {},
     }
     for h in params.horizons:
-        fwd = returns[h][np.isfinite(returns[h])]
         block["returns"][f"h{h}"] = {"0": metrics.return_stats(
-            fwd, horizon=h, bars_per_year=per_year, block=params.block, n_boot=params.n_boot,
-            rng=rng)}
+            returns[h], horizon=h, bars_per_year=per_year, block=params.block,
+            n_boot=params.n_boot, rng=rng)}
     return block
 
 
@@ -176,7 +181,7 @@ def evaluate(
         if hasattr(model, "aic"):
             X, lengths = to_sequences(frames["train"], columns)
             block["aic"], block["bic"] = model.aic(X, lengths), model.bic(X, lengths)
-        block.update(regime_block(part, model, returns=returns, per_year=per_year,
+        block.update(regime_block(part, model, returns=returns, per_year=per_year, step=step,
                                   params=params, rng=rng))
         if truth is not None:
             merged = part[KEYS].merge(truth, on=KEYS, how="left", validate="one_to_one")

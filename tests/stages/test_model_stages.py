@@ -42,7 +42,7 @@ OUTPUTS = ["metrics/select_states.json", "plots/select_states/bic.csv",
            "plots/train_dssm/plots/metrics/val/loss.tsv", "metrics/evaluate.json",
            "plots/diagnose/hmm_transmat.png", "plots/diagnose/dssm_regimes.png",
            "plots/diagnose/hmm_pairs.csv", "reports/diagnostics.csv"]
-FIGURES = ["transmat", "regimes", "regimes_test", "posteriors_test", "dwell", "feature_means",
+FIGURES = ["transmat", "regimes", "regimes_zoom", "posteriors_zoom", "dwell", "feature_means",
            "importance"]
 
 
@@ -304,7 +304,9 @@ def test_evaluate_compares_both_models_and_the_baseline(scaled: Path, outputs: P
             forecast = block["forecast"][h]
             assert 0 <= forecast["accuracy"] <= 1 and 0 <= forecast["persistence"] <= 1
             returns = block["returns"][h]
-            assert 0 <= returns["kruskal"]["p_value"] <= 1
+            p_value = returns["kruskal"]["p_value"]
+            # Every 24th bar of a short test split leaves too few returns for a test.
+            assert (0 <= p_value <= 1) if h == "h1" else (p_value is None or 0 <= p_value <= 1)
             counted = sum(returns[str(s)]["n"] for s in range(k))
             assert counted == report["baseline"]["returns"][h]["0"]["n"]
         # The synthetic market's regimes are known: both models find them.

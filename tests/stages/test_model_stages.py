@@ -41,7 +41,7 @@ OUTPUTS = ["metrics/select_states.json", "plots/select_states/bic.csv",
            "plots/train_dssm/plots/metrics/train/loss.tsv",
            "plots/train_dssm/plots/metrics/val/loss.tsv", "metrics/evaluate.json",
            "plots/diagnose/hmm_transmat.png", "plots/diagnose/dssm_regimes.png",
-           "plots/diagnose/hmm_pairs.csv", "reports/diagnostics.csv"]
+           "plots/diagnose/hmm_pairs.csv", "reports/diagnostics.csv", "metrics/monitor.json"]
 FIGURES = ["transmat", "regimes", "regimes_zoom", "posteriors_zoom", "dwell", "feature_means",
            "importance"]
 
@@ -67,8 +67,8 @@ def scaled(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def model_args(d: Path, out: Path) -> tuple[list[str], ...]:
-    """The command lines dvc.yaml gives select-states, train-hmm, train-dssm, evaluate and
-    diagnose, outputs under ``out``."""
+    """The command lines dvc.yaml gives select-states, train-hmm, train-dssm, evaluate,
+    diagnose and monitor, outputs under ``out``."""
     common = ["--params", str(d / "params.yaml"), "--scaled", str(d / "scaled"),
               "--spec", str(d / "spec.json")]
     select = [*common, "--study-dir", str(out / "data/select"),
@@ -94,12 +94,15 @@ def model_args(d: Path, out: Path) -> tuple[list[str], ...]:
     diagnose = [*common, *bars, "--selection", str(out / "metrics/select_states.json"), *models,
                 "--plots", str(out / "plots/diagnose"),
                 "--report", str(out / "reports/diagnostics.csv")]
-    return select, train, dssm, evaluate, diagnose
+    monitor = ["--scaled", str(d / "scaled"), "--model", "hmm", str(out / "models/hmm"),
+               "--model", "dssm", str(out / "models/dssm"),
+               "--metrics", str(out / "metrics/monitor.json")]
+    return select, train, dssm, evaluate, diagnose, monitor
 
 
 def run_model_stages(stage: Stage, d: Path, out: Path) -> None:
-    for name, args in zip(("select_states", "train_hmm", "train_dssm", "evaluate", "diagnose"),
-                          model_args(d, out)):
+    for name, args in zip(("select_states", "train_hmm", "train_dssm", "evaluate", "diagnose",
+                           "monitor"), model_args(d, out)):
         stage(name).main(args)
 
 
@@ -342,3 +345,17 @@ def test_diagnose_writes_every_figure_and_the_tables(outputs: Path) -> None:
     transmat = report.query("model == 'hmm' and table == 'transmat'")
     assert transmat.query("row == '0' and column == '0'")["value"].item() == pytest.approx(
         hmm["transmat"]["0"]["0"], rel=1e-12)
+
+
+def test_monitor_reports_drift_of_the_test_split(outputs: Path) -> None:
+    report = read(outputs / "metrics/monitor.json")
+    spec_columns = read(outputs / "models/hmm/manifest.json")["features"]
+    for name in ("hmm", "dssm"):
+        block = report[name]
+        assert set(block["features"]) == set(spec_columns)
+        assert all(v["psi"] >= 0 and 0 <= v["ks"] <= 1 for v in block["features"].values())
+        np.testing.assert_allclose(
+            block["fit"]["ll_per_bar_recent"],
+            read(outputs / f"metrics/train_{name}.json")["log_likelihood_per_bar"]["test"],
+            rtol=1e-12, atol=0)
+        assert block["drift"] == bool(block["breaches"])

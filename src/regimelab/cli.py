@@ -1,0 +1,154 @@
+"""The ``regimelab`` command: trained regimes applied to new bars.
+
+::
+
+    regimelab infer --model models/hmm --input bars.csv [--output regimes.parquet] [--smoothed]
+    regimelab now   --model models/dssm --input recent.csv [--lookback 500] [--json]
+    regimelab drift --model models/hmm --input recent.csv [--output drift.json]
+
+A user's mistake (a missing file, bars the model cannot read) ends with one
+``error:`` line and exit status 2, as in the stages. ``drift`` exits 1 when a
+threshold is crossed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from regimelab.data import ingest
+from regimelab.drift import Thresholds, drift_report
+from regimelab.exceptions import InputDataError
+from regimelab.inference import latest, observations, regimes
+from regimelab.io import read_parquet, sha256_file, write_csv, write_json, write_parquet
+from regimelab.models import load_model, read_manifest
+from regimelab.stage import run
+
+log = logging.getLogger("regimelab.cli")
+
+
+def _bars(path: str) -> pd.DataFrame:
+    # Validation as in ingest; new bars are not held to the training data's invalid share.
+    return ingest(path, max_invalid_fraction=1.0).bars
+
+
+def _write(table: pd.DataFrame, output: str | None) -> None:
+    if output is None:
+        sys.stdout.write(table.to_csv(index=False))
+    elif Path(output).suffix == ".parquet":
+        write_parquet(table, output)
+    elif output.endswith((".csv", ".csv.gz")):
+        write_csv(table, output)
+    else:
+        raise InputDataError(f"--output {output}: expected a .parquet, .csv or .csv.gz name")
+
+
+def cmd_infer(args: argparse.Namespace) -> None:
+    manifest = read_manifest(args.model)
+    model = load_model(args.model)
+    table = observations(_bars(args.input), manifest, source=args.input)
+    out = regimes(model, table, manifest["features"], smoothed=args.smoothed)
+    _write(out, args.output)
+    log.info("%s: %d bars, %d states, model %s", args.input, len(out), model.n_states,
+             args.model)
+
+
+def cmd_now(args: argparse.Namespace) -> None:
+    manifest = read_manifest(args.model)
+    model = load_model(args.model)
+    rows = latest(model, _bars(args.input), manifest, lookback=args.lookback,
+                  source=args.input)
+    k = model.n_states
+    if args.json:
+        records = [{"timestamp": r["timestamp"].isoformat(), "symbol": r["symbol"],
+                    "state": int(r["state"]), "bars": int(r["bars"]),
+                    "probabilities": [float(r[f"p_filter_{i}"]) for i in range(k)]}
+                   for _, r in rows.iterrows()]
+        sys.stdout.write(json.dumps(records, indent=2) + "\n")
+        return
+    for _, r in rows.iterrows():
+        probs = "  ".join(f"{i}:{r[f'p_filter_{i}']:.3f}" for i in range(k))
+        sys.stdout.write(f"{r['symbol']} {r['timestamp'].isoformat()} state {r['state']} "
+                         f"(p = {r[f'p_filter_{r.state}']:.3f}; {probs})\n")
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    manifest = read_manifest(args.model)
+    model = load_model(args.model)
+    if not Path(args.reference).is_file():
+        raise InputDataError(f"--reference {args.reference}: no such file; pass the scaled "
+                             "training split the model was fitted on")
+    if sha256_file(args.reference) != manifest["training_data_sha256"]:
+        log.warning("%s is not the data %s was trained on (its SHA-256 differs from the "
+                    "manifest's)", args.reference, args.model)
+    thresholds = Thresholds(psi=args.psi, ks=args.ks, ll_drop=args.ll_drop,
+                            occupancy_tv=args.occupancy_tv)
+    report = drift_report(model, read_parquet(args.reference),
+                          observations(_bars(args.input), manifest, source=args.input),
+                          columns=manifest["features"], thresholds=thresholds)
+    if args.output:
+        write_json(report, args.output)
+    else:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    for line in report["breaches"]:
+        log.warning("drift: %s", line)
+    return 1 if report["drift"] else 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="regimelab", description=__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = top.add_subparsers(dest="command", required=True)
+    infer = sub.add_parser("infer", help="states and posteriors of every bar of new data")
+    infer.add_argument("--model", required=True, help="a model folder (models/hmm, models/dssm)")
+    infer.add_argument("--input", required=True, help="bars: CSV, CSV.gz or Parquet (or a glob)")
+    infer.add_argument("--output", help=".parquet, .csv or .csv.gz (default: CSV on stdout)")
+    infer.add_argument("--smoothed", action="store_true",
+                       help="also the smoothed posteriors (given the whole input: not causal)")
+    infer.set_defaults(func=cmd_infer)
+    now = sub.add_parser("now", help="the regime of the last closed bar")
+    now.add_argument("--model", required=True)
+    now.add_argument("--input", required=True, help="recent bars")
+    now.add_argument("--lookback", type=int, default=500,
+                     help="bars before the last one that the filter reads (default 500)")
+    now.add_argument("--json", action="store_true", help="JSON instead of one line a symbol")
+    now.set_defaults(func=cmd_now)
+    drift = sub.add_parser("drift", help="recent bars against the training data; exit 1 "
+                                         "on drift")
+    drift.add_argument("--model", required=True)
+    drift.add_argument("--input", required=True, help="recent bars")
+    drift.add_argument("--reference", default="data/scaled/train.parquet",
+                       help="the scaled training split (default data/scaled/train.parquet)")
+    drift.add_argument("--output", help="report (JSON); default stdout")
+    defaults = Thresholds()
+    for flag, help_ in (("psi", "largest PSI of a feature"), ("ks", "largest KS statistic"),
+                        ("ll_drop", "largest fall of the log-likelihood per bar, nats"),
+                        ("occupancy_tv", "largest total variation of the state shares")):
+        drift.add_argument(f"--{flag.replace('_', '-')}", type=float,
+                           default=getattr(defaults, flag),
+                           help=f"{help_} (default {getattr(defaults, flag)})")
+    drift.set_defaults(func=cmd_drift)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if getattr(args, "lookback", 1) < 1:
+        parser().error("--lookback: expected an integer >= 1")
+    status = 0
+
+    def call(_: object) -> None:
+        nonlocal status
+        status = args.func(args) or 0
+
+    return run(call) or status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""The regimelab command on new bars: infer, now, and the errors a user can make."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from regimelab.cli import main
+from regimelab.synth import make_market, write_market
+from tests.stages.test_model_stages import outputs, scaled  # noqa: F401  (fixtures)
+
+MODELS = ("hmm", "dssm")
+
+
+@pytest.fixture(scope="module")
+def unseen(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic market the models were not trained on, with an outage."""
+    path = tmp_path_factory.mktemp("unseen") / "new_1h.csv"
+    write_market(make_market(700, n_regimes=3, n_gaps=1, random_state=21), path)
+    return path
+
+
+def infer(model: Path, bars: Path, out: Path, *extra: str) -> pd.DataFrame:
+    assert main(["infer", "--model", str(model), "--input", str(bars), "--output", str(out),
+                 *extra]) == 0
+    return pd.read_parquet(out)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_infer_on_the_training_bars_reproduces_the_filtered_regimes(
+        scaled: Path, outputs: Path, name: str, tmp_path: Path) -> None:  # noqa: F811
+    """The observations are rebuilt from the manifest alone: on the training market the
+    filtered posteriors of the train split (which starts the series) are the stage's."""
+    out = infer(outputs / "models" / name, scaled / "m.csv", tmp_path / "r.parquet")
+    stage = pd.read_parquet(outputs / f"data/regimes/{name}.parquet")
+    train = stage.loc[stage["split"] == "train"].reset_index(drop=True)
+    k = sum(c.startswith("p_filter_") for c in stage.columns)
+    assert len(out) == len(pd.read_parquet(scaled / "features.parquet"))
+    head = out.iloc[:len(train)].reset_index(drop=True)
+    pd.testing.assert_series_equal(head["timestamp"], train["timestamp"])
+    columns = [f"p_filter_{i}" for i in range(k)]
+    np.testing.assert_allclose(head[columns].to_numpy(), train[columns].to_numpy(), rtol=0,
+                               atol=1e-9)
+    np.testing.assert_array_equal(out["state_filtered"],
+                                  out[columns].to_numpy().argmax(axis=1))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_infer_and_now_on_an_unseen_market(outputs: Path, unseen: Path, name: str,  # noqa: F811
+                                           tmp_path: Path, capsys: pytest.CaptureFixture
+                                           ) -> None:
+    out = infer(outputs / "models" / name, unseen, tmp_path / "r.parquet", "--smoothed")
+    k = sum(c.startswith("p_filter_") for c in out.columns)
+    assert [c for c in out.columns if c.startswith("p_smooth_")] == [
+        f"p_smooth_{i}" for i in range(k)]
+    for kind in ("filter", "smooth"):
+        p = out[[f"p_{kind}_{i}" for i in range(k)]].to_numpy()
+        np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=0, atol=1e-10)
+    assert out["segment"].nunique() == 2  # the outage cuts the series
+
+    assert main(["now", "--model", str(outputs / "models" / name), "--input", str(unseen),
+                 "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    last = out.iloc[-1]
+    assert row["timestamp"] == last["timestamp"].isoformat()
+    assert row["state"] == last["state_filtered"]
+    # The latest bar from a lookback equals the batch row at the same timestamp.
+    np.testing.assert_allclose(row["probabilities"],
+                               [last[f"p_filter_{i}"] for i in range(k)], rtol=0, atol=1e-12)
+    assert row["bars"] == (out["segment"] == last["segment"]).sum()
+
+
+def test_now_prints_one_line_per_symbol(outputs: Path, unseen: Path,  # noqa: F811
+                                        capsys: pytest.CaptureFixture) -> None:
+    assert main(["now", "--model", str(outputs / "models/hmm"), "--input", str(unseen),
+                 "--lookback", "300"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("SYN ") and " state " in lines[0]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "regimelab.cli", *args], capture_output=True,
+                          text=True, check=False)
+
+
+def test_bars_at_another_interval_are_refused(outputs: Path, tmp_path: Path) -> None:  # noqa: F811
+    daily = make_market(200, n_regimes=2, freq="1D", random_state=1)
+    write_market(daily, tmp_path / "daily.csv")
+    proc = run_cli("infer", "--model", str(outputs / "models/hmm"), "--input",
+                   str(tmp_path / "daily.csv"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'daily.csv'}: bars are 1d apart, but the model was trained on "
+        "1h bars; resample the input or train on this timeframe")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--input", "missing.csv"], "missing.csv"),
+    (["--input", "{bars}", "--output", "out.xlsx"], "--output out.xlsx: expected"),
+])
+def test_user_mistakes_are_one_line(outputs: Path, unseen: Path, args: list[str],  # noqa: F811
+                                    message: str, tmp_path: Path) -> None:
+    args = [a.replace("{bars}", str(unseen)) for a in args]
+    proc = subprocess.run([sys.executable, "-m", "regimelab.cli", "infer", "--model",
+                           str(outputs / "models/dssm"), *args], capture_output=True, text=True,
+                          check=False, cwd=tmp_path)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out.xlsx").exists()
+
+
+def test_a_folder_without_a_model_is_refused(tmp_path: Path, unseen: Path) -> None:
+    proc = run_cli("now", "--model", str(tmp_path), "--input", str(unseen))
+    assert proc.returncode == 2
+    assert "not a model folder (no manifest.json)" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_drift_exits_0_on_the_training_market_and_1_on_a_wilder_one(
+        scaled: Path, outputs: Path, tmp_path: Path) -> None:  # noqa: F811
+    reference = str(scaled / "scaled/train.parquet")
+    same = run_cli("drift", "--model", str(outputs / "models/hmm"), "--input",
+                   str(scaled / "m.csv"), "--reference", reference, "--output",
+                   str(tmp_path / "same.json"))
+    assert same.returncode == 0, same.stderr
+    assert json.loads((tmp_path / "same.json").read_text())["drift"] is False
+    wild = make_market(900, n_regimes=3, random_state=4)
+    for col in ("open", "high", "low", "close"):  # ten times the moves around the same path
+        wild[col] = wild["close"].iloc[0] * (wild[col] / wild["close"].iloc[0]) ** 10
+    write_market(wild, tmp_path / "wild.csv")
+    proc = run_cli("drift", "--model", str(outputs / "models/hmm"), "--input",
+                   str(tmp_path / "wild.csv"), "--reference", reference)
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["drift"] is True and report["fit"]["ll_drop"] > 1.0
+    assert "drift: log-likelihood per bar fell" in proc.stderr
+
+
+def test_drift_without_the_reference_is_one_line(outputs: Path, unseen: Path,  # noqa: F811
+                                                 tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "regimelab.cli", "drift", "--model",
+                           str(outputs / "models/hmm"), "--input", str(unseen)],
+                          capture_output=True, text=True, check=False, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "error: --reference data/scaled/train.parquet: no such file")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -16,6 +17,14 @@ from regimelab.synth import make_market, write_market
 from tests.stages.test_model_stages import outputs, scaled  # noqa: F401  (fixtures)
 
 MODELS = ("hmm", "dssm")
+
+
+@pytest.fixture(autouse=True)
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test's predictions go to its own SQLite file (subprocesses inherit it)."""
+    url = f"sqlite:///{tmp_path / 'predictions.db'}"
+    monkeypatch.setenv("REGIMELAB_STORE", url)
+    return url
 
 
 @pytest.fixture(scope="module")
@@ -150,3 +159,26 @@ def test_drift_without_the_reference_is_one_line(outputs: Path, unseen: Path,  #
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith(
         "error: --reference data/scaled/train.parquet: no such file")
+
+
+def test_every_prediction_is_stored_and_read_back(outputs: Path, unseen: Path,  # noqa: F811
+                                                  tmp_path: Path, store: str,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    out = infer(outputs / "models/hmm", unseen, tmp_path / "r.parquet")
+    assert main(["now", "--model", str(outputs / "models/dssm"), "--input", str(unseen)]) == 0
+    assert main(["now", "--model", str(outputs / "models/dssm"), "--input", str(unseen),
+                 "--no-store"]) == 0
+    capsys.readouterr()
+    assert main(["history", "--csv"]) == 0
+    history = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert len(history) == len(out) + 1
+    assert history["source"].value_counts().to_dict() == {"infer": len(out), "now": 1}
+    inferred = history.loc[history["source"] == "infer"].reset_index(drop=True)
+    np.testing.assert_array_equal(inferred["state"], out["state_filtered"])
+    first = json.loads(inferred["probabilities"].iloc[0])
+    k = sum(c.startswith("p_filter_") for c in out.columns)
+    np.testing.assert_allclose(first, [out[f"p_filter_{i}"].iloc[0] for i in range(k)],
+                               rtol=0, atol=1e-6)
+    assert inferred["model_version"].nunique() == 1 and len(inferred["model_version"][0]) == 12
+    assert main(["history", "--model", str(outputs / "models/dssm"), "--limit", "5"]) == 0
+    assert "now" in capsys.readouterr().out

@@ -5,6 +5,12 @@
     regimelab infer --model models/hmm --input bars.csv [--output regimes.parquet] [--smoothed]
     regimelab now   --model models/dssm --input recent.csv [--lookback 500] [--json]
     regimelab drift --model models/hmm --input recent.csv [--output drift.json]
+    regimelab serve --model models/hmm [--host 127.0.0.1] [--port 8080]
+    regimelab history [--model models/hmm] [--symbol BTCUSDT] [--limit 100] [--csv]
+
+Every prediction of infer, now and serve is appended to the prediction store
+(``--store URL``; default ``$REGIMELAB_STORE`` or ``sqlite:///predictions.db``;
+``--no-store`` to keep none).
 
 A user's mistake (a missing file, bars the model cannot read) ends with one
 ``error:`` line and exit status 2, as in the stages. ``drift`` exits 1 when a
@@ -27,8 +33,9 @@ from regimelab.drift import Thresholds, drift_report
 from regimelab.exceptions import InputDataError
 from regimelab.inference import latest, observations, regimes
 from regimelab.io import read_parquet, sha256_file, write_csv, write_json, write_parquet
-from regimelab.models import load_model, read_manifest
+from regimelab.models import load_model, model_version, read_manifest
 from regimelab.stage import run
+from regimelab.store import PredictionStore
 
 log = logging.getLogger("regimelab.cli")
 
@@ -49,12 +56,26 @@ def _write(table: pd.DataFrame, output: str | None) -> None:
         raise InputDataError(f"--output {output}: expected a .parquet, .csv or .csv.gz name")
 
 
+def _store(args: argparse.Namespace) -> PredictionStore | None:
+    return None if args.no_store else PredictionStore(args.store)
+
+
+def _record(args: argparse.Namespace, table: pd.DataFrame, source: str) -> None:
+    store = _store(args)
+    if store is not None:
+        n = store.append(table, source=source, model=args.model,
+                         version=model_version(args.model))
+        log.info("appended %d predictions to %s", n, store.url)
+
+
 def cmd_infer(args: argparse.Namespace) -> None:
     manifest = read_manifest(args.model)
     model = load_model(args.model)
     table = observations(_bars(args.input), manifest, source=args.input)
     out = regimes(model, table, manifest["features"], smoothed=args.smoothed)
     _write(out, args.output)
+    _record(args, out.drop(columns="state").rename(columns={"state_filtered": "state"}),
+            "infer")
     log.info("%s: %d bars, %d states, model %s", args.input, len(out), model.n_states,
              args.model)
 
@@ -64,6 +85,7 @@ def cmd_now(args: argparse.Namespace) -> None:
     model = load_model(args.model)
     rows = latest(model, _bars(args.input), manifest, lookback=args.lookback,
                   source=args.input)
+    _record(args, rows, "now")
     k = model.n_states
     if args.json:
         records = [{"timestamp": r["timestamp"].isoformat(), "symbol": r["symbol"],
@@ -101,6 +123,29 @@ def cmd_drift(args: argparse.Namespace) -> int:
     return 1 if report["drift"] else 0
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from regimelab.serve import serve
+
+    serve(args.model, host=args.host, port=args.port, store=_store(args))
+
+
+def cmd_history(args: argparse.Namespace) -> None:
+    table = PredictionStore(args.store).history(model=args.model, symbol=args.symbol,
+                                                limit=args.limit)
+    if args.csv:
+        sys.stdout.write(table.to_csv(index=False))
+    else:
+        with pd.option_context("display.max_rows", None, "display.width", 200):
+            sys.stdout.write(("(no predictions stored)" if table.empty
+                              else table.drop(columns="id").to_string(index=False)) + "\n")
+
+
+def _store_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--store", help="prediction store URL (default $REGIMELAB_STORE or "
+                                         "sqlite:///predictions.db)")
+    command.add_argument("--no-store", action="store_true", help="store no predictions")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="regimelab", description=__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -111,6 +156,7 @@ def parser() -> argparse.ArgumentParser:
     infer.add_argument("--output", help=".parquet, .csv or .csv.gz (default: CSV on stdout)")
     infer.add_argument("--smoothed", action="store_true",
                        help="also the smoothed posteriors (given the whole input: not causal)")
+    _store_options(infer)
     infer.set_defaults(func=cmd_infer)
     now = sub.add_parser("now", help="the regime of the last closed bar")
     now.add_argument("--model", required=True)
@@ -118,6 +164,7 @@ def parser() -> argparse.ArgumentParser:
     now.add_argument("--lookback", type=int, default=500,
                      help="bars before the last one that the filter reads (default 500)")
     now.add_argument("--json", action="store_true", help="JSON instead of one line a symbol")
+    _store_options(now)
     now.set_defaults(func=cmd_now)
     drift = sub.add_parser("drift", help="recent bars against the training data; exit 1 "
                                          "on drift")
@@ -134,6 +181,20 @@ def parser() -> argparse.ArgumentParser:
                            default=getattr(defaults, flag),
                            help=f"{help_} (default {getattr(defaults, flag)})")
     drift.set_defaults(func=cmd_drift)
+    srv = sub.add_parser("serve", help="POST /regime, GET /health, GET /model over HTTP")
+    srv.add_argument("--model", required=True)
+    srv.add_argument("--host", default="127.0.0.1",
+                     help="address to bind (default loopback; 0.0.0.0 exposes it)")
+    srv.add_argument("--port", type=int, default=8080)
+    _store_options(srv)
+    srv.set_defaults(func=cmd_serve)
+    hist = sub.add_parser("history", help="the stored predictions")
+    hist.add_argument("--store", help="prediction store URL")
+    hist.add_argument("--model", help="only this model folder's predictions")
+    hist.add_argument("--symbol")
+    hist.add_argument("--limit", type=int, help="the last N predictions")
+    hist.add_argument("--csv", action="store_true", help="CSV instead of a table")
+    hist.set_defaults(func=cmd_history)
     return top
 
 

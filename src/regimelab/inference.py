@@ -117,11 +117,13 @@ def latest(model: RegimeModel, bars: pd.DataFrame, manifest: dict[str, Any], *,
     rows = []
     for _, group in table.groupby("symbol", sort=True):
         last_run = group.loc[group["segment"] == group["segment"].iloc[-1]]
-        decoded = regimes(model, last_run, columns)
-        row = decoded.iloc[[-1]].drop(columns=["segment", "state"]).rename(
-            columns={"state_filtered": "state"})
-        row.insert(len(row.columns), "bars", len(last_run))
+        X, lengths = to_sequences(last_run, columns)
+        last = model.filter_proba(X, lengths)[-1]  # the filter alone: no Viterbi pass
+        row = {"timestamp": last_run["timestamp"].iloc[-1],
+               "symbol": last_run["symbol"].iloc[-1], "state": int(last.argmax()),
+               **{f"p_filter_{k}": float(p) for k, p in enumerate(last)},
+               "bars": len(last_run)}
         rows.append(row)
     if not rows:
         raise InputDataError(f"{source}: no bar has every feature of the model")
-    return pd.concat(rows, ignore_index=True)
+    return pd.DataFrame(rows)

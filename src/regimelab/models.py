@@ -11,6 +11,7 @@ is unpickled.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,15 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
         found = manifest.get("model") if isinstance(manifest, dict) else None
         raise ModelError(f"{path}: model is {found!r}; expected one of {', '.join(FAMILIES)}")
     return manifest
+
+
+def model_version(folder: str | Path) -> str:
+    """A short content hash of the model folder's files: it changes whenever the weights
+    or the manifest do, so every prediction names the exact model that made it."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).iterdir() if p.is_file()):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def load_model(folder: str | Path) -> RegimeModel:

@@ -1,0 +1,129 @@
+"""The REST service, started for real on an ephemeral loopback port."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import uvicorn
+
+from regimelab.inference import latest
+from regimelab.models import load_model, model_version, read_manifest
+from regimelab.serve import Bar, create_app, request_bars
+from regimelab.store import PredictionStore
+from regimelab.synth import make_market
+from tests.stages.test_model_stages import outputs, scaled  # noqa: F401  (fixtures)
+
+
+def bars_json(frame: pd.DataFrame) -> list[dict]:
+    return [{"timestamp": ts.isoformat(), "open": o, "high": h, "low": lo, "close": c,
+             "volume": v, "symbol": "SYN"}
+            for ts, o, h, lo, c, v in frame[["timestamp", "open", "high", "low", "close",
+                                             "volume"]].itertuples(index=False)]
+
+
+@pytest.fixture(scope="module")
+def recent() -> pd.DataFrame:
+    return make_market(400, n_regimes=3, random_state=33)
+
+
+@pytest.fixture(scope="module")
+def server(outputs: Path, tmp_path_factory: pytest.TempPathFactory  # noqa: F811
+           ) -> Iterator[tuple[str, PredictionStore]]:
+    store = PredictionStore(f"sqlite:///{tmp_path_factory.mktemp('store') / 'p.db'}")
+    app = create_app(outputs / "models/hmm", store=store, max_body_bytes=200_000)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the server did not start")
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}", store
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def call(url: str, body: object | None = None, *, raw: bytes | None = None
+         ) -> tuple[int, dict]:
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    request = urllib.request.Request(url, data=data,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=20) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_health_and_model(server: tuple[str, PredictionStore], outputs: Path  # noqa: F811
+                          ) -> None:
+    url, _ = server
+    status, health = call(f"{url}/health")
+    assert status == 200 and health["status"] == "ok"
+    assert health["model_version"] == model_version(outputs / "models/hmm")
+    status, manifest = call(f"{url}/model")
+    assert status == 200
+    assert manifest["features"] == read_manifest(outputs / "models/hmm")["features"]
+
+
+def test_regime_of_the_last_bar_equals_the_library(server: tuple[str, PredictionStore],
+                                                   outputs: Path,  # noqa: F811
+                                                   recent: pd.DataFrame) -> None:
+    url, store = server
+    before = len(store.history())
+    status, answer = call(f"{url}/regime", {"bars": bars_json(recent)})
+    assert status == 200, answer
+    folder = outputs / "models/hmm"
+    bars = request_bars([Bar(**row) for row in bars_json(recent)])
+    expected = latest(load_model(folder), bars, read_manifest(folder), lookback=10_000)
+    assert answer["timestamp"] == expected["timestamp"].iloc[0].isoformat()
+    assert answer["state"] == expected["state"].iloc[0]
+    k = answer["n_states"]
+    np.testing.assert_allclose(answer["probabilities"],
+                               expected[[f"p_filter_{i}" for i in range(k)]].iloc[0],
+                               rtol=0, atol=1e-12)
+    assert answer["model_version"] == model_version(folder)
+    stored = store.history()
+    assert len(stored) == before + 1 and stored["source"].iloc[-1] == "serve"
+
+
+@pytest.mark.parametrize("body, status, needle", [
+    ({"bars": []}, 422, "at least 1"),
+    ({"bars": [{"timestamp": "2020-01-01T00:00:00Z", "open": 1.0}]}, 422, "high"),
+    ({"rows": []}, 422, "bars"),
+])
+def test_malformed_requests_are_422(server: tuple[str, PredictionStore], body: dict,
+                                    status: int, needle: str) -> None:
+    code, answer = call(f"{server[0]}/regime", body)
+    assert code == status and needle in json.dumps(answer["detail"])
+
+
+def test_bars_the_model_cannot_use_are_422_with_a_message(
+        server: tuple[str, PredictionStore], recent: pd.DataFrame) -> None:
+    daily = make_market(60, n_regimes=2, freq="1D", random_state=2)
+    code, answer = call(f"{server[0]}/regime", {"bars": bars_json(daily)})
+    assert code == 422
+    assert answer["detail"].startswith("request: bars are 1d apart, but the model was trained")
+    broken = recent.head(50).assign(close=-1.0)
+    code, answer = call(f"{server[0]}/regime", {"bars": bars_json(broken)})
+    assert code == 422 and "request" in answer["detail"]
+    code, answer = call(f"{server[0]}/regime", raw=b"{not json")
+    assert code == 422
+
+
+def test_a_body_over_the_limit_is_413(server: tuple[str, PredictionStore],
+                                      recent: pd.DataFrame) -> None:
+    big = {"bars": bars_json(pd.concat([recent] * 3))}
+    code, answer = call(f"{server[0]}/regime", big)
+    assert code == 413 and "over the limit" in answer["detail"]

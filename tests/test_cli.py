@@ -182,3 +182,30 @@ def test_every_prediction_is_stored_and_read_back(outputs: Path, unseen: Path,  
     assert inferred["model_version"].nunique() == 1 and len(inferred["model_version"][0]) == 12
     assert main(["history", "--model", str(outputs / "models/dssm"), "--limit", "5"]) == 0
     assert "now" in capsys.readouterr().out
+
+
+def test_now_from_a_short_lookback_is_close_to_the_whole_history(
+        scaled: Path, outputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture  # noqa: F811
+) -> None:
+    """The filter forgets its start: 200 bars give the whole run's answer."""
+    out = infer(outputs / "models/hmm", scaled / "m.csv", tmp_path / "r.parquet")
+    assert (out["segment"] == out["segment"].iloc[-1]).sum() > 400
+    assert main(["now", "--model", str(outputs / "models/hmm"), "--input",
+                 str(scaled / "m.csv"), "--lookback", "200", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["bars"] == 200
+    k = len(row["probabilities"])
+    np.testing.assert_allclose(row["probabilities"],
+                               [out[f"p_filter_{i}"].iloc[-1] for i in range(k)],
+                               rtol=0, atol=1e-6)
+
+
+def test_drift_refuses_a_reference_that_is_not_the_training_data(
+        scaled: Path, outputs: Path, unseen: Path) -> None:  # noqa: F811
+    proc = run_cli("drift", "--model", str(outputs / "models/hmm"), "--input", str(unseen),
+                   "--reference", str(scaled / "features.parquet"))
+    assert proc.returncode == 2
+    assert "not the data" in proc.stderr.strip().splitlines()[-1]
+    forced = run_cli("drift", "--model", str(outputs / "models/hmm"), "--input", str(unseen),
+                     "--reference", str(scaled / "features.parquet"), "--force")
+    assert forced.returncode in (0, 1) and "Traceback" not in forced.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 import time
@@ -127,3 +128,31 @@ def test_a_body_over_the_limit_is_413(server: tuple[str, PredictionStore],
     big = {"bars": bars_json(pd.concat([recent] * 3))}
     code, answer = call(f"{server[0]}/regime", big)
     assert code == 413 and "over the limit" in answer["detail"]
+
+
+def test_a_chunked_body_over_the_limit_is_413(server: tuple[str, PredictionStore],
+                                              recent: pd.DataFrame) -> None:
+    """No Content-Length to trust: the limit counts the bytes as they arrive."""
+    body = json.dumps({"bars": bars_json(pd.concat([recent] * 3))}).encode()
+    host, port = server[0].removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=20)
+    conn.putrequest("POST", "/regime")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Transfer-Encoding", "chunked")
+    conn.endheaders()
+    for start in range(0, len(body), 16_384):
+        chunk = body[start:start + 16_384]
+        conn.send(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+    conn.send(b"0\r\n\r\n")
+    response = conn.getresponse()
+    assert response.status == 413
+    assert "over the limit" in json.loads(response.read())["detail"]
+    conn.close()
+
+
+def test_a_timestamp_out_of_range_is_422(server: tuple[str, PredictionStore],
+                                         recent: pd.DataFrame) -> None:
+    rows = bars_json(recent.head(60))
+    rows[-1]["timestamp"] = "9999-12-31T00:00:00Z"
+    code, answer = call(f"{server[0]}/regime", {"bars": rows})
+    assert code == 422 and answer["detail"].startswith("request: the last bar (9999-12-31")

@@ -20,7 +20,6 @@ threshold is crossed.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -32,7 +31,14 @@ from regimelab.data import ingest
 from regimelab.drift import Thresholds, drift_report
 from regimelab.exceptions import InputDataError
 from regimelab.inference import latest, observations, regimes
-from regimelab.io import read_parquet, sha256_file, write_csv, write_json, write_parquet
+from regimelab.io import (
+    json_text,
+    read_parquet,
+    sha256_file,
+    write_csv,
+    write_json,
+    write_parquet,
+)
 from regimelab.models import load_model, model_version, read_manifest
 from regimelab.stage import run
 from regimelab.store import PredictionStore
@@ -63,7 +69,7 @@ def _store(args: argparse.Namespace) -> PredictionStore | None:
 def _record(args: argparse.Namespace, table: pd.DataFrame, source: str) -> None:
     store = _store(args)
     if store is not None:
-        n = store.append(table, source=source, model=args.model,
+        n = store.append(table, source=source, model=str(Path(args.model).resolve()),
                          version=model_version(args.model))
         log.info("appended %d predictions to %s", n, store.url)
 
@@ -92,7 +98,7 @@ def cmd_now(args: argparse.Namespace) -> None:
                     "state": int(r["state"]), "bars": int(r["bars"]),
                     "probabilities": [float(r[f"p_filter_{i}"]) for i in range(k)]}
                    for _, r in rows.iterrows()]
-        sys.stdout.write(json.dumps(records, indent=2) + "\n")
+        sys.stdout.write(json_text(records))
         return
     for _, r in rows.iterrows():
         probs = "  ".join(f"{i}:{r[f'p_filter_{i}']:.3f}" for i in range(k))
@@ -107,17 +113,30 @@ def cmd_drift(args: argparse.Namespace) -> int:
         raise InputDataError(f"--reference {args.reference}: no such file; pass the scaled "
                              "training split the model was fitted on")
     if sha256_file(args.reference) != manifest["training_data_sha256"]:
-        log.warning("%s is not the data %s was trained on (its SHA-256 differs from the "
-                    "manifest's)", args.reference, args.model)
+        if not args.force:
+            raise InputDataError(
+                f"--reference {args.reference}: not the data {args.model} was trained on (its "
+                "SHA-256 differs from the manifest's); pass that scaled training split, or "
+                "--force to compare with this file anyway")
+        log.warning("%s is not the data %s was trained on", args.reference, args.model)
+    try:
+        reference = read_parquet(args.reference)
+    except (OSError, ValueError) as exc:
+        raise InputDataError(f"--reference {args.reference}: not a Parquet table ({exc})"
+                             ) from None
+    missing = [c for c in ["segment", *manifest["features"]] if c not in reference.columns]
+    if missing:
+        raise InputDataError(f"--reference {args.reference}: no column {missing[0]!r}; "
+                             "expected the scaled training split")
     thresholds = Thresholds(psi=args.psi, ks=args.ks, ll_drop=args.ll_drop,
                             occupancy_tv=args.occupancy_tv)
-    report = drift_report(model, read_parquet(args.reference),
+    report = drift_report(model, reference,
                           observations(_bars(args.input), manifest, source=args.input),
                           columns=manifest["features"], thresholds=thresholds)
     if args.output:
         write_json(report, args.output)
     else:
-        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        sys.stdout.write(json_text(report))
     for line in report["breaches"]:
         log.warning("drift: %s", line)
     return 1 if report["drift"] else 0
@@ -130,7 +149,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_history(args: argparse.Namespace) -> None:
-    table = PredictionStore(args.store).history(model=args.model, symbol=args.symbol,
+    model = str(Path(args.model).resolve()) if args.model else None
+    table = PredictionStore(args.store).history(model=model, symbol=args.symbol,
                                                 limit=args.limit)
     if args.csv:
         sys.stdout.write(table.to_csv(index=False))
@@ -162,7 +182,8 @@ def parser() -> argparse.ArgumentParser:
     now.add_argument("--model", required=True)
     now.add_argument("--input", required=True, help="recent bars")
     now.add_argument("--lookback", type=int, default=500,
-                     help="bars before the last one that the filter reads (default 500)")
+                     help="bars the filter reads, up to the last one (default 500), after "
+                          "the features' warm-up")
     now.add_argument("--json", action="store_true", help="JSON instead of one line a symbol")
     _store_options(now)
     now.set_defaults(func=cmd_now)
@@ -173,6 +194,8 @@ def parser() -> argparse.ArgumentParser:
     drift.add_argument("--reference", default="data/scaled/train.parquet",
                        help="the scaled training split (default data/scaled/train.parquet)")
     drift.add_argument("--output", help="report (JSON); default stdout")
+    drift.add_argument("--force", action="store_true",
+                       help="compare with a reference that is not the model's training data")
     defaults = Thresholds()
     for flag, help_ in (("psi", "largest PSI of a feature"), ("ks", "largest KS statistic"),
                         ("ll_drop", "largest fall of the log-likelihood per bar, nats"),
@@ -202,6 +225,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if getattr(args, "lookback", 1) < 1:
         parser().error("--lookback: expected an integer >= 1")
+    if not 0 <= getattr(args, "port", 0) <= 65535:
+        parser().error("--port: expected an integer in [0, 65535]")
+    if getattr(args, "limit", None) is not None and args.limit < 1:
+        parser().error("--limit: expected an integer >= 1")
     status = 0
 
     def call(_: object) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from regimelab.exceptions import InputDataError, ModelError
+from regimelab.exceptions import FeatureError, InputDataError, ModelError
 from regimelab.features import build_features
 from regimelab.features.build import base_interval
 from regimelab.params import FeaturesParams, format_timeframe, from_mapping, parse_timeframe
@@ -97,7 +97,8 @@ def tail_bars(bars: pd.DataFrame, lookback: int) -> pd.DataFrame:
 
 def latest(model: RegimeModel, bars: pd.DataFrame, manifest: dict[str, Any], *,
            lookback: int, source: str = "input") -> pd.DataFrame:
-    """The regime of each symbol's last closed bar, from its last ``lookback`` bars.
+    """The regime of each symbol's last bar, from its last ``lookback`` bars (plus the
+    features' warm-up before them).
 
     The filtered posterior at the last bar depends on the bars since its segment
     began; a lookback of a few hundred bars is where more history no longer
@@ -111,8 +112,13 @@ def latest(model: RegimeModel, bars: pd.DataFrame, manifest: dict[str, Any], *,
         state), ``p_filter_0..K-1``, and ``bars`` (the bars of its gap-free run
         that the filter saw).
     """
-    recent = tail_bars(bars, lookback)
-    table = observations(recent, manifest, source=source)
+    # A feature row needs lookback_bars bars ending at it: that many minus one of warm-up.
+    recent = tail_bars(bars, lookback + int(manifest["feature_spec"]["lookback_bars"]) - 1)
+    try:
+        table = observations(recent, manifest, source=source)
+    except FeatureError as exc:
+        raise InputDataError(f"{source}: too few gap-free bars before the last one for the "
+                             f"model's features ({exc}); send more recent bars") from None
     columns = manifest["features"]
     rows = []
     for _, group in table.groupby("symbol", sort=True):
@@ -124,6 +130,4 @@ def latest(model: RegimeModel, bars: pd.DataFrame, manifest: dict[str, Any], *,
                **{f"p_filter_{k}": float(p) for k, p in enumerate(last)},
                "bars": len(last_run)}
         rows.append(row)
-    if not rows:
-        raise InputDataError(f"{source}: no bar has every feature of the model")
     return pd.DataFrame(rows)

@@ -101,9 +101,14 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def json_text(obj: Any) -> str:
+    """``obj`` as indented, valid JSON: numpy scalars converted, NaN and inf as null."""
+    return json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n"
+
+
 def write_json(obj: Any, path: str | os.PathLike[str]) -> None:
     """Write ``obj`` as indented JSON (numpy scalars converted, NaN as null), atomically."""
-    text = json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n"
+    text = json_text(obj)
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 

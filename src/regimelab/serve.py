@@ -16,16 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from regimelab.data.readers import parse_timestamps
 from regimelab.data.validate import validate_bars
-from regimelab.exceptions import RegimelabError
+from regimelab.exceptions import InputDataError, RegimelabError
 from regimelab.inference import latest
 from regimelab.models import load_model, model_version, read_manifest
-from regimelab.store import PredictionStore
+from regimelab.store import PredictionStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +47,53 @@ class RegimeRequest(BaseModel):
     bars: list[Bar] = Field(min_length=1, max_length=MAX_BARS)
 
 
+class BodyLimit:
+    """ASGI middleware: a 413 once a request body passes ``max_bytes``, whether its
+    length is declared (``Content-Length``) or it arrives in chunks."""
+
+    def __init__(self, app: Any, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        detail = f"request body is over the limit of {self.max_bytes} bytes"
+        length = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_bytes:
+            await JSONResponse(status_code=413, content={"detail": detail})(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    # An HTTPException: FastAPI passes it through its body parsing as is.
+                    raise HTTPException(status_code=413, detail=detail)
+            return message
+
+        await self.app(scope, limited, send)
+
+
 def request_bars(bars: list[Bar]) -> pd.DataFrame:
     """The request's bars, cleaned as ingest cleans a file."""
     raw = pd.DataFrame([b.model_dump() for b in bars])
     raw["timestamp"] = parse_timestamps(raw["timestamp"].astype(str))
     raw["_file"] = "request"
-    return validate_bars(raw, max_invalid_fraction=1.0, source="request").bars
+    clean = validate_bars(raw, max_invalid_fraction=1.0, source="request").bars
+    # The answer is about the newest bar: if it was dropped, say so rather than
+    # answer silently for an older one.
+    last = raw.iloc[-1]
+    kept = clean.loc[clean["symbol"] == last["symbol"], "timestamp"]
+    if pd.isna(last["timestamp"]) or not (kept == last["timestamp"]).any():
+        raise InputDataError(f"request: the last bar ({bars[-1].timestamp}) is invalid (a bad "
+                             "timestamp, or prices that are missing, non-positive or "
+                             "outside high-low); send it corrected or without it")
+    return clean
 
 
 def create_app(model_folder: str | Path, *, store: PredictionStore | None = None,
@@ -72,15 +113,11 @@ def create_app(model_folder: str | Path, *, store: PredictionStore | None = None
     model = load_model(folder)
     version = model_version(folder)
     app = FastAPI(title="regimelab", version=manifest["regimelab_version"])
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_body_bytes:
-            return JSONResponse(status_code=413, content={
-                "detail": f"request body of {length} bytes is over the limit of "
-                          f"{max_body_bytes}"})
-        return await call_next(request)
+    @app.exception_handler(StoreError)
+    async def store_error(request: Request, exc: StoreError) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"detail": str(exc)})
 
     @app.exception_handler(RegimelabError)
     async def user_error(request: Request, exc: RegimelabError) -> JSONResponse:

@@ -42,6 +42,11 @@ class StoreError(RegimelabError):
     """The prediction store cannot be opened, written or read."""
 
 
+def _reason(exc: Exception) -> str:
+    # SQLAlchemy appends a "(Background on this error ...)" line: keep the first.
+    return str(getattr(exc, "orig", None) or exc).splitlines()[0]
+
+
 def store_url(url: str | None = None) -> str:
     """``url``, else ``$REGIMELAB_STORE``, else a SQLite file in the working folder."""
     return url or os.environ.get(ENV) or DEFAULT_URL
@@ -56,7 +61,8 @@ class PredictionStore:
             self.engine = sa.create_engine(self.url)
             _META.create_all(self.engine)
         except (SQLAlchemyError, ValueError) as exc:
-            raise StoreError(f"prediction store {self.url}: cannot open it ({exc})") from None
+            raise StoreError(f"prediction store {self.url}: cannot open it ({_reason(exc)})"
+                             ) from None
 
     def append(self, table: pd.DataFrame, *, source: str, model: str, version: str) -> int:
         """Add one row per bar of ``table`` (``timestamp``, ``symbol``, ``state`` and the
@@ -75,7 +81,8 @@ class PredictionStore:
                 if rows:
                     conn.execute(PREDICTIONS.insert(), rows)
         except SQLAlchemyError as exc:
-            raise StoreError(f"prediction store {self.url}: cannot write ({exc})") from None
+            raise StoreError(f"prediction store {self.url}: cannot write ({_reason(exc)})"
+                             ) from None
         return len(rows)
 
     def history(self, *, model: str | None = None, symbol: str | None = None,
@@ -92,5 +99,6 @@ class PredictionStore:
             with self.engine.connect() as conn:
                 frame = pd.read_sql(query, conn)
         except SQLAlchemyError as exc:
-            raise StoreError(f"prediction store {self.url}: cannot read ({exc})") from None
+            raise StoreError(f"prediction store {self.url}: cannot read ({_reason(exc)})"
+                             ) from None
         return frame.iloc[::-1].reset_index(drop=True)

@@ -225,7 +225,11 @@ def parse_timestamps(values: pd.Series) -> pd.Series:
     parsed = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
     if parsed.isna().mean() > 0.5:
         parsed = pd.to_datetime(text, utc=True, format="mixed", errors="coerce")
-    return parsed.astype("datetime64[ns, UTC]")
+    # Dates such as 9999-12-31 parse at a coarser resolution but do not fit in
+    # nanoseconds: they are bad timestamps (NaT), not an overflow.
+    fits = (parsed >= pd.Timestamp("1678-01-01", tz="UTC")) & (
+        parsed <= pd.Timestamp("2262-04-11", tz="UTC"))
+    return parsed.where(fits).astype("datetime64[ns, UTC]")
 
 
 def read_raw(path: Path, *, symbol: str | None = None) -> pd.DataFrame:

@@ -1,54 +1,175 @@
 """Latency of `regimelab serve`: POST /regime with 500 bars, on loopback, both models.
 
 The trained models of the pipeline (`models/hmm`, `models/dssm`; run `dvc repro`
-first) are served in this process by uvicorn on an ephemeral 127.0.0.1 port.
-One client sends requests one after another: a bounded number (`--requests`,
-default 300) within a bounded time (`--seconds`, default 60), never anywhere but
-loopback. The plain-library way is the same work without HTTP: the bars
-validated, the features rebuilt, the model's filter run
-(`regimelab.inference.latest`), timed the same way in the same run.
+first) are served by `regimelab serve` in a process of its own, on a free
+127.0.0.1 port, with the prediction store on (SQLite, the default) and off.
+One client sends requests one after another over a kept-alive connection: a
+bounded number (`--requests`, default 300) within a bounded time (`--seconds`,
+default 60 per server), never anywhere but loopback. Each request is another
+500-bar window, sliding one bar at a time over the last BTC bars, as a live
+feed would send them; the same window twice would hit the DSSM's cache.
+
+Measured in the same run, without HTTP:
+
+- the service's own path, `request_series` and `latest_series` (numpy);
+- the plain-library way, what a user of the batch API would write:
+  `validate_bars` on a DataFrame of the bars, `observations`, the model's
+  `filter_proba`, last row (pandas; this was the service's path before);
+- the DSSM's context pass, compiled (numba) against the same loop in numpy.
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_serve.py        # about a minute on 2 cores
+    .venv/bin/python benchmarks/bench_serve.py        # about three minutes on 2 cores
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import logging
-import threading
+import os
+import socket
+import subprocess
+import sys
 import time
-import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import uvicorn
+import pandas as pd
+from scipy.special import expit, log_softmax
 
-from regimelab.data import ingest
-from regimelab.inference import latest
+from regimelab.data import ingest, validate_bars
+from regimelab.dssm.net import _SQ_FLOOR, LOG_2PI
+from regimelab.inference import latest_series, observations
 from regimelab.models import load_model, read_manifest
-from regimelab.serve import Bar, create_app, request_bars
+from regimelab.sequences import to_sequences
+from regimelab.serve import RegimeRequest, request_series
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
+WINDOWS = 40  # distinct 500-bar windows, sent in turn
 
 
-def start(folder: Path) -> tuple[uvicorn.Server, threading.Thread, str]:
-    server = uvicorn.Server(uvicorn.Config(create_app(folder, store=None), host="127.0.0.1",
-                                           port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    return server, thread, f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(folder: Path, store: str | None) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    command = [str(Path(sys.executable).with_name("regimelab")), "serve", "--model",
+               str(folder), "--port", str(port)]
+    command += ["--store", store] if store else ["--no-store"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/health")
+            if conn.getresponse().status == 200:
+                conn.close()
+                return server, port
+        except OSError:
+            time.sleep(0.2)
+    server.kill()
+    raise RuntimeError(f"the server did not start: {server.stderr.read().decode()[-2000:]}")
 
 
 def percentiles(seconds: list[float]) -> dict[str, float]:
     ms = np.asarray(seconds) * 1e3
     return {"n": len(ms), "p50_ms": float(np.percentile(ms, 50)),
             "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean())}
+
+
+def timed(fn: Any, n: int) -> dict[str, float]:
+    fn(0)  # the first call compiles or fills caches; a server has done it before its first
+    seconds = []
+    for i in range(n):
+        t = time.perf_counter()
+        fn(i)
+        seconds.append(time.perf_counter() - t)
+    return percentiles(seconds)
+
+
+def serve_latency(port: int, payloads: list[bytes], *, requests: int, seconds: float
+                  ) -> dict[str, float]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = {"Content-Type": "application/json"}
+    for payload in payloads[:10]:  # warm-up: the first requests load code paths
+        conn.request("POST", "/regime", body=payload, headers=headers)
+        response = conn.getresponse()
+        assert response.status == 200, response.read()
+        response.read()
+    served = []
+    deadline = time.monotonic() + seconds
+    while len(served) < requests and time.monotonic() < deadline:
+        payload = payloads[len(served) % len(payloads)]
+        t = time.perf_counter()
+        conn.request("POST", "/regime", body=payload, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        served.append(time.perf_counter() - t)
+        assert response.status == 200
+    conn.close()
+    return percentiles(served)
+
+
+def numpy_context_pass(p: Any, X: np.ndarray) -> np.ndarray:
+    """The DSSM's context loop written with one numpy call per operation (the
+    implementation before it was compiled), for the ratio; returns the log emissions."""
+    k, d = p.n_states, p.n_features
+    white = np.einsum("kij,tkj->tki", p.inv_chol, X[:, None, :] - p.means)
+    sq = white**2
+    trans = np.exp(log_softmax(p.trans_logits, axis=1))
+    w_ih, b_ih, w_hh, b_hh = p.gru[0].T, p.gru[1], p.gru[2].T, p.gru[3]
+    scale_w, scale_b = p.scale[0].T, p.scale[1]
+    hid = w_hh.shape[1]
+    h, alpha = np.zeros(hid), np.zeros(k)
+    log_emit = np.empty((len(X), k))
+    for t in range(len(X)):
+        s = p.max_log_scale * np.tanh((scale_w @ h + scale_b) / p.max_log_scale)
+        log_emit[t] = -0.5 * (d * LOG_2PI + sq[t] @ np.exp(-2.0 * s)) - p.log_det - s.sum()
+        alpha = (np.exp(p.log_start) if t == 0 else alpha @ trans) * np.exp(
+            log_emit[t] - log_emit[t].max())
+        alpha /= alpha.sum()
+        u = np.concatenate([alpha @ white[t], np.log(_SQ_FLOOR + alpha @ sq[t])])
+        gi, gh = w_ih @ u + b_ih, w_hh @ h + b_hh
+        r, z = expit(gi[:hid] + gh[:hid]), expit(gi[hid:2 * hid] + gh[hid:2 * hid])
+        h = (1.0 - z) * np.tanh(gi[2 * hid:] + r * gh[2 * hid:]) + z * h
+    return log_emit
+
+
+def without_http(model: Any, manifest: dict[str, Any], parsed: list, raw: list[pd.DataFrame],
+                 window: pd.DataFrame, *, n: int) -> dict[str, Any]:
+    """The service's path, the pandas path and, for the DSSM, the context pass."""
+    now = pd.Timestamp.now(tz="UTC")
+
+    def service_path(i: int) -> None:
+        for s in request_series(parsed[i % WINDOWS]):
+            latest_series(model, manifest, s.symbol, s.timestamp, s.columns,
+                          lookback=10_000, as_of=now, source="request")
+
+    def pandas_path(i: int) -> None:
+        bars = validate_bars(raw[i % WINDOWS], max_invalid_fraction=1.0).bars
+        X, lengths = to_sequences(observations(bars, manifest), manifest["features"])
+        model.filter_proba(X[-lengths[-1]:], lengths[-1:])
+
+    entry: dict[str, Any] = {"library": timed(service_path, n),
+                             "pandas_path": timed(pandas_path, n)}
+    if manifest["model"] == "dssm":
+        X, _ = to_sequences(observations(window, manifest), manifest["features"])
+        X = np.ascontiguousarray(X)
+        np.testing.assert_allclose(numpy_context_pass(model._pass, X),
+                                   model._pass.terms(X).log_emit, rtol=0, atol=1e-10)
+        entry["context_pass"] = {
+            "bars": len(X),
+            # A new input each call: the model keeps the last results by their bytes.
+            "compiled": timed(lambda i: model._pass.terms(X + (i + 1) * 1e-12), 50),
+            "numpy": timed(lambda i: numpy_context_pass(model._pass, X + (i + 1) * 1e-12), 20)}
+    return entry
 
 
 def main() -> None:
@@ -59,41 +180,47 @@ def main() -> None:
     parser.add_argument("--bars", type=int, default=500)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    bars = ingest(str(ROOT / "data/raw/btcusdt_1h.csv.gz")).bars.tail(args.bars)
-    payload = json.dumps({"bars": [
-        {"timestamp": ts.isoformat(), "open": o, "high": h, "low": lo, "close": c, "volume": v,
-         "symbol": s} for ts, s, o, h, lo, c, v in bars[
-            ["timestamp", "symbol", "open", "high", "low", "close", "volume"]].itertuples(
-            index=False)]}).encode()
-    report = {"bars": args.bars, "payload_bytes": len(payload)}
+    columns = ["timestamp", "symbol", "open", "high", "low", "close", "volume"]
+    tail = ingest(str(ROOT / "data/raw/btcusdt_1h.csv.gz")).bars.tail(args.bars + WINDOWS)
+    windows = [tail.iloc[i:i + args.bars] for i in range(WINDOWS)]
+    payloads = [json.dumps({"bars": [
+        {"timestamp": ts.isoformat(), "open": o, "high": h, "low": lo, "close": c,
+         "volume": v, "symbol": s} for ts, s, o, h, lo, c, v in w[columns].itertuples(
+            index=False)]}).encode() for w in windows]
+    parsed = [RegimeRequest.model_validate_json(p).bars for p in payloads]
+    raw = [w.assign(_file="request").reset_index(drop=True) for w in windows]
+    report: dict[str, Any] = {"bars": args.bars, "payload_bytes": len(payloads[0]),
+                              "cores": os.cpu_count()}
     for name in ("hmm", "dssm"):
         folder = ROOT / "models" / name
-        model, manifest = load_model(folder), read_manifest(folder)
-        parsed = [Bar(**row) for row in json.loads(payload)["bars"]]
-        library = []
-        for _ in range(min(args.requests, 100)):
-            t = time.perf_counter()
-            latest(model, request_bars(parsed), manifest, lookback=10_000, source="request")
-            library.append(time.perf_counter() - t)
-        server, thread, url = start(folder)
-        served = []
-        deadline = time.monotonic() + args.seconds
-        request = urllib.request.Request(f"{url}/regime", data=payload,
-                                         headers={"Content-Type": "application/json"})
-        while len(served) < args.requests and time.monotonic() < deadline:
-            t = time.perf_counter()
-            with urllib.request.urlopen(request, timeout=10) as response:
-                response.read()
-            served.append(time.perf_counter() - t)
-        server.should_exit = True
-        thread.join(timeout=10)
-        report[name] = {"served": percentiles(served), "library": percentiles(library)}
-        s, lib = report[name]["served"], report[name]["library"]
-        print(f"{name}: {s['n']} requests of {args.bars} bars: p50 {s['p50_ms']:.1f} ms, "
-              f"p99 {s['p99_ms']:.1f} ms (target p99 <= 20 ms); the library alone p50 "
-              f"{lib['p50_ms']:.1f} ms, p99 {lib['p99_ms']:.1f} ms; HTTP and JSON add "
-              f"{s['p50_ms'] - lib['p50_ms']:.1f} ms at the median")
-    OUT.mkdir(parents=True, exist_ok=True)
+        entry = without_http(load_model(folder), read_manifest(folder), parsed, raw,
+                             windows[0], n=min(args.requests, 200))
+        for label, store in (("served", f"sqlite:///{OUT / 'bench_serve.db'}"),
+                             ("served_no_store", None)):
+            OUT.mkdir(parents=True, exist_ok=True)
+            (OUT / "bench_serve.db").unlink(missing_ok=True)
+            server, port = start(folder, store)
+            try:
+                entry[label] = serve_latency(port, payloads, requests=args.requests,
+                                             seconds=args.seconds)
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
+        report[name] = entry
+        s, lib, pd_path = entry["served"], entry["library"], entry["pandas_path"]
+        print(f"{name}: {s['n']} requests of {args.bars} bars, store on: p50 "
+              f"{s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms (target p99 <= 20 ms); store "
+              f"off: p50 {entry['served_no_store']['p50_ms']:.1f} ms, p99 "
+              f"{entry['served_no_store']['p99_ms']:.1f} ms")
+        print(f"    without HTTP: the service's path p50 {lib['p50_ms']:.1f} ms, p99 "
+              f"{lib['p99_ms']:.1f} ms; the pandas path p50 {pd_path['p50_ms']:.1f} ms "
+              f"({pd_path['p50_ms'] / lib['p50_ms']:.1f}x)")
+        if "context_pass" in entry:
+            c = entry["context_pass"]
+            print(f"    context pass over {c['bars']} bars: compiled "
+                  f"{c['compiled']['p50_ms']:.2f} ms, numpy loop {c['numpy']['p50_ms']:.1f} ms "
+                  f"({c['numpy']['p50_ms'] / c['compiled']['p50_ms']:.0f}x)")
+    (OUT / "bench_serve.db").unlink(missing_ok=True)
     (OUT / "bench_serve.json").write_text(json.dumps(report, indent=2) + "\n")
 
 

@@ -93,6 +93,56 @@ def test_now_prints_one_line_per_symbol(outputs: Path, unseen: Path,  # noqa: F8
     assert len(lines) == 1 and lines[0].startswith("SYN ") and " state " in lines[0]
 
 
+@pytest.mark.parametrize("name", MODELS)
+def test_now_leaves_out_a_bar_that_has_not_closed(outputs: Path, unseen: Path, name: str,  # noqa: F811
+                                                  tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    """At the last bar's open it is still forming: the answer is the bar before it."""
+    out = infer(outputs / "models" / name, unseen, tmp_path / "r.parquet")
+    last_open = out["timestamp"].iloc[-1]
+    assert main(["now", "--model", str(outputs / "models" / name), "--input", str(unseen),
+                 "--as-of", last_open.isoformat(), "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    previous = out.iloc[-2]
+    assert row["timestamp"] == previous["timestamp"].isoformat() and row["unclosed"] == 1
+    k = len(row["probabilities"])
+    np.testing.assert_allclose(row["probabilities"],
+                               [previous[f"p_filter_{i}"] for i in range(k)], rtol=0, atol=1e-12)
+    # One hour later it has closed.
+    closes = (last_open + pd.Timedelta(hours=1)).isoformat()
+    assert main(["now", "--model", str(outputs / "models" / name), "--input", str(unseen),
+                 "--as-of", closes, "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["timestamp"] == last_open.isoformat() and row["unclosed"] == 0
+
+
+def test_now_refuses_a_last_bar_without_its_features(outputs: Path, unseen: Path,  # noqa: F811
+                                                     tmp_path: Path) -> None:
+    """A bar right after an outage has no full window: no answer rather than an older one."""
+    bars = pd.read_csv(unseen)
+    late = bars.tail(1).assign(timestamp=(pd.to_datetime(bars["timestamp"].iloc[-1])
+                                          + pd.Timedelta(hours=5)).isoformat())
+    pd.concat([bars, late]).to_csv(tmp_path / "gap.csv", index=False)
+    proc = run_cli("now", "--model", str(outputs / "models/hmm"), "--input",
+                   str(tmp_path / "gap.csv"), "--no-store")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "SYN: the last bar" in last and "has no log_return_1h" in last
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lookback", "0"], "--lookback: expected an integer >= 1"),
+    (["--as-of", "yesterday-ish"], "--as-of yesterday-ish: not a timestamp"),
+    (["--as-of", "2000-01-01"], "no bar has closed by 2000-01-01T00:00:00+00:00"),
+])
+def test_now_mistakes_are_one_line(outputs: Path, unseen: Path, args: list[str],  # noqa: F811
+                                   message: str) -> None:
+    proc = run_cli("now", "--model", str(outputs / "models/hmm"), "--input", str(unseen),
+                   "--no-store", *args)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert message in proc.stderr.strip().splitlines()[-1]
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "regimelab.cli", *args], capture_output=True,
                           text=True, check=False)

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -114,3 +115,48 @@ def test_plots_show_draws_the_transition_matrices(repo: Path) -> None:
     for needle in ("HMM transitions between consecutive bars", "DSSM training loss",
                    "hmm_transmat.png", "BIC against the number of states"):
         assert needle in html, needle
+
+
+def test_a_registered_model_is_fetched_by_version_and_stage_and_rolled_back(
+        repo: Path, tmp_path: Path) -> None:
+    """The registry as the README describes it: GTO tags, the files in a DVC remote,
+    `dvc artifacts get` by version and by stage, and a rollback of the stage."""
+    import dvc.api
+
+    sh(["dvc", "repro"], repo)
+    for key, value in (("user.name", "t"), ("user.email", "t@t")):
+        sh(["git", "config", key, value], repo)  # GTO's tags are annotated
+    sh(["dvc", "remote", "add", "-f", "-d", "local", str(tmp_path / "remote")], repo)
+    sh(["dvc", "push"], repo)
+    sh(["git", "add", "-A"], repo)
+    sh(["git", "commit", "-qm", "models", "--allow-empty"], repo)
+    first = sh(["git", "rev-parse", "HEAD"], repo).strip()
+    sh(["gto", "register", "regime-hmm", "--version", "v1.0.0"], repo)
+    sh(["gto", "assign", "regime-hmm", "--version", "v1.0.0", "--stage", "prod"], repo)
+
+    got = tmp_path / "by_version"
+    sh(["dvc", "artifacts", "get", str(repo), "regime-hmm", "--rev", "v1.0.0", "-o", str(got)],
+       tmp_path)
+    for name in ("manifest.json", "params.npz"):
+        assert (got / name).read_bytes() == (repo / "models" / "hmm" / name).read_bytes()
+    prod = tmp_path / "prod"
+    sh(["dvc", "artifacts", "get", str(repo), "regime-hmm", "--stage", "prod", "-o", str(prod)],
+       tmp_path)
+    assert (prod / "params.npz").read_bytes() == (got / "params.npz").read_bytes()
+    # The fetched folder is a model: it answers for the bars it was trained on.
+    out = sh([str(Path(sys.executable).with_name("regimelab")), "now", "--model", str(prod),
+              "--input", str(repo / "data" / "raw" / "btc_slice_1h.csv"), "--no-store"], tmp_path)
+    assert "BTC_SLICE" in out and " state " in out
+
+    # A later version goes to prod, then prod is rolled back to v1.0.0 by a new
+    # assignment. Tags carry whole seconds and the newest wins: one second apart.
+    sh(["git", "commit", "-qm", "next", "--allow-empty"], repo)
+    sh(["gto", "register", "regime-hmm", "--version", "v1.1.0"], repo)
+    time.sleep(1.1)
+    sh(["gto", "assign", "regime-hmm", "--version", "v1.1.0", "--stage", "prod"], repo)
+    assert dvc.api.artifacts_show("regime-hmm", stage="prod", repo=str(repo))["rev"] != first
+    time.sleep(1.1)
+    sh(["gto", "assign", "regime-hmm", "--version", "v1.0.0", "--stage", "prod", "--force"],
+       repo)
+    assert dvc.api.artifacts_show("regime-hmm", stage="prod", repo=str(repo))["rev"] == first
+    assert "prod" in sh(["gto", "show", "regime-hmm@v1.0.0"], repo)

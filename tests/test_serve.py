@@ -16,9 +16,11 @@ import pandas as pd
 import pytest
 import uvicorn
 
-from regimelab.inference import latest
+from regimelab.data import validate_bars
+from regimelab.data.readers import parse_timestamps
+from regimelab.inference import observations, regimes
 from regimelab.models import load_model, model_version, read_manifest
-from regimelab.serve import Bar, create_app, request_bars
+from regimelab.serve import create_app, request_timestamps
 from regimelab.store import PredictionStore
 from regimelab.synth import make_market
 from tests.stages.test_model_stages import outputs, scaled  # noqa: F401  (fixtures)
@@ -85,14 +87,19 @@ def test_regime_of_the_last_bar_equals_the_library(server: tuple[str, Prediction
     before = len(store.history())
     status, answer = call(f"{url}/regime", {"bars": bars_json(recent)})
     assert status == 200, answer
+    # The service's numpy path against the batch path (pandas): ingest's
+    # validation, the feature table, the scaler and the filter over every bar.
     folder = outputs / "models/hmm"
-    bars = request_bars([Bar(**row) for row in bars_json(recent)])
-    expected = latest(load_model(folder), bars, read_manifest(folder), lookback=10_000)
-    assert answer["timestamp"] == expected["timestamp"].iloc[0].isoformat()
-    assert answer["state"] == expected["state"].iloc[0]
+    manifest = read_manifest(folder)
+    bars = validate_bars(recent.assign(symbol="SYN", _file="request")).bars
+    expected = regimes(load_model(folder), observations(bars, manifest),
+                       manifest["features"]).iloc[-1]
+    assert answer["timestamp"] == expected["timestamp"].isoformat()
+    assert answer["state"] == expected["state_filtered"]
+    assert answer["unclosed"] == 0
     k = answer["n_states"]
     np.testing.assert_allclose(answer["probabilities"],
-                               expected[[f"p_filter_{i}" for i in range(k)]].iloc[0],
+                               expected[[f"p_filter_{i}" for i in range(k)]].astype(float),
                                rtol=0, atol=1e-12)
     assert answer["model_version"] == model_version(folder)
     stored = store.history()
@@ -115,7 +122,8 @@ def test_bars_the_model_cannot_use_are_422_with_a_message(
     daily = make_market(60, n_regimes=2, freq="1D", random_state=2)
     code, answer = call(f"{server[0]}/regime", {"bars": bars_json(daily)})
     assert code == 422
-    assert answer["detail"].startswith("request: bars are 1d apart, but the model was trained")
+    assert answer["detail"].startswith("request: SYN: bars are 1d apart, but the model was "
+                                       "trained on 1h bars")
     broken = recent.head(50).assign(close=-1.0)
     code, answer = call(f"{server[0]}/regime", {"bars": bars_json(broken)})
     assert code == 422 and "request" in answer["detail"]
@@ -156,3 +164,45 @@ def test_a_timestamp_out_of_range_is_422(server: tuple[str, PredictionStore],
     rows[-1]["timestamp"] = "9999-12-31T00:00:00Z"
     code, answer = call(f"{server[0]}/regime", {"bars": rows})
     assert code == 422 and answer["detail"].startswith("request: the last bar (9999-12-31")
+
+
+def test_the_bar_still_forming_is_left_out(server: tuple[str, PredictionStore],
+                                           recent: pd.DataFrame) -> None:
+    """Exchanges send the current candle too: the answer is about the last closed one."""
+    now = pd.Timestamp.now(tz="UTC")
+    shift = now.floor("h") - recent["timestamp"].iloc[-1]  # the last bar opened this hour
+    live = recent.assign(timestamp=recent["timestamp"] + shift)
+    code, answer = call(f"{server[0]}/regime", {"bars": bars_json(live)})
+    assert code == 200, answer
+    assert answer["unclosed"] == 1
+    assert answer["timestamp"] == live["timestamp"].iloc[-2].isoformat()
+    future = recent.assign(timestamp=recent["timestamp"] + shift + pd.Timedelta(days=30))
+    code, answer = call(f"{server[0]}/regime", {"bars": bars_json(future)})
+    assert code == 422 and "no bar has closed by" in answer["detail"]
+
+
+def test_several_symbols_get_one_answer_each(server: tuple[str, PredictionStore],
+                                             recent: pd.DataFrame) -> None:
+    rows = bars_json(recent) + [dict(r, symbol="OTHER") for r in bars_json(recent.tail(200))]
+    code, answer = call(f"{server[0]}/regime", {"bars": rows})
+    assert code == 200, answer
+    assert [a["symbol"] for a in answer["symbols"]] == ["OTHER", "SYN"]
+    other, syn = answer["symbols"]
+    assert other["bars"] < syn["bars"] and other["timestamp"] == syn["timestamp"]
+
+
+@pytest.mark.parametrize("values", [
+    ["2024-01-01T00:00:00Z", "2024-01-01T01:00:00Z"],
+    ["2024-01-01T00:00:00+00:00", "2024-01-01T01:00:00+00:00"],
+    ["2024-01-01T00:00:00", "2024-01-01 01:00:00"],
+    ["9999-12-31T00:00:00Z", "1600-01-01T00:00:00Z", "2024-01-01T00:00:00Z"],
+    ["2024-13-01T00:00:00Z", "2024-01-01T00:00:00Z"],
+    ["2024-01-01T00:00:00+01:00", "2024-01-01T00:00:00.5Z", " 2024-01-01T03:00:00Z"],
+    [1704067200, 1704067200000, 1704067200.5],
+    ["1704067200", "20240131", "not a date"],
+])
+def test_request_timestamps_read_as_ingest_reads_a_file(values: list) -> None:
+    """The service's shortcuts for common timestamps give what ingest's parser gives."""
+    expected = parse_timestamps(pd.Series([str(v) for v in values], dtype=object))
+    np.testing.assert_array_equal(
+        request_timestamps(values), expected.to_numpy(dtype="datetime64[ns]").view("int64"))

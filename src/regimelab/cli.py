@@ -3,7 +3,7 @@
 ::
 
     regimelab infer --model models/hmm --input bars.csv [--output regimes.parquet] [--smoothed]
-    regimelab now   --model models/dssm --input recent.csv [--lookback 500] [--json]
+    regimelab now   --model models/dssm --input recent.csv [--lookback 500] [--as-of T] [--json]
     regimelab drift --model models/hmm --input recent.csv [--output drift.json]
     regimelab serve --model models/hmm [--host 127.0.0.1] [--port 8080]
     regimelab history [--model models/hmm] [--symbol BTCUSDT] [--limit 100] [--csv]
@@ -86,24 +86,39 @@ def cmd_infer(args: argparse.Namespace) -> None:
              args.model)
 
 
+def _as_of(value: str | None) -> pd.Timestamp:
+    if value is None:
+        return pd.Timestamp.now(tz="UTC")
+    try:
+        stamp = pd.Timestamp(value)
+    except ValueError:
+        raise InputDataError(f"--as-of {value}: not a timestamp; expected ISO-8601 such as "
+                             "2024-01-31T12:00:00Z") from None
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
 def cmd_now(args: argparse.Namespace) -> None:
+    as_of = _as_of(args.as_of)
     manifest = read_manifest(args.model)
     model = load_model(args.model)
-    rows = latest(model, _bars(args.input), manifest, lookback=args.lookback,
+    rows = latest(model, _bars(args.input), manifest, lookback=args.lookback, as_of=as_of,
                   source=args.input)
     _record(args, rows, "now")
     k = model.n_states
     if args.json:
         records = [{"timestamp": r["timestamp"].isoformat(), "symbol": r["symbol"],
                     "state": int(r["state"]), "bars": int(r["bars"]),
+                    "unclosed": int(r["unclosed"]),
                     "probabilities": [float(r[f"p_filter_{i}"]) for i in range(k)]}
                    for _, r in rows.iterrows()]
         sys.stdout.write(json_text(records))
         return
     for _, r in rows.iterrows():
         probs = "  ".join(f"{i}:{r[f'p_filter_{i}']:.3f}" for i in range(k))
+        forming = (f"; {r['unclosed']} bar(s) not closed by {as_of.isoformat()} left out"
+                   if r["unclosed"] else "")
         sys.stdout.write(f"{r['symbol']} {r['timestamp'].isoformat()} state {r['state']} "
-                         f"(p = {r[f'p_filter_{r.state}']:.3f}; {probs})\n")
+                         f"(p = {r[f'p_filter_{r.state}']:.3f}; {probs}{forming})\n")
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
@@ -184,6 +199,8 @@ def parser() -> argparse.ArgumentParser:
     now.add_argument("--lookback", type=int, default=500,
                      help="bars the filter reads, up to the last one (default 500), after "
                           "the features' warm-up")
+    now.add_argument("--as-of", help="the clock (default now, UTC): bars that close after "
+                                     "it are still forming and are left out")
     now.add_argument("--json", action="store_true", help="JSON instead of one line a symbol")
     _store_options(now)
     now.set_defaults(func=cmd_now)

@@ -16,9 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from regimelab.exceptions import FeatureError, InputDataError, ModelError
+from regimelab.data.validate import VALUE_COLUMNS, infer_step
+from regimelab.exceptions import InputDataError, ModelError
 from regimelab.features import build_features
-from regimelab.features.build import base_interval
+from regimelab.features.build import base_interval, symbol_features
+from regimelab.features.catalog import select_features
 from regimelab.params import FeaturesParams, format_timeframe, from_mapping, parse_timeframe
 from regimelab.regimes import RegimeModel
 from regimelab.scaling import Scaler
@@ -51,9 +53,7 @@ def observations(bars: pd.DataFrame, manifest: dict[str, Any], *, source: str = 
     trained = parse_timeframe(spec["base_timeframe"])
     found = base_interval(bars)
     if found != trained:
-        raise InputDataError(
-            f"{source}: bars are {format_timeframe(found)} apart, but the model was trained on "
-            f"{spec['base_timeframe']} bars; resample the input or train on this timeframe")
+        raise _interval_error(source, int(found.value), spec["base_timeframe"])
     result = build_features(bars, params=from_mapping(FeaturesParams, "features", spec["params"]))
     if result.spec["columns"] != spec["columns"]:
         missing = sorted(set(spec["columns"]) - set(result.spec["columns"]))
@@ -89,45 +89,131 @@ def regimes(model: RegimeModel, table: pd.DataFrame, columns: list[str], *,
     return out
 
 
-def tail_bars(bars: pd.DataFrame, lookback: int) -> pd.DataFrame:
-    """Each symbol's last ``lookback`` bars."""
-    return bars.groupby("symbol", sort=False, group_keys=False).tail(lookback).reset_index(
-        drop=True)
+def _interval_error(source: str, found_ns: int, trained: str) -> InputDataError:
+    return InputDataError(
+        f"{source}: bars are {format_timeframe(pd.Timedelta(found_ns, unit='ns'))} apart, but "
+        f"the model was trained on {trained} bars; resample the input or train on this "
+        "timeframe")
+
+
+def latest_series(model: RegimeModel, manifest: dict[str, Any], symbol: str,
+                  ts_ns: np.ndarray, cols: dict[str, np.ndarray], *, lookback: int,
+                  as_of: pd.Timestamp | None = None, source: str = "input") -> dict[str, Any]:
+    """The regime of one symbol's last closed bar, from its last ``lookback`` bars.
+
+    The same features, scaler and filter as :func:`observations` and
+    :func:`regimes`, on arrays: a request of a few hundred bars then costs a
+    few milliseconds rather than pandas' fixed costs.
+
+    Parameters
+    ----------
+    model, manifest
+        A model folder's model and manifest.
+    symbol : str
+    ts_ns : ndarray of int64
+        Clean bars' open times in nanoseconds (sorted, unique), as
+        :func:`~regimelab.data.validate.clean_series` gives them.
+    cols : dict
+        Their ``open``, ``high``, ``low``, ``close`` and ``volume``.
+    lookback : int
+        Bars the filter reads, ending at the last one (the features' warm-up
+        comes on top).
+    as_of : pandas.Timestamp, optional
+        The clock: a bar that closes after it is still forming and is left out.
+
+    Returns
+    -------
+    dict
+        ``timestamp``, ``symbol``, ``state`` (the filtered state), ``p_filter_0..K-1``,
+        ``bars`` (the bars of its gap-free run that the filter read) and
+        ``unclosed`` (bars left out because they had not closed by ``as_of``).
+    """
+    spec = manifest["feature_spec"]
+    base_ns = int(parse_timeframe(spec["base_timeframe"]).value)
+    max_gap = int(spec["max_gap"])
+    warm_up = int(spec["lookback_bars"]) - 1  # a feature row needs this many bars before it
+    unclosed = 0
+    if as_of is not None:
+        closed = int(np.searchsorted(ts_ns + base_ns, as_of.value, side="right"))
+        unclosed = len(ts_ns) - closed
+        if closed == 0:
+            raise InputDataError(
+                f"{source}: {symbol}: no bar has closed by {as_of.isoformat()} (the first opens "
+                f"at {pd.Timestamp(int(ts_ns[0]), tz='UTC').isoformat()}); check the "
+                "timestamps and the clock")
+        ts_ns, cols = ts_ns[:closed], {c: v[:closed] for c, v in cols.items()}
+    if len(ts_ns) < 2:
+        raise InputDataError(f"{source}: {symbol}: a single bar; the model's features need "
+                             f"{warm_up + 1} recent bars")
+    found = infer_step(ts_ns)
+    if found != base_ns:
+        raise _interval_error(f"{source}: {symbol}", found, spec["base_timeframe"])
+    keep_last = lookback + warm_up
+    ts_ns, cols = ts_ns[-keep_last:], {c: v[-keep_last:] for c, v in cols.items()}
+    defs = select_features(from_mapping(FeaturesParams, "features", spec["params"]))
+    if [d.name for d in defs] != spec["columns"]:
+        raise ModelError(f"{source}: the model's feature spec does not rebuild its columns "
+                         f"{spec['columns']}")
+    feats = symbol_features(ts_ns, cols, defs, base_ns=base_ns, max_gap=max_gap)
+    last = [c for c in spec["columns"] if not np.isfinite(feats[c][-1])]
+    if last:
+        raise InputDataError(
+            f"{source}: {symbol}: the last bar ({pd.Timestamp(int(ts_ns[-1]), tz='UTC')}) has "
+            f"no {last[0]}: the features need {warm_up + 1} bars ending at it without a gap "
+            f"over features.max_gap = {max_gap}; send more recent bars")
+    keep = np.all([np.isfinite(feats[c]) for c in spec["columns"]], axis=0)
+    kept = ts_ns[keep]
+    # The filter reads the last gap-free run (a longer gap starts a new segment).
+    breaks = np.flatnonzero(np.diff(kept) > (max_gap + 1) * base_ns)
+    rows = np.flatnonzero(keep)[breaks[-1] + 1 if len(breaks) else 0:]
+    scaler = Scaler.from_dict(manifest["scaler"])
+    values = {c: feats[c][rows] for c in spec["columns"]}
+    missing = [c for c in scaler.columns_ if c not in values]
+    if missing:
+        raise ModelError(f"{source}: the model's scaler needs {missing[0]}, which its feature "
+                         "spec does not build")
+    scaled = scaler.transform_array(np.column_stack([values[c] for c in scaler.columns_]))
+    values.update(zip(scaler.columns_, scaled.T))
+    X = np.ascontiguousarray(np.column_stack([values[c] for c in manifest["features"]]))
+    proba = model.filter_proba(X, np.array([len(X)]))[-1]  # the filter alone: no Viterbi pass
+    return {"timestamp": pd.Timestamp(int(ts_ns[-1]), tz="UTC"), "symbol": symbol,
+            "state": int(proba.argmax()),
+            **{f"p_filter_{k}": float(p) for k, p in enumerate(proba)},
+            "bars": len(X), "unclosed": unclosed}
 
 
 def latest(model: RegimeModel, bars: pd.DataFrame, manifest: dict[str, Any], *,
-           lookback: int, source: str = "input") -> pd.DataFrame:
-    """The regime of each symbol's last bar, from its last ``lookback`` bars (plus the
-    features' warm-up before them).
+           lookback: int, as_of: pd.Timestamp | None = None, source: str = "input"
+           ) -> pd.DataFrame:
+    """The regime of each symbol's last closed bar, from its last ``lookback`` bars (plus
+    the features' warm-up before them).
 
     The filtered posterior at the last bar depends on the bars since its segment
     began; a lookback of a few hundred bars is where more history no longer
     changes it in practice (the chain forgets its start geometrically). With a
     lookback that covers the input, the row equals :func:`regimes`' last row.
 
+    Parameters
+    ----------
+    bars : pandas.DataFrame
+        Clean bars (the bars contract), e.g. ``ingest(path).bars``.
+    as_of : pandas.Timestamp, optional
+        The clock: bars that close after it are still forming and are left out.
+
     Returns
     -------
     pandas.DataFrame
-        One row per symbol: ``timestamp``, ``symbol``, ``state`` (the filtered
-        state), ``p_filter_0..K-1``, and ``bars`` (the bars of its gap-free run
-        that the filter saw).
+        One row per symbol, the columns of :func:`latest_series`.
+
+    Raises
+    ------
+    InputDataError
+        If the last closed bar lacks a feature (too few bars, or a gap before it).
     """
-    # A feature row needs lookback_bars bars ending at it: that many minus one of warm-up.
-    recent = tail_bars(bars, lookback + int(manifest["feature_spec"]["lookback_bars"]) - 1)
-    try:
-        table = observations(recent, manifest, source=source)
-    except FeatureError as exc:
-        raise InputDataError(f"{source}: too few gap-free bars before the last one for the "
-                             f"model's features ({exc}); send more recent bars") from None
-    columns = manifest["features"]
     rows = []
-    for _, group in table.groupby("symbol", sort=True):
-        last_run = group.loc[group["segment"] == group["segment"].iloc[-1]]
-        X, lengths = to_sequences(last_run, columns)
-        last = model.filter_proba(X, lengths)[-1]  # the filter alone: no Viterbi pass
-        row = {"timestamp": last_run["timestamp"].iloc[-1],
-               "symbol": last_run["symbol"].iloc[-1], "state": int(last.argmax()),
-               **{f"p_filter_{k}": float(p) for k, p in enumerate(last)},
-               "bars": len(last_run)}
-        rows.append(row)
+    for symbol, group in bars.groupby("symbol", sort=True):
+        ts_ns = group["timestamp"].to_numpy(dtype="datetime64[ns]").view("int64")
+        cols = {c: group[c].to_numpy(dtype="float64") for c in VALUE_COLUMNS}
+        rows.append(latest_series(model, manifest, str(symbol), ts_ns, cols,
+                                  lookback=lookback, as_of=as_of, source=source))
     return pd.DataFrame(rows)

@@ -72,12 +72,14 @@ class Scaler:
         missing = [c for c in self.columns_ if c not in frame.columns]
         if missing:
             raise ScalingError(f"scale: column {missing[0]!r} is missing from the data to scale")
-        X = (frame[self.columns_].to_numpy(dtype="float64") - self.center_) / self.scale_
-        if self.clip is not None:
-            X = np.clip(X, -self.clip, self.clip)
         out = frame.copy()
-        out[self.columns_] = X
+        out[self.columns_] = self.transform_array(frame[self.columns_].to_numpy(dtype="float64"))
         return out
+
+    def transform_array(self, X: np.ndarray) -> np.ndarray:
+        """The fitted columns' values, shape ``(n_samples, n_features)``, scaled (and clipped)."""
+        X = (X - self.center_) / self.scale_
+        return X if self.clip is None else np.clip(X, -self.clip, self.clip)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready parameters."""

@@ -47,6 +47,17 @@ def _reason(exc: Exception) -> str:
     return str(getattr(exc, "orig", None) or exc).splitlines()[0]
 
 
+def _sqlite_pragmas(connection: Any, record: Any) -> None:
+    # Write-ahead logging: an append is one write to the log, not a rewrite of the
+    # journal and the file with an fsync each, and `regimelab history` can read while
+    # the service writes. A crash of the machine (not of the process) can lose the
+    # last appends, never corrupt the file.
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
 def store_url(url: str | None = None) -> str:
     """``url``, else ``$REGIMELAB_STORE``, else a SQLite file in the working folder."""
     return url or os.environ.get(ENV) or DEFAULT_URL
@@ -59,31 +70,43 @@ class PredictionStore:
         self.url = store_url(url)
         try:
             self.engine = sa.create_engine(self.url)
+            if self.engine.dialect.name == "sqlite":
+                sa.event.listen(self.engine, "connect", _sqlite_pragmas)
             _META.create_all(self.engine)
         except (SQLAlchemyError, ValueError) as exc:
             raise StoreError(f"prediction store {self.url}: cannot open it ({_reason(exc)})"
                              ) from None
 
-    def append(self, table: pd.DataFrame, *, source: str, model: str, version: str) -> int:
-        """Add one row per bar of ``table`` (``timestamp``, ``symbol``, ``state`` and the
-        ``p_filter_k`` columns); returns the number of rows."""
-        proba = [c for c in table.columns if c.startswith("p_filter_")]
+    def append(self, rows: pd.DataFrame | list[dict[str, Any]], *, source: str, model: str,
+               version: str) -> int:
+        """Add one row per bar: a table or records with ``timestamp``, ``symbol``,
+        ``state`` and the ``p_filter_k`` probabilities; returns the number of rows.
+
+        The service appends one record a request, which as records costs a tenth
+        of a millisecond and as a DataFrame a few milliseconds of pandas.
+        """
+        if isinstance(rows, pd.DataFrame):
+            proba = [c for c in rows.columns if c.startswith("p_filter_")]
+            records: Iterable[tuple[Any, Any, Any, Any]] = zip(
+                rows["symbol"], rows["timestamp"], rows["state"], rows[proba].to_numpy())
+        else:
+            records = ((r["symbol"], r["timestamp"], r["state"],
+                        [p for key, p in r.items() if key.startswith("p_filter_")])
+                       for r in rows)
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
-        rows: Iterable[dict[str, Any]] = [
+        values = [
             {"predicted_at": now, "source": source, "model": model, "model_version": version,
              "symbol": str(sym), "timestamp": ts.isoformat(), "state": int(state),
              "probabilities": json.dumps([round(float(p), 6) for p in probs])}
-            for sym, ts, state, probs in zip(table["symbol"], table["timestamp"],
-                                             table["state"], table[proba].to_numpy())]
-        rows = list(rows)
+            for sym, ts, state, probs in records]
         try:
             with self.engine.begin() as conn:
-                if rows:
-                    conn.execute(PREDICTIONS.insert(), rows)
+                if values:
+                    conn.execute(PREDICTIONS.insert(), values)
         except SQLAlchemyError as exc:
             raise StoreError(f"prediction store {self.url}: cannot write ({_reason(exc)})"
                              ) from None
-        return len(rows)
+        return len(values)
 
     def history(self, *, model: str | None = None, symbol: str | None = None,
                 limit: int | None = None) -> pd.DataFrame:

@@ -221,7 +221,13 @@ def parse_timestamps(values: pd.Series) -> pd.Series:
         out[ok] = np.round(ns[ok]).astype("int64").view("datetime64[ns]")
         out[out < EARLIEST] = np.datetime64("NaT")
         return pd.Series(out, index=values.index).dt.tz_localize("UTC")
-    text = values.astype("string").str.strip()
+    return parse_text_timestamps(values.astype("string").str.strip())
+
+
+def parse_text_timestamps(text: pd.Series | list[str]) -> pd.Series | pd.DatetimeIndex:
+    """Parse stripped date strings (ISO-8601, else any format pandas reads) into
+    ``datetime64[ns, UTC]``; unparseable values become NaT. A Series gives a Series,
+    a list a DatetimeIndex."""
     parsed = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
     if parsed.isna().mean() > 0.5:
         parsed = pd.to_datetime(text, utc=True, format="mixed", errors="coerce")

@@ -43,15 +43,23 @@ class IngestResult:
     gaps: pd.DataFrame
 
 
-def _invalid_reason(df: pd.DataFrame) -> np.ndarray:
-    """Per row, the index into DROP_REASONS of its first problem, or -1 for a valid row."""
-    values = df[["open", "high", "low", "close", "volume"]].to_numpy(dtype="float64")
+VALUE_COLUMNS = ("open", "high", "low", "close", "volume")
+NAT = np.iinfo(np.int64).min  # NaT, as int64 nanoseconds
+
+
+def row_reasons(ts_missing: np.ndarray, symbol_missing: np.ndarray, values: np.ndarray
+                ) -> np.ndarray:
+    """Per row, the index into DROP_REASONS of its first problem, or -1 for a valid row.
+
+    ``values`` has shape ``(n, 5)``: open, high, low, close, volume. The grid
+    check (``off_grid``) needs the bar interval and is applied after.
+    """
     prices = values[:, :4]
     o, h, lo, c, v = values.T
     with np.errstate(invalid="ignore"):
         checks = [
-            df["timestamp"].isna().to_numpy(),
-            (df["symbol"].isna() | (df["symbol"].astype(str).str.strip() == "")).to_numpy(),
+            ts_missing,
+            symbol_missing,
             np.isnan(values).any(axis=1),
             np.isinf(values).any(axis=1),
             (prices <= 0).any(axis=1),
@@ -59,23 +67,43 @@ def _invalid_reason(df: pd.DataFrame) -> np.ndarray:
             (o < lo) | (o > h) | (c < lo) | (c > h),
             v < 0,
         ]
-    reason = np.full(len(df), -1, dtype=np.int64)
+    reason = np.full(len(values), -1, dtype=np.int64)
     for i in range(len(checks) - 1, -1, -1):
-        reason[checks[i]] = i
+        reason[np.broadcast_to(checks[i], reason.shape)] = i
     return reason
+
+
+def _invalid_reason(df: pd.DataFrame) -> np.ndarray:
+    symbol = df["symbol"]
+    return row_reasons(df["timestamp"].isna().to_numpy(),
+                       (symbol.isna() | (symbol.astype(str).str.strip() == "")).to_numpy(),
+                       df[list(VALUE_COLUMNS)].to_numpy(dtype="float64"))
+
+
+def infer_step(ts_ns: np.ndarray) -> int:
+    """The bar interval in nanoseconds: the most common positive step between sorted
+    timestamps (int64 nanoseconds); a tie goes to the shorter step."""
+    steps = np.diff(ts_ns)
+    steps = steps[steps > 0]
+    if len(steps) == 0:
+        raise InputDataError("cannot infer the bar interval from a single timestamp; "
+                             "set ingest.freq (e.g. 1h)")
+    values, counts = np.unique(steps, return_counts=True)
+    return int(values[np.argmax(counts)])  # the first maximum: the shortest of a tie
+
+
+def off_grid(ts_ns: np.ndarray, step_ns: int) -> np.ndarray:
+    """Whether each bar is off its grid: the interval and the most common phase within
+    it (daily bars at 05:00 UTC have phase 5h)."""
+    phase = ts_ns % step_ns
+    values, counts = np.unique(phase, return_counts=True)
+    return phase != values[np.argmax(counts)]
 
 
 def infer_freq(timestamps: pd.Series) -> pd.Timedelta:
     """The bar interval: the most common positive step between sorted timestamps."""
-    steps = timestamps.diff().dropna()
-    steps = steps[steps > pd.Timedelta(0)]
-    if steps.empty:
-        raise InputDataError("cannot infer the bar interval from a single timestamp; "
-                             "set ingest.freq (e.g. 1h)")
-    counts = steps.value_counts()
-    # Ties go to the shorter step, so the answer does not depend on the order of counts.
-    top = counts[counts == counts.max()].index.min()
-    return pd.Timedelta(top)
+    return pd.Timedelta(infer_step(timestamps.to_numpy(dtype="datetime64[ns]").view("int64")),
+                        unit="ns")
 
 
 def _bar_grids(df: pd.DataFrame, reason: np.ndarray, *, freq: str, source: str
@@ -89,7 +117,7 @@ def _bar_grids(df: pd.DataFrame, reason: np.ndarray, *, freq: str, source: str
     """
     valid = reason < 0
     ts_ns = df["timestamp"].to_numpy(dtype="datetime64[ns]").view("int64")
-    off_grid = DROP_REASONS.index("off_grid")
+    off_grid_reason = DROP_REASONS.index("off_grid")
     freqs: dict[str, pd.Timedelta] = {}
     for symbol, group in df.loc[valid].groupby("symbol", sort=True):
         if freq != "auto":
@@ -99,9 +127,7 @@ def _bar_grids(df: pd.DataFrame, reason: np.ndarray, *, freq: str, source: str
                                  "interval cannot be inferred; set ingest.freq (e.g. 1h)")
         else:
             f = infer_freq(group["timestamp"])
-        phase = ts_ns[group.index] % int(f.value)
-        values, counts = np.unique(phase, return_counts=True)
-        reason[group.index[phase != values[np.argmax(counts)]]] = off_grid
+        reason[group.index[off_grid(ts_ns[group.index], int(f.value))]] = off_grid_reason
         freqs[str(symbol)] = f
     return freqs
 
@@ -137,18 +163,20 @@ def find_gaps(bars: pd.DataFrame, freqs: dict[str, pd.Timedelta]) -> pd.DataFram
     return pd.DataFrame(rows, columns=columns)
 
 
+def _conflict_text(files: list[str], keys: list[tuple[str, pd.Timestamp]]) -> str:
+    shown = ", ".join(f"{t.strftime('%Y-%m-%dT%H:%M:%SZ')} ({s})" for s, t in keys[:5])
+    more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
+    return (f"{', '.join(sorted(set(files)))}: {len(keys)} timestamp(s) appear more than once "
+            f"with different values: {shown}{more}")
+
+
 def _conflicts_message(df: pd.DataFrame) -> str | None:
     dup = df.duplicated(KEY, keep=False)
     if not dup.any():
         return None
     clash = df.loc[dup]
     keys = clash.drop_duplicates(KEY)
-    shown = ", ".join(f"{t.strftime('%Y-%m-%dT%H:%M:%SZ')} ({s})"
-                      for s, t in zip(keys["symbol"].head(5), keys["timestamp"].head(5)))
-    files = ", ".join(sorted(set(clash["_file"])))
-    more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
-    return (f"{files}: {len(keys)} timestamp(s) appear more than once with different values: "
-            f"{shown}{more}")
+    return _conflict_text(list(clash["_file"]), list(zip(keys["symbol"], keys["timestamp"])))
 
 
 def validate_bars(
@@ -261,6 +289,88 @@ def validate_bars(
     log.info("%s: %d rows in, %d out (%d duplicates, %d invalid), %d gaps", source, rows_in,
              len(clean), report["duplicate_rows"], invalid, len(gaps))
     return IngestResult(bars=clean[columns], report=report, gaps=gaps)
+
+
+@dataclass(frozen=True)
+class SeriesBars:
+    """One symbol's clean bars as arrays, oldest first: what :func:`clean_series` returns."""
+
+    symbol: str
+    timestamp: np.ndarray  # int64 nanoseconds since the epoch, UTC; sorted and unique
+    columns: dict[str, np.ndarray]  # open, high, low, close, volume (float64)
+    dropped: dict[str, int]  # invalid rows by reason, as in the ingest report
+    duplicate_rows: int
+
+    def __len__(self) -> int:
+        return len(self.timestamp)
+
+
+def _exact_duplicates(ts: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Rows equal in timestamp and every value to an earlier row (NaN equals NaN), for
+    rows sorted by timestamp; rows without a timestamp are never duplicates."""
+    dup = np.zeros(len(ts), dtype=bool)
+    same = (ts[1:] == ts[:-1]) & (ts[1:] != NAT)
+    for end in np.flatnonzero(same) + 1:  # a repeated timestamp is rare: a loop is fine
+        start = end - 1
+        while start > 0 and ts[start - 1] == ts[end]:
+            start -= 1
+        earlier = values[start:end][~dup[start:end]]
+        equal = (earlier == values[end]) | (np.isnan(earlier) & np.isnan(values[end]))
+        dup[end] = bool(equal.all(axis=1).any())
+    return dup
+
+
+def clean_series(ts_ns: np.ndarray, values: np.ndarray, *, symbol: str, freq: str = "auto",
+                 source: str = "input") -> SeriesBars:
+    """One symbol's raw bars cleaned as :func:`validate_bars` cleans them (with
+    ``max_invalid_fraction=1``: invalid rows are dropped, never an error), in numpy.
+
+    For short series such as a request's recent bars, where pandas' fixed costs
+    would be most of the time; a test checks that it keeps the same bars.
+
+    Parameters
+    ----------
+    ts_ns : ndarray of int64, shape (n,)
+        Open times in nanoseconds since the epoch, UTC; :data:`NAT` where missing.
+    values : ndarray of float64, shape (n, 5)
+        Open, high, low, close, volume.
+    symbol : str
+    freq : str
+        The bar interval (``1h``) or ``auto`` to infer it.
+    source : str
+        How to name the input in messages.
+
+    Raises
+    ------
+    InputDataError
+        If a timestamp repeats with different values, or the interval cannot be
+        inferred from a single valid bar.
+    """
+    order = np.argsort(np.where(ts_ns == NAT, np.iinfo(np.int64).max, ts_ns), kind="stable")
+    ts, values = ts_ns[order], np.asarray(values, dtype="float64")[order]
+    dup = _exact_duplicates(ts, values)
+    ts, values = ts[~dup], values[~dup]
+    clash = (ts[1:] == ts[:-1]) & (ts[1:] != NAT)
+    if clash.any():
+        keys = [(symbol, pd.Timestamp(int(t), tz="UTC")) for t in np.unique(ts[1:][clash])]
+        raise InputDataError(_conflict_text([source], keys))
+    reason = row_reasons(ts == NAT, np.array(not str(symbol).strip()), values)
+    valid = np.flatnonzero(reason < 0)
+    if len(valid):
+        if freq != "auto":
+            step = int(parse_timeframe(freq, key="ingest.freq").value)
+        elif len(valid) < 2:
+            raise InputDataError(f"{source}: symbol {symbol} has a single valid bar, so its "
+                                 "interval cannot be inferred; set ingest.freq (e.g. 1h)")
+        else:
+            step = infer_step(ts[valid])
+        reason[valid[off_grid(ts[valid], step)]] = DROP_REASONS.index("off_grid")
+    keep = reason < 0
+    return SeriesBars(
+        symbol=str(symbol), timestamp=ts[keep],
+        columns={c: np.ascontiguousarray(values[keep, i]) for i, c in enumerate(VALUE_COLUMNS)},
+        dropped={name: int((reason == i).sum()) for i, name in enumerate(DROP_REASONS)},
+        duplicate_rows=int(dup.sum()))
 
 
 def ingest(

@@ -1,22 +1,28 @@
-"""The trained network's bar-by-bar pass in float64 numpy, for inference.
+"""The trained network's bar-by-bar pass in float64, compiled, for inference.
 
 :meth:`DSSMNet.forward_pass` is what training differentiates; here the same
-computation runs without autograd on one sequence, where a torch call per
-small operation would cost about ten times more than numpy's (a 500-bar
-request is then milliseconds, not a tenth of a second). A test checks that the
-two agree to 1e-10. The result is each bar's log emissions and log
-transitions, from which :mod:`regimelab.dssm.recursions` gives the
-likelihood, the filtered and smoothed posteriors and the Viterbi path.
+computation runs without autograd on one sequence. The loop over bars is
+sequential (the context at t reads the filter at t - 1), and one numpy or
+torch call per small operation cost about 100 us a bar. numba compiles the
+loop instead (a few microseconds a bar, so a 500-bar request takes about a
+millisecond). The sums are written out in a fixed order and compiled without
+fast-math, so the result does not depend on the CPU's vector units. A test
+checks that it agrees with torch's pass to 1e-10. The result is each bar's log
+emissions and log transitions, from which :mod:`regimelab.dssm.recursions`
+gives the likelihood, the filtered and smoothed posteriors and the Viterbi
+path.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import torch
 from scipy.linalg import solve_triangular
-from scipy.special import expit, log_softmax
+from scipy.special import log_softmax
 
 from regimelab.dssm.net import _SQ_FLOOR, LOG_2PI, DSSMNet
 
@@ -34,6 +40,123 @@ def _array(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().cpu().to(torch.float64).numpy().copy()
 
 
+@numba.njit(cache=True, nogil=True)
+def _affine(w_t: np.ndarray, x: np.ndarray, bias: np.ndarray, out: np.ndarray
+            ) -> None:  # pragma: no cover (compiled)
+    """``out = bias + w @ x`` from ``w_t = w.T`` (contiguous).
+
+    Each output adds the terms in the order of ``x``, as a dot product would;
+    the inner loop runs over outputs, so it vectorises without reordering a sum.
+    """
+    for r in range(out.shape[0]):
+        out[r] = bias[r]
+    for j in range(x.shape[0]):
+        xj = x[j]
+        for r in range(out.shape[0]):
+            out[r] += w_t[j, r] * xj
+
+
+@numba.njit(cache=True, nogil=True)
+def _context_loop(white: np.ndarray, sq: np.ndarray, base: np.ndarray, log_det: np.ndarray,
+                  start: np.ndarray, log_static: np.ndarray, trans_logits: np.ndarray,
+                  w_ih_t: np.ndarray, b_ih: np.ndarray, w_hh_t: np.ndarray, b_hh: np.ndarray,
+                  scale_w_t: np.ndarray, scale_b: np.ndarray, trans_w_t: np.ndarray,
+                  trans_b: np.ndarray, max_log_scale: float, log_emit: np.ndarray,
+                  log_trans: np.ndarray) -> None:  # pragma: no cover (compiled)
+    """Fill ``log_emit`` (T, K) and, with a transition head, ``log_trans`` (T, K, K).
+
+    Weights come transposed (``w_t = w.T``); a head with no outputs
+    (``scale_b`` or ``trans_b`` empty) means the net has no such head.
+    """
+    n, k, d = sq.shape
+    hid = w_hh_t.shape[0]
+    has_scale = scale_b.shape[0] > 0
+    has_trans = trans_b.shape[0] > 0
+    h = np.zeros(hid)
+    alpha = np.zeros(k)
+    prior = np.zeros(k)
+    trans = np.exp(log_static)
+    s = np.zeros(scale_b.shape[0])
+    inv_scale2 = np.zeros(scale_b.shape[0])
+    head = np.zeros(trans_b.shape[0])
+    u = np.zeros(2 * d)
+    gi = np.zeros(3 * hid)
+    gh = np.zeros(3 * hid)
+    for t in range(n):
+        if has_scale:
+            _affine(scale_w_t, h, scale_b, s)
+            s_sum = 0.0
+            for j in range(d):
+                s[j] = max_log_scale * math.tanh(s[j] / max_log_scale)
+                s_sum += s[j]
+                inv_scale2[j] = math.exp(-2.0 * s[j])
+            for i in range(k):
+                acc = 0.0
+                for j in range(d):
+                    acc += sq[t, i, j] * inv_scale2[j]
+                log_emit[t, i] = -0.5 * (d * LOG_2PI + acc) - log_det[i] - s_sum
+        else:
+            for i in range(k):
+                log_emit[t, i] = base[t, i]
+        if has_trans:
+            _affine(trans_w_t, h, trans_b, head)
+            for a in range(k):
+                top = -np.inf
+                for b in range(k):
+                    head[a * k + b] += trans_logits[a, b]
+                    top = max(top, head[a * k + b])
+                total = 0.0
+                for b in range(k):
+                    total += math.exp(head[a * k + b] - top)
+                norm = top + math.log(total)
+                for b in range(k):
+                    log_trans[t, a, b] = head[a * k + b] - norm
+                    trans[a, b] = math.exp(log_trans[t, a, b])
+        # The filter at t: the prior (the start, or the last filter moved one step)
+        # times the emissions shifted by their largest log value, normalised.
+        if t == 0:
+            for i in range(k):
+                prior[i] = start[i]
+        else:
+            for b in range(k):
+                acc = 0.0
+                for a in range(k):
+                    acc += alpha[a] * trans[a, b]
+                prior[b] = acc
+        top = log_emit[t, 0]
+        for i in range(1, k):
+            top = max(top, log_emit[t, i])
+        total = 0.0
+        for i in range(k):
+            alpha[i] = prior[i] * math.exp(log_emit[t, i] - top)
+            total += alpha[i]
+        for i in range(k):
+            alpha[i] /= total
+        # The GRU reads the filter-weighted residual and the log of its mean square.
+        for j in range(d):
+            mixed = 0.0
+            mixed_sq = 0.0
+            for i in range(k):
+                mixed += alpha[i] * white[t, i, j]
+                mixed_sq += alpha[i] * sq[t, i, j]
+            u[j] = mixed
+            u[d + j] = math.log(_SQ_FLOOR + mixed_sq)
+        _affine(w_ih_t, u, b_ih, gi)
+        _affine(w_hh_t, h, b_hh, gh)
+        for j in range(hid):
+            reset = 1.0 / (1.0 + math.exp(-(gi[j] + gh[j])))
+            update = 1.0 / (1.0 + math.exp(-(gi[hid + j] + gh[hid + j])))
+            cand = math.tanh(gi[2 * hid + j] + reset * gh[2 * hid + j])
+            h[j] = (1.0 - update) * cand + update * h[j]
+
+
+def _transposed(weight: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(_array(weight).T)
+
+
+_NO_HEAD = (np.zeros((1, 0)), np.zeros(0))
+
+
 class NumpyPass:
     """A float64 copy of a :class:`DSSMNet`'s parameters, and its pass over one sequence."""
 
@@ -42,7 +165,7 @@ class NumpyPass:
             chol = _array(net.cholesky())
             self.n_states = net.n_states
             self.n_features = net.n_features
-            self.max_log_scale = net.max_log_scale
+            self.max_log_scale = float(net.max_log_scale)
             self.means = _array(net.means)
             self.chol = chol
             self.inv_chol = np.stack([solve_triangular(c, np.eye(self.n_features), lower=True)
@@ -50,13 +173,13 @@ class NumpyPass:
             self.log_det = np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
             self.log_start = log_softmax(_array(net.start_logits))
             self.trans_logits = _array(net.trans_logits)
-            self.w_ih, self.b_ih = _array(net.cell.weight_ih), _array(net.cell.bias_ih)
-            self.w_hh, self.b_hh = _array(net.cell.weight_hh), _array(net.cell.bias_hh)
-            self.hidden = net.cell.hidden_size
+            # The compiled loop takes each weight matrix transposed.
+            self.gru = (_transposed(net.cell.weight_ih), _array(net.cell.bias_ih),
+                        _transposed(net.cell.weight_hh), _array(net.cell.bias_hh))
             self.scale = (None if net.scale_head is None else
-                          (_array(net.scale_head.weight), _array(net.scale_head.bias)))
+                          (_transposed(net.scale_head.weight), _array(net.scale_head.bias)))
             self.trans = (None if net.trans_head is None else
-                          (_array(net.trans_head.weight), _array(net.trans_head.bias)))
+                          (_transposed(net.trans_head.weight), _array(net.trans_head.bias)))
 
     def terms(self, X: np.ndarray) -> Terms:
         """Log emissions and log transitions of every bar of one gap-free sequence.
@@ -65,8 +188,10 @@ class NumpyPass:
         ----------
         X : ndarray of shape (T, D)
         """
-        k, d, hid = self.n_states, self.n_features, self.hidden
-        white = np.einsum("kij,tkj->tki", self.inv_chol, X[:, None, :] - self.means)
+        k, d = self.n_states, self.n_features
+        # white[t, k] = L_k^-1 (x_t - mu_k), shape (T, K, D)
+        white = np.ascontiguousarray(np.matmul((X[:, None, :] - self.means)[..., None, :],
+                                               self.inv_chol.transpose(0, 2, 1))[..., 0, :])
         sq = white**2
         base = -0.5 * (d * LOG_2PI + sq.sum(axis=2)) - self.log_det  # (T, K): no context
         log_static = log_softmax(self.trans_logits, axis=1)
@@ -74,32 +199,10 @@ class NumpyPass:
             return Terms(self.log_start, log_static, base)  # the context changes nothing
         n = len(X)
         log_emit = np.empty((n, k))
-        log_trans = np.empty((n, k, k)) if self.trans is not None else log_static
-        start = np.exp(self.log_start)
-        trans = np.exp(log_static)
-        h = np.zeros(hid)
-        alpha = np.zeros(k)
-        for t in range(n):
-            if self.scale is None:
-                log_emit[t] = base[t]
-            else:
-                s = self.max_log_scale * np.tanh((self.scale[0] @ h + self.scale[1])
-                                                 / self.max_log_scale)
-                log_emit[t] = (-0.5 * (d * LOG_2PI + sq[t] @ np.exp(-2.0 * s))
-                               - self.log_det - s.sum())
-            if self.trans is not None:
-                log_trans[t] = log_softmax(
-                    self.trans_logits + (self.trans[0] @ h + self.trans[1]).reshape(k, k),
-                    axis=1)
-                trans = np.exp(log_trans[t])
-            alpha = (start if t == 0 else alpha @ trans) * np.exp(log_emit[t]
-                                                                  - log_emit[t].max())
-            alpha /= alpha.sum()
-            u = np.concatenate([alpha @ white[t], np.log(_SQ_FLOOR + alpha @ sq[t])])
-            gi = self.w_ih @ u + self.b_ih
-            gh = self.w_hh @ h + self.b_hh
-            r = expit(gi[:hid] + gh[:hid])
-            z = expit(gi[hid:2 * hid] + gh[hid:2 * hid])
-            cand = np.tanh(gi[2 * hid:] + r * gh[2 * hid:])
-            h = (1.0 - z) * cand + z * h
-        return Terms(self.log_start, log_trans, log_emit)
+        log_trans = np.empty((n, k, k) if self.trans is not None else (0, k, k))
+        _context_loop(white, sq, base, self.log_det, np.exp(self.log_start), log_static,
+                      self.trans_logits, *self.gru,
+                      *(self.scale or _NO_HEAD), *(self.trans or _NO_HEAD),
+                      self.max_log_scale, log_emit, log_trans)
+        return Terms(self.log_start, log_trans if self.trans is not None else log_static,
+                     log_emit)

@@ -15,24 +15,19 @@ import hashlib
 import logging
 import shutil
 import tempfile
-import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from scipy.special import log_softmax
 
 from regimelab.dssm import recursions
-from regimelab.dssm.data import WindowDataModule, make_windows
 from regimelab.dssm.infer import NumpyPass, Terms
-from regimelab.dssm.module import DSSMModule
 from regimelab.dssm.net import DSSMNet
 from regimelab.exceptions import ModelError
 from regimelab.io import read_json, replace_dir, write_json
@@ -60,27 +55,6 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-class _EpochHistory(Callback):
-    """Keeps each epoch's train and validation loss and its wall time (validation
-    included). The times go to the log and the benchmarks, never into an output file."""
-
-    def __init__(self) -> None:
-        self.rows: list[dict[str, float]] = []
-        self._start = 0.0
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        metrics = trainer.callback_metrics
-        if "val/loss" in metrics:
-            self.rows.append({"epoch": trainer.current_epoch,
-                              "train_loss": float(metrics["train/loss"]),
-                              "val_loss": float(metrics["val/loss"]),
-                              "val_min_occupancy": float(metrics["val/min_occupancy"]),
-                              "seconds": time.perf_counter() - self._start})
 
 
 def _split(X: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
@@ -218,13 +192,21 @@ class RegimeDSSM:
 
     def _train(self, net: DSSMNet, X: np.ndarray, lengths: np.ndarray, X_val: np.ndarray,
                lengths_val: np.ndarray, log_dir: str | Path | None, progress_bar: bool) -> None:
+        # Lightning is imported here rather than with the module: loading a trained
+        # model for inference needs none of it, and importing it takes seconds.
+        import pytorch_lightning as pl
+        from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+        from regimelab.dssm.data import WindowDataModule, make_windows
+        from regimelab.dssm.module import DSSMModule, EpochHistory
+
         shape = {"window": self.window, "stride": self.stride, "burn_in": self.burn_in}
         data = WindowDataModule(make_windows(X, lengths, **shape),
                                 make_windows(X_val, lengths_val, **shape),
                                 batch_size=self.batch_size, seed=self.random_state)
         module = DSSMModule(net, lr=self.lr, weight_decay=self.weight_decay,
                             min_occupancy=self.min_occupancy)
-        history = _EpochHistory()
+        history = EpochHistory()
         with tempfile.TemporaryDirectory(prefix="regimelab-dssm-") as tmp:
             checkpoint = ModelCheckpoint(dirpath=tmp, filename="best", monitor="val/loss",
                                          mode="min", save_top_k=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import pytorch_lightning as pl
 import torch
@@ -97,3 +98,24 @@ class DSSMModule(pl.LightningModule):
             {"params": [p for name, p in named if name.startswith(_CONTEXT)],
              "weight_decay": self.hparams.weight_decay},
         ], lr=self.hparams.lr)
+
+
+class EpochHistory(pl.Callback):
+    """Keeps each epoch's train and validation loss and its wall time (validation
+    included). The times go to the log and the benchmarks, never into an output file."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        metrics = trainer.callback_metrics
+        if "val/loss" in metrics:
+            self.rows.append({"epoch": trainer.current_epoch,
+                              "train_loss": float(metrics["train/loss"]),
+                              "val_loss": float(metrics["val/loss"]),
+                              "val_min_occupancy": float(metrics["val/min_occupancy"]),
+                              "seconds": time.perf_counter() - self._start})

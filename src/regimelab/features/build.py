@@ -69,17 +69,23 @@ def _resample(ts_ns: np.ndarray, cols: dict[str, np.ndarray], period_ns: int, ba
     return bucket[starts][complete], {k: v[complete] for k, v in out.items()}
 
 
-def _symbol_features(
-    group: pd.DataFrame,
+def symbol_features(
+    ts_ns: np.ndarray,
+    cols: dict[str, np.ndarray],
     defs: list[FeatureDef],
     *,
     base_ns: int,
     max_gap: int,
 ) -> dict[str, np.ndarray]:
-    """All features of one symbol at its base rows (NaN where not defined)."""
-    ts_ns = group["timestamp"].to_numpy(dtype="datetime64[ns]").view("int64")
-    cols = {c: group[c].to_numpy(dtype="float64") for c in ("open", "high", "low", "close",
-                                                            "volume")}
+    """All features of one symbol at its base bars (NaN where not defined).
+
+    Parameters
+    ----------
+    ts_ns : ndarray of int64, shape (n,)
+        The bars' open times in nanoseconds, sorted and unique.
+    cols : dict
+        ``open``, ``high``, ``low``, ``close`` and ``volume``, float64 arrays of shape (n,).
+    """
     base_close = ts_ns + base_ns
     out: dict[str, np.ndarray] = {}
     by_tf: dict[str, list[FeatureDef]] = {}
@@ -138,7 +144,10 @@ def compute_table(
     """Every base bar with its features, NaN rows kept; columns ``timestamp, symbol, ...``."""
     frames = []
     for symbol, group in bars.groupby("symbol", sort=True):
-        feats = _symbol_features(group, defs, base_ns=_ns(base), max_gap=max_gap)
+        ts_ns = group["timestamp"].to_numpy(dtype="datetime64[ns]").view("int64")
+        cols = {c: group[c].to_numpy(dtype="float64") for c in ("open", "high", "low", "close",
+                                                                "volume")}
+        feats = symbol_features(ts_ns, cols, defs, base_ns=_ns(base), max_gap=max_gap)
         # .array keeps the tz-aware values vectorised (to_numpy() would build Timestamps).
         frame = pd.DataFrame({"timestamp": group["timestamp"].array, "symbol": str(symbol)})
         if LABEL_COLUMN in group.columns:

@@ -1,13 +1,15 @@
 """Latency of `regimelab serve`: POST /regime with 500 bars, on loopback, both models.
 
 The trained models of the pipeline (`models/hmm`, `models/dssm`; run `dvc repro`
-first) are served by `regimelab serve` in a process of its own, on a free
-127.0.0.1 port, with the prediction store on (SQLite, the default) and off.
-One client sends requests one after another over a kept-alive connection: a
-bounded number (`--requests`, default 300) within a bounded time (`--seconds`,
-default 60 per server), never anywhere but loopback. Each request is another
-500-bar window, sliding one bar at a time over the last BTC bars, as a live
-feed would send them; the same window twice would hit the DSSM's cache.
+first) are served by two `regimelab serve` processes each, on free 127.0.0.1
+ports, one with the prediction store on (SQLite, the default) and one without.
+One client sends requests one after another over kept-alive connections, the
+two servers taking turns request by request so that the machine's slow spells
+fall on both: a bounded number (`--requests`, default 300, to each) within a
+bounded time (`--seconds`, default 60), never anywhere but loopback. Each
+request is another 500-bar window, sliding one bar at a time over the last
+BTC bars as a live feed would send them; the same window twice would hit the
+DSSM's cache.
 
 Measured in the same run, without HTTP:
 
@@ -45,7 +47,7 @@ from regimelab.dssm.net import _SQ_FLOOR, LOG_2PI
 from regimelab.inference import latest_series, observations
 from regimelab.models import load_model, read_manifest
 from regimelab.sequences import to_sequences
-from regimelab.serve import RegimeRequest, request_series
+from regimelab.serve import REQUEST, request_series
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
@@ -94,27 +96,36 @@ def timed(fn: Any, n: int) -> dict[str, float]:
     return percentiles(seconds)
 
 
-def serve_latency(port: int, payloads: list[bytes], *, requests: int, seconds: float
-                  ) -> dict[str, float]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+def serve_latency(ports: dict[str, int], payloads: list[bytes], *, requests: int,
+                  seconds: float) -> dict[str, dict[str, float]]:
+    """Each server's latency, the servers taking turns request by request, so a slow
+    spell of the machine falls on all of them alike."""
     headers = {"Content-Type": "application/json"}
-    for payload in payloads[:10]:  # warm-up: the first requests load code paths
-        conn.request("POST", "/regime", body=payload, headers=headers)
-        response = conn.getresponse()
-        assert response.status == 200, response.read()
-        response.read()
-    served = []
-    deadline = time.monotonic() + seconds
-    while len(served) < requests and time.monotonic() < deadline:
-        payload = payloads[len(served) % len(payloads)]
+    conns = {label: http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+             for label, port in ports.items()}
+
+    def post(conn: http.client.HTTPConnection, payload: bytes) -> float:
         t = time.perf_counter()
         conn.request("POST", "/regime", body=payload, headers=headers)
         response = conn.getresponse()
-        response.read()
-        served.append(time.perf_counter() - t)
-        assert response.status == 200
-    conn.close()
-    return percentiles(served)
+        body = response.read()
+        elapsed = time.perf_counter() - t
+        assert response.status == 200, body
+        return elapsed
+
+    for payload in payloads[:20]:  # warm-up: the first requests load code paths
+        for conn in conns.values():
+            post(conn, payload)
+    served: dict[str, list[float]] = {label: [] for label in conns}
+    deadline = time.monotonic() + seconds
+    for i in range(requests):
+        if time.monotonic() > deadline:
+            break
+        for label, conn in conns.items():
+            served[label].append(post(conn, payloads[i % len(payloads)]))
+    for conn in conns.values():
+        conn.close()
+    return {label: percentiles(times) for label, times in served.items()}
 
 
 def numpy_context_pass(p: Any, X: np.ndarray) -> np.ndarray:
@@ -187,7 +198,7 @@ def main() -> None:
         {"timestamp": ts.isoformat(), "open": o, "high": h, "low": lo, "close": c,
          "volume": v, "symbol": s} for ts, s, o, h, lo, c, v in w[columns].itertuples(
             index=False)]}).encode() for w in windows]
-    parsed = [RegimeRequest.model_validate_json(p).bars for p in payloads]
+    parsed = [REQUEST.validate_json(p)["bars"] for p in payloads]
     raw = [w.assign(_file="request").reset_index(drop=True) for w in windows]
     report: dict[str, Any] = {"bars": args.bars, "payload_bytes": len(payloads[0]),
                               "cores": os.cpu_count()}
@@ -195,15 +206,16 @@ def main() -> None:
         folder = ROOT / "models" / name
         entry = without_http(load_model(folder), read_manifest(folder), parsed, raw,
                              windows[0], n=min(args.requests, 200))
-        for label, store in (("served", f"sqlite:///{OUT / 'bench_serve.db'}"),
-                             ("served_no_store", None)):
-            OUT.mkdir(parents=True, exist_ok=True)
-            (OUT / "bench_serve.db").unlink(missing_ok=True)
-            server, port = start(folder, store)
-            try:
-                entry[label] = serve_latency(port, payloads, requests=args.requests,
-                                             seconds=args.seconds)
-            finally:
+        OUT.mkdir(parents=True, exist_ok=True)
+        (OUT / "bench_serve.db").unlink(missing_ok=True)
+        servers = {"served": start(folder, f"sqlite:///{OUT / 'bench_serve.db'}"),
+                   "served_no_store": start(folder, None)}
+        try:
+            entry.update(serve_latency({label: port for label, (_, port) in servers.items()},
+                                       payloads, requests=args.requests,
+                                       seconds=args.seconds))
+        finally:
+            for server, _ in servers.values():
                 server.terminate()
                 server.wait(timeout=30)
         report[name] = entry

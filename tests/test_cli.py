@@ -132,7 +132,8 @@ def test_now_refuses_a_last_bar_without_its_features(outputs: Path, unseen: Path
 
 @pytest.mark.parametrize("args, message", [
     (["--lookback", "0"], "--lookback: expected an integer >= 1"),
-    (["--as-of", "yesterday-ish"], "--as-of yesterday-ish: not a timestamp"),
+    (["--as-of", "yesterday-ish"], "--as-of 'yesterday-ish': not a timestamp"),
+    (["--as-of", ""], "--as-of '': not a timestamp"),
     (["--as-of", "2000-01-01"], "no bar has closed by 2000-01-01T00:00:00+00:00"),
 ])
 def test_now_mistakes_are_one_line(outputs: Path, unseen: Path, args: list[str],  # noqa: F811

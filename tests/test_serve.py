@@ -129,6 +129,12 @@ def test_bars_the_model_cannot_use_are_422_with_a_message(
     assert code == 422 and "request" in answer["detail"]
     code, answer = call(f"{server[0]}/regime", raw=b"{not json")
     assert code == 422
+    code, answer = call(f"{server[0]}/regime", raw=b"\xff\xfe{")  # not even UTF-8
+    assert code == 422
+    code, answer = call(f"{server[0]}/regime", {"bars": bars_json(recent.tail(1))})
+    assert code == 422 and answer["detail"] == (
+        "request: symbol SYN has a single valid bar, so its interval cannot be inferred; "
+        "send more recent bars")
 
 
 def test_a_body_over_the_limit_is_413(server: tuple[str, PredictionStore],
@@ -169,8 +175,8 @@ def test_a_timestamp_out_of_range_is_422(server: tuple[str, PredictionStore],
 def test_the_bar_still_forming_is_left_out(server: tuple[str, PredictionStore],
                                            recent: pd.DataFrame) -> None:
     """Exchanges send the current candle too: the answer is about the last closed one."""
-    now = pd.Timestamp.now(tz="UTC")
-    shift = now.floor("h") - recent["timestamp"].iloc[-1]  # the last bar opened this hour
+    # The last bar opened half an hour ago: it closes in half an hour.
+    shift = pd.Timestamp.now(tz="UTC") - pd.Timedelta(minutes=30) - recent["timestamp"].iloc[-1]
     live = recent.assign(timestamp=recent["timestamp"] + shift)
     code, answer = call(f"{server[0]}/regime", {"bars": bars_json(live)})
     assert code == 200, answer
@@ -179,6 +185,23 @@ def test_the_bar_still_forming_is_left_out(server: tuple[str, PredictionStore],
     future = recent.assign(timestamp=recent["timestamp"] + shift + pd.Timedelta(days=30))
     code, answer = call(f"{server[0]}/regime", {"bars": bars_json(future)})
     assert code == 422 and "no bar has closed by" in answer["detail"]
+
+
+def test_a_symbol_whose_last_bar_is_invalid_is_refused(server: tuple[str, PredictionStore],
+                                                      recent: pd.DataFrame) -> None:
+    other = [dict(r, symbol="OTHER") for r in bars_json(recent.tail(200))]
+    other[-1]["close"] = -1.0
+    code, answer = call(f"{server[0]}/regime", {"bars": other + bars_json(recent)})
+    assert code == 422 and answer["detail"].startswith("request: the last OTHER bar (")
+
+
+def test_the_openapi_page_describes_the_request(server: tuple[str, PredictionStore]) -> None:
+    code, spec = call(f"{server[0]}/openapi.json")
+    assert code == 200
+    body = spec["paths"]["/regime"]["post"]["requestBody"]["content"]["application/json"]
+    bar = body["schema"]["properties"]["bars"]["items"]
+    assert set(bar["required"]) == {"timestamp", "open", "high", "low", "close", "volume"}
+    assert "$defs" not in json.dumps(spec)
 
 
 def test_several_symbols_get_one_answer_each(server: tuple[str, PredictionStore],

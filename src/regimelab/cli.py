@@ -92,8 +92,10 @@ def _as_of(value: str | None) -> pd.Timestamp:
     try:
         stamp = pd.Timestamp(value)
     except ValueError:
-        raise InputDataError(f"--as-of {value}: not a timestamp; expected ISO-8601 such as "
-                             "2024-01-31T12:00:00Z") from None
+        stamp = pd.NaT
+    if pd.isna(stamp):
+        raise InputDataError(f"--as-of {value!r}: not a timestamp; expected ISO-8601 such as "
+                             "2024-01-31T12:00:00Z")
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 

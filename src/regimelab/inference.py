@@ -168,10 +168,10 @@ def latest_series(model: RegimeModel, manifest: dict[str, Any], symbol: str,
     rows = np.flatnonzero(keep)[breaks[-1] + 1 if len(breaks) else 0:]
     scaler = Scaler.from_dict(manifest["scaler"])
     values = {c: feats[c][rows] for c in spec["columns"]}
-    missing = [c for c in scaler.columns_ if c not in values]
+    missing = [c for c in [*scaler.columns_, *manifest["features"]] if c not in values]
     if missing:
-        raise ModelError(f"{source}: the model's scaler needs {missing[0]}, which its feature "
-                         "spec does not build")
+        raise ModelError(f"{source}: the model needs {missing[0]}, which its feature spec "
+                         "does not build")
     scaled = scaler.transform_array(np.column_stack([values[c] for c in scaler.columns_]))
     values.update(zip(scaler.columns_, scaled.T))
     X = np.ascontiguousarray(np.column_stack([values[c] for c in manifest["features"]]))

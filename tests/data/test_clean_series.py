@@ -39,8 +39,12 @@ def dirty_series(seed: int, n: int = 120) -> pd.DataFrame:
     frame.loc[rows[5], "open"] = np.inf
     frame.loc[rows[6], "ts"] = NAT
     frame.loc[rows[7], "ts"] += HOUR // 2  # off the hourly grid
+    frame.loc[rows[9], "volume"] = -0.0  # equal to 0.0 for duplicates
+    # Exact duplicates: random rows, the row with a NaN (a duplicate), the row
+    # without a timestamp (invalid twice, never a duplicate) and -0.0 against 0.0.
+    repeats = pd.concat([frame.sample(4, random_state=seed), frame.loc[[rows[4], rows[6]]],
+                         frame.loc[[rows[9]]].assign(volume=0.0)])
     frame = frame.drop(index=rows[8])  # a gap
-    repeats = frame.sample(4, random_state=seed)  # exact duplicates, one with a NaN
     frame = pd.concat([frame, repeats], ignore_index=True)
     return frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
 
@@ -69,7 +73,8 @@ def test_the_same_bars_and_counts_as_validate_bars(seed: int) -> None:
         np.testing.assert_array_equal(got.columns[c], bars[c].to_numpy())
     assert got.dropped == expected.report["dropped"]
     assert got.duplicate_rows == expected.report["duplicate_rows"]
-    assert sum(got.dropped.values()) >= 6  # the series really was dirty
+    assert sum(got.dropped.values()) >= 7  # the series really was dirty
+    assert got.dropped["bad_timestamp"] == 2 and got.duplicate_rows >= 3
 
 
 def test_an_explicit_interval_marks_the_same_bars_off_grid() -> None:

@@ -306,22 +306,26 @@ class SeriesBars:
 
 
 def _exact_duplicates(ts: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Rows equal in timestamp and every value to an earlier row (NaN equals NaN), for
-    rows sorted by timestamp; rows without a timestamp are never duplicates."""
+    """Rows equal in timestamp and every value to an earlier row, as pandas'
+    ``duplicated`` sees them (NaN equals NaN, -0.0 equals 0.0); rows without a
+    timestamp are never duplicates. O(n log n): a request of identical bars is
+    no slower than another."""
     dup = np.zeros(len(ts), dtype=bool)
-    same = (ts[1:] == ts[:-1]) & (ts[1:] != NAT)
-    for end in np.flatnonzero(same) + 1:  # a repeated timestamp is rare: a loop is fine
-        start = end - 1
-        while start > 0 and ts[start - 1] == ts[end]:
-            start -= 1
-        earlier = values[start:end][~dup[start:end]]
-        equal = (earlier == values[end]) | (np.isnan(earlier) & np.isnan(values[end]))
-        dup[end] = bool(equal.all(axis=1).any())
+    shared = ts != NAT
+    shared[shared] = np.isin(ts[shared], ts[shared][np.diff(ts[shared], prepend=NAT) == 0])
+    rows = np.flatnonzero(shared)
+    if len(rows):
+        canonical = np.where(np.isnan(values[rows]), np.nan, values[rows] + 0.0)
+        keys = np.column_stack([ts[rows], canonical.view(np.int64)])
+        _, first = np.unique(keys, axis=0, return_index=True)  # first of each distinct row
+        dup[rows] = True
+        dup[rows[first]] = False
     return dup
 
 
 def clean_series(ts_ns: np.ndarray, values: np.ndarray, *, symbol: str, freq: str = "auto",
-                 source: str = "input") -> SeriesBars:
+                 source: str = "input", advice: str = "set ingest.freq (e.g. 1h)"
+                 ) -> SeriesBars:
     """One symbol's raw bars cleaned as :func:`validate_bars` cleans them (with
     ``max_invalid_fraction=1``: invalid rows are dropped, never an error), in numpy.
 
@@ -339,6 +343,8 @@ def clean_series(ts_ns: np.ndarray, values: np.ndarray, *, symbol: str, freq: st
         The bar interval (``1h``) or ``auto`` to infer it.
     source : str
         How to name the input in messages.
+    advice : str
+        What the message about a single valid bar tells the user to do.
 
     Raises
     ------
@@ -361,7 +367,7 @@ def clean_series(ts_ns: np.ndarray, values: np.ndarray, *, symbol: str, freq: st
             step = int(parse_timeframe(freq, key="ingest.freq").value)
         elif len(valid) < 2:
             raise InputDataError(f"{source}: symbol {symbol} has a single valid bar, so its "
-                                 "interval cannot be inferred; set ingest.freq (e.g. 1h)")
+                                 f"interval cannot be inferred; {advice}")
         else:
             step = infer_step(ts[valid])
         reason[valid[off_grid(ts[valid], step)]] = DROP_REASONS.index("off_grid")

@@ -12,7 +12,7 @@ from regimelab.diagnose import diagnose
 from regimelab.io import read_json, read_parquet, replace_dir, write_csv
 from regimelab.models import load_model
 from regimelab.params import load_section
-from regimelab.split import SPLITS
+from regimelab.split import read_splits
 from regimelab.stage import run
 
 log = logging.getLogger("stages.diagnose")
@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     table = diagnose(
         regimes={name: read_parquet(path) for name, _, path in args.model},
         models={name: load_model(folder) for name, folder, _ in args.model},
-        frames={name: read_parquet(scaled / f"{name}.parquet") for name in SPLITS},
+        frames=read_splits(scaled),
         columns=read_json(args.spec)["columns"], bars=read_parquet(args.bars), split=split,
         selection=read_json(args.selection) if args.selection else None, out=staging)
     replace_dir(staging, plots)

@@ -14,7 +14,7 @@ from regimelab.evaluate import evaluate
 from regimelab.io import read_json, read_parquet, write_json
 from regimelab.models import load_model
 from regimelab.params import load_section, parse_timeframe
-from regimelab.split import SPLITS
+from regimelab.split import read_splits
 from regimelab.stage import run
 
 log = logging.getLogger("stages.evaluate")
@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     report = evaluate(
         regimes={name: read_parquet(table) for name, _, table in args.model},
         models={name: load_model(folder) for name, folder, _ in args.model},
-        frames={name: read_parquet(scaled / f"{name}.parquet") for name in SPLITS},
+        frames=read_splits(scaled),
         columns=spec["columns"], bars=read_parquet(args.bars),
         step=parse_timeframe(spec["base_timeframe"]), params=params, seed=seed,
         truth=(read_parquet(args.features, columns=["symbol", "timestamp", "regime"])

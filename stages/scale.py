@@ -8,10 +8,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from regimelab.io import read_json, read_parquet, write_json, write_parquet
+from regimelab.io import read_json, write_json, write_parquet
 from regimelab.params import load_section
 from regimelab.scaling import fit_scaler
-from regimelab.split import SPLITS
+from regimelab.split import read_splits
 from regimelab.stage import run
 
 log = logging.getLogger("stages.scale")
@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     params = load_section("scale", args.params)
     columns = read_json(args.spec)["columns"]
-    frames = {name: read_parquet(Path(args.splits) / f"{name}.parquet") for name in SPLITS}
+    frames = read_splits(args.splits)
     scaler = fit_scaler(frames["train"], columns=columns, method=params.method, clip=params.clip)
     out = Path(args.out)
     for name, frame in frames.items():

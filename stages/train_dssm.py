@@ -23,7 +23,7 @@ from regimelab.io import (
 from regimelab.models import load_model
 from regimelab.params import load_section
 from regimelab.selection import resolve_model
-from regimelab.split import SPLITS
+from regimelab.split import read_splits
 from regimelab.stage import run
 from regimelab.training import manifest
 
@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     spec = read_json(args.spec)
     resolved = resolve_model(read_json(args.selection), model_params)
     scaled = Path(args.scaled)
-    frames = {name: read_parquet(scaled / f"{name}.parquet") for name in SPLITS}
+    frames = read_splits(scaled)
     seed_everything(model_params.seed, workers=True, verbose=False)
     curves = Path(args.curves)
     tmp_curves = curves.with_name(f".{curves.name}.tmp")

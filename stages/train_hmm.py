@@ -8,10 +8,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from regimelab.io import read_json, read_parquet, sha256_file, write_csv, write_json, write_parquet
+from regimelab.io import read_json, sha256_file, write_csv, write_json, write_parquet
 from regimelab.params import load_section
 from regimelab.selection import resolve_model
-from regimelab.split import SPLITS
+from regimelab.split import read_splits
 from regimelab.stage import run
 from regimelab.training import manifest, train_hmm
 
@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     spec = read_json(args.spec)
     resolved = resolve_model(read_json(args.selection), model_params)
     scaled = Path(args.scaled)
-    frames = {name: read_parquet(scaled / f"{name}.parquet") for name in SPLITS}
+    frames = read_splits(scaled)
     trained = train_hmm(frames, columns=spec["columns"], hmm=hmm, seed=model_params.seed,
                         **resolved)
     trained.model.save(args.model, manifest=manifest(

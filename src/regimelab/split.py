@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from regimelab.exceptions import SplitError
+from regimelab.io import read_parquet
 from regimelab.params import SplitParams
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,11 @@ class SplitResult:
     frames: dict[str, pd.DataFrame]
     folds: list[dict[str, Any]]
     report: dict[str, Any]
+
+
+def read_splits(folder: str | Path) -> dict[str, pd.DataFrame]:
+    """The train, val and test tables of a folder such as ``data/scaled``."""
+    return {name: read_parquet(Path(folder) / f"{name}.parquet") for name in SPLITS}
 
 
 def resolve_embargo(embargo: int | str, *, lookback_bars: int) -> int:

@@ -3,10 +3,10 @@
 :meth:`DSSMNet.forward_pass` is what training differentiates; here the same
 computation runs without autograd on one sequence. The loop over bars is
 sequential (the context at t reads the filter at t - 1), and one numpy or
-torch call per small operation cost about 100 us a bar. numba compiles the
-loop instead (a few microseconds a bar, so a 500-bar request takes about a
-millisecond). The sums are written out in a fixed order and compiled without
-fast-math, so the result does not depend on the CPU's vector units. A test
+torch call per small operation cost 40-100 us a bar. numba compiles the loop
+instead: about 4 us a bar, 2 ms for a 500-bar request (benchmarks/bench_serve.py).
+The loop's sums are written out in a fixed order and compiled without
+fast-math, so they do not depend on the CPU's vector units. A test
 checks that it agrees with torch's pass to 1e-10. The result is each bar's log
 emissions and log transitions, from which :mod:`regimelab.dssm.recursions`
 gives the likelihood, the filtered and smoothed posteriors and the Viterbi

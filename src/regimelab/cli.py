@@ -30,7 +30,7 @@ import pandas as pd
 from regimelab.data import ingest
 from regimelab.drift import Thresholds, drift_report
 from regimelab.exceptions import InputDataError
-from regimelab.inference import latest, observations, regimes
+from regimelab.inference import latest, latest_json, observations, regimes
 from regimelab.io import (
     json_text,
     read_parquet,
@@ -108,12 +108,7 @@ def cmd_now(args: argparse.Namespace) -> None:
     _record(args, rows, "now")
     k = model.n_states
     if args.json:
-        records = [{"timestamp": r["timestamp"].isoformat(), "symbol": r["symbol"],
-                    "state": int(r["state"]), "bars": int(r["bars"]),
-                    "unclosed": int(r["unclosed"]),
-                    "probabilities": [float(r[f"p_filter_{i}"]) for i in range(k)]}
-                   for _, r in rows.iterrows()]
-        sys.stdout.write(json_text(records))
+        sys.stdout.write(json_text([latest_json(r, k) for r in rows.to_dict("records")]))
         return
     for _, r in rows.iterrows():
         probs = "  ".join(f"{i}:{r[f'p_filter_{i}']:.3f}" for i in range(k))

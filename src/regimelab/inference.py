@@ -11,6 +11,7 @@ bars from which the model's columns cannot be built, are refused.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -180,6 +181,15 @@ def latest_series(model: RegimeModel, manifest: dict[str, Any], symbol: str,
             "state": int(proba.argmax()),
             **{f"p_filter_{k}": float(p) for k, p in enumerate(proba)},
             "bars": len(X), "unclosed": unclosed}
+
+
+def latest_json(row: Mapping[str, Any], n_states: int) -> dict[str, Any]:
+    """One :func:`latest_series` row as JSON: what ``regimelab now --json`` prints and
+    ``POST /regime`` answers, per symbol."""
+    return {"symbol": str(row["symbol"]), "timestamp": row["timestamp"].isoformat(),
+            "state": int(row["state"]), "bars": int(row["bars"]),
+            "unclosed": int(row["unclosed"]),
+            "probabilities": [float(row[f"p_filter_{k}"]) for k in range(n_states)]}
 
 
 def latest(model: RegimeModel, bars: pd.DataFrame, manifest: dict[str, Any], *,

@@ -33,7 +33,7 @@ from typing_extensions import TypedDict  # pydantic needs this one before Python
 from regimelab.data.readers import parse_text_timestamps, parse_timestamps
 from regimelab.data.validate import NAT, SeriesBars, clean_series
 from regimelab.exceptions import InputDataError, RegimelabError
-from regimelab.inference import latest_series
+from regimelab.inference import latest_json, latest_series
 from regimelab.models import load_model, model_version, read_manifest
 from regimelab.store import PredictionStore, StoreError
 
@@ -251,10 +251,7 @@ def create_app(model_folder: str | Path, *, store: PredictionStore | None = None
             await run_in_threadpool(store.append, rows, source="serve", model=folder,
                                     version=version)
         k = model.n_states
-        answers = [{"symbol": r["symbol"], "timestamp": r["timestamp"].isoformat(),
-                    "state": r["state"], "bars": r["bars"], "unclosed": r["unclosed"],
-                    "probabilities": [r[f"p_filter_{i}"] for i in range(k)]}
-                   for r in rows]
+        answers = [latest_json(r, k) for r in rows]
         return {"model_version": version, "model": manifest["model"],
                 "n_states": k, **(answers[0] if len(answers) == 1 else {"symbols": answers})}
 

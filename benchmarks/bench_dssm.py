@@ -40,10 +40,10 @@ import numpy as np
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from regimelab.dssm.data import WindowDataModule, make_windows
-from regimelab.dssm.model import RegimeDSSM, torch_threads
-from regimelab.dssm.module import DSSMModule
-from regimelab.hmm import RegimeHMM
+from regimelab.families.dssm.data import WindowDataModule, make_windows
+from regimelab.families.dssm.model import RegimeDSSM, torch_threads
+from regimelab.families.dssm.module import DSSMModule
+from regimelab.families.hmm.model import RegimeHMM
 from regimelab.io import read_json, read_parquet
 from regimelab.models import load_model
 from regimelab.params import load_section

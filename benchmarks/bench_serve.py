@@ -43,7 +43,7 @@ import pandas as pd
 from scipy.special import expit, log_softmax
 
 from regimelab.data import ingest, validate_bars
-from regimelab.dssm.net import _SQ_FLOOR, LOG_2PI
+from regimelab.families.dssm.net import _SQ_FLOOR, LOG_2PI
 from regimelab.inference import latest_series, observations
 from regimelab.models import load_model, read_manifest
 from regimelab.sequences import to_sequences

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from pytorch_lightning import seed_everything
 
-from regimelab.dssm.training import train_dssm
+from regimelab.families.base import manifest
+from regimelab.families.dssm import fit
+from regimelab.families.hmm.model import RegimeHMM
 from regimelab.io import (
     read_json,
     read_parquet,
@@ -20,12 +22,10 @@ from regimelab.io import (
     write_json,
     write_parquet,
 )
-from regimelab.models import load_model
 from regimelab.params import load_section
 from regimelab.selection import resolve_model
 from regimelab.split import read_splits
 from regimelab.stage import run
-from regimelab.training import manifest
 
 log = logging.getLogger("stages.train_dssm")
 
@@ -53,17 +53,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     seed_everything(model_params.seed, workers=True, verbose=False)
     curves = Path(args.curves)
     tmp_curves = curves.with_name(f".{curves.name}.tmp")
-    trained = train_dssm(
+    trained = fit.train(
         frames, columns=spec["columns"], n_states=resolved["n_states"], dssm=dssm,
         seed=model_params.seed,
-        init=load_model(args.hmm) if args.hmm and Path(args.hmm).is_dir() else None,
+        init=RegimeHMM.load(args.hmm) if args.hmm and Path(args.hmm).is_dir() else None,
         reference=(read_parquet(args.hmm_regimes)
                    if args.hmm_regimes and Path(args.hmm_regimes).is_file() else None),
         log_dir=tmp_curves, progress_bar=sys.stderr.isatty() and "CI" not in os.environ)
     trained.model.save(args.model, manifest=manifest(
         spec=spec, scaler=read_json(scaled / "scaler.json"),
         train_sha256=sha256_file(scaled / "train.parquet"), resolved=resolved,
-        seed=model_params.seed, family="dssm"))
+        seed=model_params.seed, libraries=fit.LIBRARIES))
     write_parquet(trained.regimes, args.regimes)
     write_json(trained.metrics, args.metrics)
     replace_dir(tmp_curves, curves)

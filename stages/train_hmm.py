@@ -8,12 +8,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from regimelab.families.base import manifest
+from regimelab.families.hmm import fit
 from regimelab.io import read_json, sha256_file, write_csv, write_json, write_parquet
 from regimelab.params import load_section
 from regimelab.selection import resolve_model
 from regimelab.split import read_splits
 from regimelab.stage import run
-from regimelab.training import manifest, train_hmm
 
 log = logging.getLogger("stages.train_hmm")
 
@@ -36,12 +37,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     resolved = resolve_model(read_json(args.selection), model_params)
     scaled = Path(args.scaled)
     frames = read_splits(scaled)
-    trained = train_hmm(frames, columns=spec["columns"], hmm=hmm, seed=model_params.seed,
+    trained = fit.train(frames, columns=spec["columns"], hmm=hmm, seed=model_params.seed,
                         **resolved)
     trained.model.save(args.model, manifest=manifest(
         spec=spec, scaler=read_json(scaled / "scaler.json"),
         train_sha256=sha256_file(scaled / "train.parquet"), resolved=resolved,
-        seed=model_params.seed))
+        seed=model_params.seed, libraries=fit.LIBRARIES))
     write_parquet(trained.regimes, args.regimes)
     write_json(trained.metrics, args.metrics)
     write_csv(trained.history, args.history)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from regimelab.drift import Thresholds, drift_report, psi
-from regimelab.hmm import RegimeHMM
+from regimelab.families.hmm.model import RegimeHMM
 
 
 def test_psi_is_near_zero_for_the_same_law_and_large_for_a_shift() -> None:

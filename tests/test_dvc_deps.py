@@ -37,10 +37,18 @@ def imported(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and (
                 node.module.split(".")[0] == "regimelab"):
             names.add(node.module)
-            # `from regimelab.dssm import recursions` imports a module too.
+            # `from regimelab.families.dssm import recursions` imports a module too.
             names |= {f"{node.module}.{a.name}" for a in node.names
                       if module_path(f"{node.module}.{a.name}")}
     return names
+
+
+def registered() -> set[str]:
+    """The modules of every registered family: ``regimelab.models.load_model`` imports
+    whichever one a manifest names, so a stage that loads models may run any of them."""
+    from regimelab.families import FAMILIES
+
+    return {family.estimator.split(":")[0] for family in FAMILIES.values()}
 
 
 def closure(script: Path) -> set[str]:
@@ -59,13 +67,15 @@ def closure(script: Path) -> set[str]:
             if path is not None and path not in files:
                 files.add(path)
                 todo.extend(imported(path))
+                if path == module_path("regimelab.models"):
+                    todo.extend(registered())
     return {p.relative_to(ROOT).as_posix() for p in files}
 
 
 def test_the_import_walk_finds_what_a_stage_imports() -> None:
     found = closure(ROOT / "stages" / "train_dssm.py")
-    assert {"src/regimelab/__init__.py", "src/regimelab/dssm/infer.py",
-            "src/regimelab/dssm/module.py", "src/regimelab/training.py"} <= found
+    assert {"src/regimelab/__init__.py", "src/regimelab/families/dssm/infer.py",
+            "src/regimelab/families/dssm/module.py", "src/regimelab/families/base.py"} <= found
 
 
 @pytest.mark.parametrize("name", sorted(STAGES))

@@ -10,13 +10,12 @@ import pandas as pd
 import pytest
 
 from regimelab.exceptions import ModelError, ParamsError
+from regimelab.families.hmm.fit import candidate_seed, make_hmm
 from regimelab.params import GridParams, HMMParams, ModelParams, SelectParams
 from regimelab.selection import (
-    candidate_seed,
     choose,
     criteria_tables,
     evaluate_candidate,
-    make_hmm,
     resolve_model,
     run_selection,
     study_name,

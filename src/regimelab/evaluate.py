@@ -34,7 +34,6 @@ from regimelab.exceptions import ModelError
 from regimelab.params import EvaluateParams
 from regimelab.regimes import RegimeModel
 from regimelab.sequences import to_sequences
-from regimelab.training import by_state
 
 KEYS = ["symbol", "timestamp"]
 
@@ -84,7 +83,7 @@ def regime_block(table: pd.DataFrame, model: RegimeModel, *, returns: Mapping[in
     _, lengths = metrics.runs(states, segment)
     block: dict[str, Any] = {
         "n_states": k,
-        "occupancy": by_state(shares),
+        "occupancy": metrics.by_state(shares),
         "largest_share": float(shares.max()),
         "largest_share_ok": bool(shares.max() <= params.max_share),
         "dwell_mean_bars": float(lengths.mean()),
@@ -174,10 +173,17 @@ def evaluate(
         if not part[KEYS].equals(rows):
             raise ModelError(f"data/regimes: the {name} regimes cover other {split} bars than "
                              "the others; rerun the training stages")
-        block = {"ll_per_bar": {}}
+        block: dict[str, Any] = {"ll_per_bar": {}}
         for s in ("val", "test"):
             X, lengths = to_sequences(frames[s], columns)
-            block["ll_per_bar"][s] = model.score(X, lengths) / len(X)
+            if getattr(model, "has_likelihood", True):
+                block["ll_per_bar"][s] = model.score(X, lengths) / len(X)
+            else:
+                # Never an invented likelihood: the rows stay empty, and the family's
+                # own objective per bar (lower is better) stands beside them.
+                block["ll_per_bar"][s] = None
+                block.setdefault("objective_per_bar", {})[s] = (
+                    model.objective(X, lengths) / len(X))
         if hasattr(model, "aic"):
             X, lengths = to_sequences(frames["train"], columns)
             block["aic"], block["bic"] = model.aic(X, lengths), model.bic(X, lengths)
@@ -190,8 +196,13 @@ def evaluate(
         report[name] = block
     report["baseline"] = baseline_block(frames, columns, returns=returns, per_year=per_year,
                                         params=params, rng=rng)
-    if {"hmm", "dssm"} <= set(regimes):
-        a, b = (regimes[m].loc[regimes[m]["split"] == split, "state"] for m in ("hmm", "dssm"))
-        report["agreement"] = {"ari_hmm_dssm": float(adjusted_rand_score(a, b)),
-                               "same_state_share": float(np.mean(a.to_numpy() == b.to_numpy()))}
+    names = list(models)
+    report["agreement"] = {}
+    for i, a_name in enumerate(names):
+        for b_name in names[i + 1:]:
+            a, b = (regimes[m].loc[regimes[m]["split"] == split, "state"].to_numpy()
+                    for m in (a_name, b_name))
+            report["agreement"][f"{a_name}_{b_name}"] = {
+                "ari": float(adjusted_rand_score(a, b)),
+                "same_state_share": float(np.mean(a == b))}
     return report

@@ -16,6 +16,11 @@ from scipy.stats import kruskal
 from sklearn.metrics import adjusted_rand_score, confusion_matrix
 
 
+def by_state(values: np.ndarray) -> dict[str, float]:
+    """``{"0": v_0, "1": v_1, ...}``: flat keys that ``dvc metrics diff`` lines up."""
+    return {str(k): float(v) for k, v in enumerate(values)}
+
+
 def runs(states: np.ndarray, segment: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The runs of one state: their states and lengths, shape ``(n_runs,)`` each.
 

@@ -1,12 +1,12 @@
 """Load a trained regime model from its folder, whichever family it is.
 
 Every model folder holds a ``manifest.json`` whose ``model`` key names the
-family. evaluate, diagnose and the ``regimelab`` commands call
-:func:`load_model` and then use only the shared interface of
-:class:`~regimelab.regimes.RegimeModel` (``predict``, ``predict_proba``,
-``filter_proba``, ``score``, ``n_states``, ``transmat_``), so they never need
-to know which family they hold. Loading reads arrays and JSON only; nothing
-is unpickled.
+family (see :data:`regimelab.families.FAMILIES`). evaluate, diagnose and the
+``regimelab`` commands call :func:`load_model` and then use only the shared
+interface of :class:`~regimelab.regimes.RegimeModel` (``predict``,
+``predict_proba``, ``filter_proba``, ``score``, ``n_states``, ``transmat_``),
+so they never need to know which family they hold. Loading reads arrays and
+JSON only; nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -16,13 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from regimelab.exceptions import ModelError
+from regimelab.families import FAMILIES
 from regimelab.io import read_json
 from regimelab.regimes import RegimeModel
-
-# manifest["model"] for each family.
-HMM = "gaussian_hmm"
-DSSM = "dssm"
-FAMILIES = (HMM, DSSM)
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:
@@ -30,7 +26,7 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / "manifest.json"
     if not path.is_file():
         raise ModelError(f"{folder}: not a model folder (no manifest.json); expected the "
-                         "output of train-hmm or train-dssm, e.g. models/hmm")
+                         "output of a training stage, e.g. models/hmm")
     try:
         manifest = read_json(path)
     except ValueError as exc:
@@ -58,12 +54,5 @@ def load_model(folder: str | Path) -> RegimeModel:
     ModelError
         If the folder holds no model, or its files cannot be read.
     """
-    family = read_manifest(folder)["model"]
-    if family == HMM:
-        from regimelab.hmm import RegimeHMM
-
-        return RegimeHMM.load(folder)
-    # torch is imported only when a DSSM is asked for: it takes a second to import.
-    from regimelab.dssm.model import RegimeDSSM
-
-    return RegimeDSSM.load(folder)
+    # Only the family asked for is imported: a DSSM pays torch's import, an HMM does not.
+    return FAMILIES[read_manifest(folder)["model"]].load(folder)

@@ -1,7 +1,7 @@
 """select-states: score candidate HMMs over a grid, with Optuna driving the search.
 
 Each candidate (state count, covariance type) is fitted by
-:class:`~regimelab.hmm.RegimeHMM` with its restarts and scored on the training
+:class:`~regimelab.families.hmm.model.RegimeHMM` with its restarts and scored on the training
 split (log-likelihood, AIC, BIC), on the validation split (log-likelihood per
 bar) and by how much its two best restarts agree (ARI of their decoded paths).
 
@@ -36,7 +36,7 @@ from threadpoolctl import threadpool_limits
 
 from regimelab import __version__
 from regimelab.exceptions import ModelError, ParamsError
-from regimelab.hmm import RegimeHMM
+from regimelab.families.hmm.fit import make_hmm
 from regimelab.params import COVARIANCE_TYPES, HMMParams, ModelParams, SelectParams
 
 log = logging.getLogger(__name__)
@@ -45,22 +45,6 @@ log = logging.getLogger(__name__)
 STORAGE_ENV = "REGIMELAB_OPTUNA_STORAGE"
 # Another machine may still be running trials of a shared study; wait this long at most.
 SHARED_STUDY_WAIT_S = 6 * 3600.0
-
-
-def candidate_seed(seed: int, n_states: int, covariance_type: str) -> int:
-    """The restarts' seed for one candidate: the same in select-states and train-hmm."""
-    entropy = [seed, n_states, COVARIANCE_TYPES.index(covariance_type)]
-    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
-
-
-def make_hmm(n_states: int, covariance_type: str, *, hmm: HMMParams, seed: int) -> RegimeHMM:
-    """A :class:`RegimeHMM` configured from the ``hmm`` params for one candidate."""
-    return RegimeHMM(n_states, covariance_type=covariance_type, n_init=hmm.n_init,
-                     n_iter=hmm.n_iter, tol=hmm.tol, min_covar=hmm.min_covar,
-                     implementation=hmm.implementation, short_iter=hmm.short_iter,
-                     n_continue=hmm.n_continue, min_state_bars=hmm.min_state_bars,
-                     init_smoothing=hmm.init_smoothing,
-                     random_state=candidate_seed(seed, n_states, covariance_type))
 
 
 def evaluate_candidate(

@@ -323,7 +323,7 @@ def test_evaluate_compares_both_models_and_the_baseline(scaled: Path, outputs: P
     gaussian = multivariate_normal(train.mean(axis=0), np.cov(train, rowvar=False))
     np.testing.assert_allclose(baseline["ll_per_bar"]["test"], gaussian.logpdf(test).mean(),
                                rtol=1e-12, atol=0)
-    assert 0.0 <= report["agreement"]["same_state_share"] <= 1.0
+    assert 0.0 <= report["agreement"]["hmm_dssm"]["same_state_share"] <= 1.0
 
 
 def test_diagnose_writes_every_figure_and_the_tables(outputs: Path) -> None:

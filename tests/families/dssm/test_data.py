@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from regimelab.dssm.data import make_windows, window_starts
+from regimelab.families.dssm.data import make_windows, window_starts
 
 
 @pytest.mark.parametrize("window, stride, burn_in", [(16, 12, 4), (16, 16, 0), (10, 3, 2)])

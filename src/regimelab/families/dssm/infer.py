@@ -8,7 +8,7 @@ instead: about 4 us a bar, 2 ms for a 500-bar request (benchmarks/bench_serve.py
 The loop's sums are written out in a fixed order and compiled without
 fast-math, so they do not depend on the CPU's vector units. A test
 checks that it agrees with torch's pass to 1e-10. The result is each bar's log
-emissions and log transitions, from which :mod:`regimelab.dssm.recursions`
+emissions and log transitions, from which :mod:`regimelab.families.dssm.recursions`
 gives the likelihood, the filtered and smoothed posteriors and the Viterbi
 path.
 """
@@ -24,7 +24,7 @@ import torch
 from scipy.linalg import solve_triangular
 from scipy.special import log_softmax
 
-from regimelab.dssm.net import _SQ_FLOOR, LOG_2PI, DSSMNet
+from regimelab.families.dssm.net import _SQ_FLOOR, LOG_2PI, DSSMNet
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from scipy.stats import multivariate_normal
 from sklearn.metrics import adjusted_rand_score
 
 from regimelab.exceptions import ModelError, ScalingError
+from regimelab.families.hmm.model import RegimeHMM
 from regimelab.features import build_features
-from regimelab.hmm import RegimeHMM
 from regimelab.params import FeaturesParams
 from regimelab.scaling import fit_scaler
 from regimelab.sequences import to_sequences
@@ -303,7 +303,7 @@ def test_a_failing_restart_is_skipped(fitted3: tuple[RegimeHMM, np.ndarray, np.n
         original(self, model, X, lengths, seed, window)
 
     monkeypatch.setattr(RegimeHMM, "_initialise", initialise)
-    with caplog.at_level(logging.WARNING, logger="regimelab.hmm"):
+    with caplog.at_level(logging.WARNING, logger="regimelab.families.hmm.model"):
         model = RegimeHMM(3, n_init=3, n_continue=3, random_state=0).fit(X, lengths)
     failed = model.restarts_[1]
     assert failed.seed == bad_seed

@@ -8,7 +8,7 @@ import time
 import pytorch_lightning as pl
 import torch
 
-from regimelab.dssm.net import DSSMNet
+from regimelab.families.dssm.net import DSSMNet
 
 log = logging.getLogger(__name__)
 

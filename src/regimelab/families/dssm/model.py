@@ -1,10 +1,10 @@
 """``RegimeDSSM``: the deep state-space model behind the shared regime-model interface.
 
-Fitting trains :class:`~regimelab.dssm.net.DSSMNet` with Lightning on windows
+Fitting trains :class:`~regimelab.families.dssm.net.DSSMNet` with Lightning on windows
 of the training sequences (early stopping on the validation loss, the best
 checkpoint kept, gradients clipped). Inference runs the trained network once
 over each whole sequence in float64 and applies the exact recursions of
-:mod:`regimelab.dssm.recursions`, so ``score`` is the exact log-likelihood in
+:mod:`regimelab.families.dssm.recursions`, so ``score`` is the exact log-likelihood in
 nats, in the same units as the HMM's, and ``filter_proba`` never looks ahead.
 """
 
@@ -26,10 +26,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from scipy.special import log_softmax
 
-from regimelab.dssm import recursions
-from regimelab.dssm.infer import NumpyPass, Terms
-from regimelab.dssm.net import DSSMNet
 from regimelab.exceptions import ModelError
+from regimelab.families.dssm import recursions
+from regimelab.families.dssm.infer import NumpyPass, Terms
+from regimelab.families.dssm.net import DSSMNet
 from regimelab.io import read_json, replace_dir, write_json
 from regimelab.regimes import volatility_order
 
@@ -145,7 +145,7 @@ class RegimeDSSM:
         X_val, lengths_val : the validation sequences, same layout
         init : fitted Gaussian HMM, optional
             Anything with ``startprob_``, ``transmat_``, ``means_`` and full
-            ``covars_`` of K states, such as a :class:`~regimelab.hmm.RegimeHMM`.
+            ``covars_`` of K states, such as a :class:`~regimelab.families.hmm.model.RegimeHMM`.
             The regime parameters start there and the network's output layers at
             zero, so training starts from exactly that HMM. Without one, a
             full-covariance RegimeHMM is fitted first.
@@ -185,7 +185,7 @@ class RegimeDSSM:
         return self
 
     def _initial_hmm(self, X: np.ndarray, lengths: np.ndarray) -> Any:
-        from regimelab.hmm import RegimeHMM
+        from regimelab.families.hmm.model import RegimeHMM
 
         return RegimeHMM(self.n_states, covariance_type="full", n_init=3,
                          random_state=self.random_state).fit(X, lengths)
@@ -197,8 +197,8 @@ class RegimeDSSM:
         import pytorch_lightning as pl
         from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
-        from regimelab.dssm.data import WindowDataModule, make_windows
-        from regimelab.dssm.module import DSSMModule, EpochHistory
+        from regimelab.families.dssm.data import WindowDataModule, make_windows
+        from regimelab.families.dssm.module import DSSMModule, EpochHistory
 
         shape = {"window": self.window, "stride": self.stride, "burn_in": self.burn_in}
         data = WindowDataModule(make_windows(X, lengths, **shape),

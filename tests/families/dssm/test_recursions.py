@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.special import log_softmax, logsumexp
 
-from regimelab.dssm import recursions
+from regimelab.families.dssm import recursions
 
 
 def random_terms(seed: int, n: int, k: int, *, varying: bool):

@@ -14,14 +14,14 @@ import pytest
 from safetensors.numpy import load_file
 from sklearn.metrics import adjusted_rand_score
 
-from regimelab.dssm.model import RegimeDSSM
-from regimelab.dssm.training import train_dssm
 from regimelab.exceptions import ModelError
-from regimelab.hmm import RegimeHMM
+from regimelab.families.dssm.fit import train as train_dssm
+from regimelab.families.dssm.model import RegimeDSSM
+from regimelab.families.hmm.model import RegimeHMM
 from regimelab.models import load_model
 from regimelab.params import DSSMParams
 from regimelab.synth import make_market
-from tests.test_hmm import RANGE, RETURN, VOLUME, bar_observations
+from tests.families.hmm.test_model import RANGE, RETURN, VOLUME, bar_observations
 
 COLUMNS = [RETURN, RANGE, VOLUME]
 # Small and quick: CI trains for a few short epochs.

@@ -1,4 +1,4 @@
-"""Gaussian HMM regimes on top of hmmlearn.
+"""``RegimeHMM``: Gaussian HMM regimes on top of hmmlearn, and their persistence.
 
 What this adds to ``hmmlearn.hmm.GaussianHMM`` for regime work:
 
@@ -8,10 +8,9 @@ What this adds to ``hmmlearn.hmm.GaussianHMM`` for regime work:
 - a convergence tolerance per bar, so the same setting means the same thing
   on 5,000 bars and on 500,000;
 - a scaling E-step that does not underflow on bars far from every state
-  (hmmlearn's raises on a crash candle);
-- ``min_covar`` added to the covariances after every M-step, so nearly
-  collinear features cannot make a state's covariance singular;
-- filtered (causal) posteriors from the forward pass alone;
+  (hmmlearn's raises on a crash candle), ``min_covar`` added to the
+  covariances after every M-step, and filtered (causal) posteriors from the
+  forward pass alone (all three in :mod:`regimelab.families.hmm.infer`);
 - a canonical state order (ascending volatility), so state 0 is the calmest
   regime in every run;
 - parameters saved as plain arrays (``.npz``) that load without pickle.
@@ -26,15 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hmmlearn import _hmmc
 from hmmlearn.base import ConvergenceMonitor
-from hmmlearn.hmm import GaussianHMM
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import adjusted_rand_score
 from threadpoolctl import threadpool_limits
 
 from regimelab.exceptions import ModelError
+from regimelab.families.hmm.infer import StableGaussianHMM
 from regimelab.io import read_json, read_npz, write_json, write_npz
 from regimelab.regimes import volatility_order
 
@@ -45,67 +43,6 @@ log = logging.getLogger(__name__)
 INIT_STICKINESS = 0.9
 # k-means for the initial means runs on at most this many rows.
 INIT_SAMPLE = 20_000
-
-
-class _StableGaussianHMM(GaussianHMM):
-    """``GaussianHMM`` whose scaling E-step subtracts each row's largest log-density.
-
-    hmmlearn's scaling implementation exponentiates the log-densities as they
-    are, and a bar far from every state (a crash candle) underflows to zero in
-    all of them. Shifting each row by its maximum leaves the posteriors and the
-    transition counts unchanged (the shift cancels in the normalisation) and the
-    shift is added back to the log-likelihood.
-    """
-
-    def _shifted_frameprob(self, X: np.ndarray) -> tuple[np.ndarray, float]:
-        log_frame = self._compute_log_likelihood(X)
-        shift = log_frame.max(axis=1, keepdims=True)
-        return np.exp(log_frame - shift), float(shift.sum())
-
-    def _fit_scaling(self, X: np.ndarray) -> tuple:
-        frameprob, shift = self._shifted_frameprob(X)
-        log_prob, fwd, scaling = _hmmc.forward_scaling(self.startprob_, self.transmat_, frameprob)
-        bwd = _hmmc.backward_scaling(self.startprob_, self.transmat_, frameprob, scaling)
-        return frameprob, log_prob + shift, self._compute_posteriors_scaling(fwd, bwd), fwd, bwd
-
-    def _do_mstep(self, stats: dict[str, Any]) -> None:
-        super()._do_mstep(stats)
-        if self.covariance_type == "spherical" and self._covars_.ndim == 2:
-            # hmmlearn 0.3 leaves spherical variances tiled to (K, D), and its covars_
-            # then expands them to K * D matrices; keep one variance per state.
-            self._covars_ = self._covars_[:, 0].copy()
-        # hmmlearn uses min_covar only at initialisation, and its covariance prior adds a
-        # constant to every entry (rank one): nearly collinear features then make a state's
-        # covariance singular. Add min_covar to the diagonal after every M-step, as
-        # scikit-learn's GaussianMixture does with reg_covar.
-        if self.covariance_type in ("full", "tied"):
-            d = self._covars_.shape[-1]
-            self._covars_ = self._covars_ + self.min_covar * np.eye(d)
-        else:
-            self._covars_ = self._covars_ + self.min_covar
-
-    def _score_scaling(self, X: np.ndarray, lengths: np.ndarray | None = None, *,
-                       compute_posteriors: bool) -> tuple[float, np.ndarray]:
-        log_prob = 0.0
-        posteriors = [np.empty((0, self.n_components))]
-        for sub_X in _split(X, lengths):
-            frameprob, shift = self._shifted_frameprob(sub_X)
-            sub_log_prob, fwd, scaling = _hmmc.forward_scaling(
-                self.startprob_, self.transmat_, frameprob)
-            log_prob += sub_log_prob + shift
-            if compute_posteriors:
-                bwd = _hmmc.backward_scaling(self.startprob_, self.transmat_, frameprob, scaling)
-                posteriors.append(self._compute_posteriors_scaling(fwd, bwd))
-        return log_prob, np.concatenate(posteriors)
-
-    def forward_filter(self, X: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """P(state_t | bars up to t) for each row, restarting at each sequence."""
-        out = []
-        for sub_X in _split(X, lengths):
-            frameprob, _ = self._shifted_frameprob(sub_X)
-            _, fwd, _ = _hmmc.forward_scaling(self.startprob_, self.transmat_, frameprob)
-            out.append(fwd)
-        return np.concatenate(out) if out else np.empty((0, self.n_components))
 
 
 class _RecordingMonitor(ConvergenceMonitor):
@@ -124,13 +61,6 @@ class _RecordingMonitor(ConvergenceMonitor):
         self.history.append(log_prob)
         self.iter += 1
         self.log_probs.append(float(log_prob))
-
-
-def _split(X: np.ndarray, lengths: np.ndarray | None) -> list[np.ndarray]:
-    if lengths is None:
-        return [X]
-    ends = np.cumsum(lengths)
-    return [X[end - n:end] for n, end in zip(lengths, ends)]
 
 
 _PARAM_NAMES = ("n_states", "covariance_type", "n_init", "n_iter", "tol", "min_covar",
@@ -270,15 +200,15 @@ class RegimeHMM:
 
     # -- fitting -------------------------------------------------------------------------
 
-    def _new_model(self, seed: int, n_iter: int, tol_total: float) -> _StableGaussianHMM:
-        model = _StableGaussianHMM(
+    def _new_model(self, seed: int, n_iter: int, tol_total: float) -> StableGaussianHMM:
+        model = StableGaussianHMM(
             n_components=self.n_states, covariance_type=self.covariance_type,
             min_covar=self.min_covar, n_iter=n_iter, tol=tol_total, random_state=seed,
             implementation=self.implementation, init_params="", params="stmc")
         model.monitor_ = _RecordingMonitor(tol_total, n_iter, False)
         return model
 
-    def _initialise(self, model: _StableGaussianHMM, X: np.ndarray, lengths: np.ndarray,
+    def _initialise(self, model: StableGaussianHMM, X: np.ndarray, lengths: np.ndarray,
                     seed: int, window: int) -> None:
         """Means and covariances of k-means clusters, a uniform start and a sticky chain.
 
@@ -314,7 +244,7 @@ class RegimeHMM:
         model.means_ = means
         model.covars_ = _native_covars(full, self.covariance_type)
 
-    def _run(self, model: _StableGaussianHMM, X: np.ndarray, lengths: np.ndarray,
+    def _run(self, model: StableGaussianHMM, X: np.ndarray, lengths: np.ndarray,
              n_iter: int) -> None:
         model.n_iter = n_iter
         model.monitor_.n_iter = n_iter
@@ -355,7 +285,7 @@ class RegimeHMM:
         tol_total = self.tol * len(X)
         seeds = np.random.SeedSequence(self.random_state).generate_state(self.n_init)
         restarts = [Restart(index=i, seed=int(seed)) for i, seed in enumerate(seeds.tolist())]
-        models: dict[int, _StableGaussianHMM] = {}
+        models: dict[int, StableGaussianHMM] = {}
         for restart in restarts:
             model = self._new_model(restart.seed, self.short_iter, tol_total)
             try:
@@ -407,7 +337,7 @@ class RegimeHMM:
         log.warning("K=%d %s restart %d failed: %s", self.n_states, self.covariance_type,
                     restart.index, reason)
 
-    def _finish(self, restart: Restart, model: _StableGaussianHMM, X: np.ndarray,
+    def _finish(self, restart: Restart, model: StableGaussianHMM, X: np.ndarray,
                 lengths: np.ndarray, tol_total: float) -> None:
         """Continue one restart to convergence and check it is not degenerate."""
         restart.continued = True

@@ -1,32 +1,29 @@
-"""train-dssm: fit the DSSM on the training split, align its states, describe it."""
+"""The DSSM as train-dssm configures and trains it: fit on the training split, align its
+states to the HMM's, describe it."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from regimelab.dssm.model import RegimeDSSM
 from regimelab.exceptions import ModelError
+from regimelab.families.base import Trained, decode_splits, describe_chain
+from regimelab.families.dssm.model import RegimeDSSM
+from regimelab.metrics import by_state
 from regimelab.params import DSSMParams
 from regimelab.regimes import align_states, volatility_order
 from regimelab.sequences import to_sequences
-from regimelab.training import by_state, decode_splits, describe_chain
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class TrainedDSSM:
-    """What train-dssm writes: the model, its metrics and its regimes."""
-
-    model: RegimeDSSM
-    metrics: dict[str, Any]
-    regimes: pd.DataFrame
+#: Distributions whose versions the fitted weights depend on (for the manifest).
+LIBRARIES = ("torch", "pytorch-lightning")
 
 
 def make_dssm(n_states: int, *, dssm: DSSMParams, seed: int) -> RegimeDSSM:
@@ -70,11 +67,11 @@ def align_to_reference(model: RegimeDSSM, frame: pd.DataFrame, columns: list[str
             "feature": rule["feature"], "values": values.tolist()}
 
 
-def train_dssm(
+def train(
     frames: dict[str, pd.DataFrame], *, columns: list[str], n_states: int, dssm: DSSMParams,
     seed: int, init: Any = None, reference: pd.DataFrame | None = None,
     log_dir: str | Path | None = None, progress_bar: bool = False,
-) -> TrainedDSSM:
+) -> Trained:
     """Fit on ``frames['train']`` (early stopping on ``val``) and decode every split.
 
     Parameters
@@ -143,4 +140,4 @@ def train_dssm(
     log.info("DSSM K=%d: train %.4f, val %.4f, test %.4f nats/bar (start %.4f); %d epochs, "
              "best %d", n_states, ll_per_bar["train"], ll_per_bar["val"], ll_per_bar["test"],
              metrics["init_log_likelihood_per_bar"], model.epochs_, model.best_epoch_)
-    return TrainedDSSM(model=model, metrics=metrics, regimes=regimes)
+    return Trained(model=model, metrics=metrics, regimes=regimes)

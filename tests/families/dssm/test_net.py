@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from regimelab.dssm import recursions
-from regimelab.dssm.infer import NumpyPass
-from regimelab.dssm.net import DSSMNet
-from regimelab.hmm import RegimeHMM
+from regimelab.families.dssm import recursions
+from regimelab.families.dssm.infer import NumpyPass
+from regimelab.families.dssm.net import DSSMNet
+from regimelab.families.hmm.model import RegimeHMM
 from regimelab.synth import make_market
-from tests.test_hmm import RANGE, RETURN, VOLUME, bar_observations
+from tests.families.hmm.test_model import RANGE, RETURN, VOLUME, bar_observations
 
 COLUMNS = [RETURN, RANGE, VOLUME]
 

@@ -1,0 +1,91 @@
+"""What a training stage of any family produces and reports.
+
+Each family's ``fit.train`` returns a :class:`Trained`; the stage script writes
+its model folder, regimes table and metrics. The helpers here are what every
+family reports in the same form: the regimes of every split, their occupancy,
+the Markov-chain summary of the transition matrix, and the manifest that lets
+inference rebuild the observations the model saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from regimelab import __version__
+from regimelab.metrics import by_state
+from regimelab.regimes import (
+    RegimeModel,
+    expected_durations,
+    regimes_table,
+    stationary_distribution,
+)
+from regimelab.sequences import to_sequences
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What a training stage writes: the model, its metrics, its regimes table and,
+    for families that have one, its optimisation history (one row per iteration)."""
+
+    model: Any
+    metrics: dict[str, Any]
+    regimes: pd.DataFrame
+    history: pd.DataFrame | None = None
+
+
+def describe_chain(transmat: np.ndarray) -> dict[str, Any]:
+    """Transition matrix, stationary distribution and expected durations, keyed by state."""
+    return {
+        "transmat": {str(i): by_state(row) for i, row in enumerate(transmat)},
+        "stationary": by_state(stationary_distribution(transmat)),
+        "expected_duration_bars": by_state(expected_durations(transmat)),
+    }
+
+
+def decode_splits(model: RegimeModel, frames: dict[str, pd.DataFrame], columns: list[str]
+                  ) -> tuple[dict[str, float], pd.DataFrame, dict[str, np.ndarray]]:
+    """What every trained model reports about each split, whichever family it is.
+
+    Returns
+    -------
+    ll_per_bar : dict
+        Log-likelihood per bar of each split, in nats; empty for a family without
+        a likelihood.
+    regimes : pandas.DataFrame
+        The regimes table of every split.
+    occupancy : dict
+        Each split's share of bars per state (the most likely path), shape ``(K,)``.
+    """
+    ll_per_bar = {}
+    if getattr(model, "has_likelihood", True):
+        for name, frame in frames.items():
+            X, lengths = to_sequences(frame, columns)
+            ll_per_bar[name] = model.score(X, lengths) / len(X)
+    regimes = regimes_table(model, frames, columns)
+    occupancy = {name: np.bincount(part["state"], minlength=model.n_states) / len(part)
+                 for name, part in regimes.groupby("split", sort=False)}
+    return ll_per_bar, regimes, occupancy
+
+
+def manifest(*, spec: dict[str, Any], scaler: dict[str, Any], train_sha256: str,
+             resolved: dict[str, Any], seed: int, libraries: Sequence[str]) -> dict[str, Any]:
+    """What inference needs to rebuild the observations the model saw.
+
+    ``libraries`` are the distributions whose versions the family's results
+    depend on (``hmmlearn``; ``torch`` and ``pytorch-lightning``; ...).
+    """
+    return {
+        "regimelab_version": __version__,
+        **{f"{name.replace('-', '_')}_version": version(name) for name in libraries},
+        "training_data_sha256": train_sha256,
+        "seed": seed,
+        "resolved": resolved,
+        "feature_spec": spec,
+        "scaler": scaler,
+    }

@@ -261,6 +261,7 @@ class HMMParams:
     n_iter: int = 200
     tol: float = 1e-4
     min_covar: float = 1e-3
+    stickiness: float = 0.0
     implementation: str = "scaling"
     short_iter: int = 10
     n_continue: int = 2
@@ -276,6 +277,9 @@ class HMMParams:
                  "a positive number (log-likelihood gain per bar that counts as progress)")
         _require(_is_number(self.min_covar) and self.min_covar > 0, "hmm",
                  "min_covar", self.min_covar, "a positive number")
+        _require(_is_number(self.stickiness) and self.stickiness >= 0, "hmm", "stickiness",
+                 self.stickiness, "a number >= 0 (0: no sticky prior; 1 about doubles the "
+                 "expected dwell)")
         _require(self.implementation in ("scaling", "log"), "hmm", "implementation",
                  self.implementation, "'scaling' or 'log'")
         _require(_is_int(self.short_iter) and 1 <= self.short_iter <= self.n_iter, "hmm",

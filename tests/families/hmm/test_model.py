@@ -411,6 +411,34 @@ def test_save_and_load_round_trip(fitted3: tuple[RegimeHMM, np.ndarray, np.ndarr
     assert manifest["fit"]["n_samples"] == len(X)
 
 
+def test_stickiness_lengthens_the_regimes(market3: pd.DataFrame) -> None:
+    # Per-bar observations of a market whose regimes last about 50 bars: without a prior
+    # the Viterbi path switches at single noisy bars; the sticky prior makes staying put
+    # cheaper, so the chain's expected dwell and the path's runs grow.
+    columns = [RETURN, RANGE, VOLUME]
+    X = bar_observations(market3, columns)
+    lengths = np.array([len(X)])
+    plain, sticky = (RegimeHMM(3, n_init=2, stickiness=s, random_state=0).fit(X, lengths)
+                     for s in (0.0, 3.0))
+    assert (np.diag(sticky.transmat_) > np.diag(plain.transmat_)).all()
+    switches = [int((np.diff(m.predict(X, lengths)) != 0).sum()) for m in (plain, sticky)]
+    assert switches[1] < switches[0]
+
+
+def test_a_folder_written_before_stickiness_loads(
+        fitted3: tuple[RegimeHMM, np.ndarray, np.ndarray], tmp_path: Path) -> None:
+    model, X, lengths = fitted3
+    model.save(tmp_path / "hmm", manifest={})
+    path = tmp_path / "hmm" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    del manifest["settings"]["stickiness"]
+    path.write_text(json.dumps(manifest))
+    loaded = RegimeHMM.load(tmp_path / "hmm")
+    assert loaded.stickiness == 0.0
+    np.testing.assert_array_equal(loaded.filter_proba(X, lengths),
+                                  model.filter_proba(X, lengths))
+
+
 @pytest.mark.parametrize("covariance_type", ["diag", "full", "spherical", "tied"])
 def test_every_covariance_type_orders_and_round_trips(
         fitted3: tuple[RegimeHMM, np.ndarray, np.ndarray], covariance_type: str,

@@ -29,6 +29,7 @@ def make_hmm(n_states: int, covariance_type: str, *, hmm: HMMParams, seed: int) 
     """A :class:`RegimeHMM` configured from the ``hmm`` params for one candidate."""
     return RegimeHMM(n_states, covariance_type=covariance_type, n_init=hmm.n_init,
                      n_iter=hmm.n_iter, tol=hmm.tol, min_covar=hmm.min_covar,
+                     stickiness=hmm.stickiness,
                      implementation=hmm.implementation, short_iter=hmm.short_iter,
                      n_continue=hmm.n_continue, min_state_bars=hmm.min_state_bars,
                      init_smoothing=hmm.init_smoothing,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +175,134 @@ def test_vol_clustering_leaves_regime_path_and_shocks_alone() -> None:
     drift = np.array([r.drift for r in THREE])[iid["regime"].to_numpy()]
     assert (np.sign(_log_returns(iid) - drift) == np.sign(_log_returns(clustered) - drift)).all()
     assert not np.array_equal(iid["close"].to_numpy(), clustered["close"].to_numpy())
+
+
+# make_market: today's outputs stay bit for bit
+
+# Fingerprints of make_market/make_panel outputs computed with the code as it
+# was before semi-Markov dwell, t noise and K = 5, 6 were added (commit
+# ec20c05): row count, sha256 prefixes of the regime labels and of the bar
+# times, then the sums of open, high, low, close, volume and the last close.
+# The new options are off by default and must not move the random draws.
+_TRANSMAT_CYCLE = np.array([[0.95, 0.05, 0.0], [0.0, 0.9, 0.1], [0.2, 0.0, 0.8]])
+_REFERENCE_CASES: dict[str, tuple[Any, tuple[int, str, str, list[float]]]] = {
+    "default": (
+        lambda: make_market(2000, random_state=0),
+        (
+            2000,
+            "47293b2127831f10",
+            "e8a62d423b2ea580",
+            [
+                124100.96180260234,
+                125914.92110346425,
+                122331.91984510479,
+                124064.30336876534,
+                8049274.484002518,
+                63.34156616299619,
+            ],
+        ),
+    ),
+    "k4_garch_gaps": (
+        lambda: make_market(
+            1500, n_regimes=4, vol_clustering=0.9, n_gaps=3, substeps=3, random_state=5
+        ),
+        (
+            1479,
+            "e4d34bdf5e2e0b19",
+            "1ff2326cc092d4b3",
+            [
+                143696.1904760961,
+                144735.50455414128,
+                142707.88291757228,
+                143732.30898827733,
+                3224317.6823802246,
+                141.2821775506822,
+            ],
+        ),
+    ),
+    "k1": (
+        lambda: make_market(600, n_regimes=1, random_state=2),
+        (
+            600,
+            "24ddaa4710480313",
+            "5a39468dfc741475",
+            [
+                53123.67447471384,
+                53367.27300899879,
+                52870.87939479538,
+                53118.38184617583,
+                1054172.6910904942,
+                94.70737146198746,
+            ],
+        ),
+    ),
+    "k2_sticky": (
+        lambda: make_market(1200, n_regimes=2, stickiness=0.95, random_state=7),
+        (
+            1200,
+            "d612f99ddf50f944",
+            "6b434bd86b3ec620",
+            [
+                47444.15730120574,
+                47978.0051873209,
+                46842.74574775767,
+                47377.14482209435,
+                3968572.4438297013,
+                32.987520888607705,
+            ],
+        ),
+    ),
+    "transmat": (
+        lambda: make_market(800, transmat=_TRANSMAT_CYCLE, random_state=9),
+        (
+            800,
+            "855e1b35a22107b6",
+            "bbe93a91c00e7910",
+            [
+                72705.77369824387,
+                73240.5585154795,
+                72168.16160855265,
+                72691.34037653836,
+                1825394.4592177793,
+                85.56667829449165,
+            ],
+        ),
+    ),
+    "panel": (
+        lambda: make_panel(2, 500, random_state=3, n_regimes=4, vol_clustering=0.5, n_gaps=2),
+        (
+            977,
+            "969bbdb7ee93fca2",
+            "9069bd5480dc3034",
+            [
+                102605.20434184588,
+                103751.59070209856,
+                101438.6432860264,
+                102572.76427255967,
+                3238350.837484303,
+                79.57165876850907,
+            ],
+        ),
+    ),
+}
+
+
+def _fingerprint(df: pd.DataFrame) -> tuple[int, str, str, list[float]]:
+    labels = hashlib.sha256(df["regime"].to_numpy().tobytes()).hexdigest()[:16]
+    seconds = (df["timestamp"] - df["timestamp"].iloc[0]) // pd.Timedelta(seconds=1)
+    times = hashlib.sha256(seconds.to_numpy(dtype=np.int64).tobytes()).hexdigest()[:16]
+    sums = [float(df[col].sum()) for col in ("open", "high", "low", "close", "volume")]
+    return len(df), labels, times, [*sums, float(df["close"].iloc[-1])]
+
+
+@pytest.mark.parametrize("case", sorted(_REFERENCE_CASES))
+def test_default_options_reproduce_earlier_outputs(case: str) -> None:
+    make, (rows, labels, times, floats) = _REFERENCE_CASES[case]
+    got_rows, got_labels, got_times, got_floats = _fingerprint(make())
+    assert (got_rows, got_labels, got_times) == (rows, labels, times)
+    # Any change in the random draws moves these by far more than 1e-12; the
+    # tolerance only forgives last-bit differences between libm builds.
+    np.testing.assert_allclose(got_floats, floats, rtol=1e-12, atol=0)
 
 
 # make_market: known answers

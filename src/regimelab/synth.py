@@ -952,8 +952,8 @@ def realistic_market_params(n_regimes: int = 4) -> dict[str, Any]:
     * ``mean_dwell``: from 240 bars (10 days) for the calmest regime down to
       72 bars (3 days) for the most volatile, evenly spaced in log and
       rounded to whole bars: K=2 (240, 72), K=3 (240, 131, 72),
-      K=4 (240, 160, 108, 72), K=5 (240, 178, 131, 97, 72),
-      K=6 (240, 189, 149, 116, 91, 72). The jump chain is uniform (the
+      K=4 (240, 161, 108, 72), K=5 (240, 178, 131, 97, 72),
+      K=6 (240, 189, 148, 117, 92, 72). The jump chain is uniform (the
       default sticky ``transmat``, whose diagonal is then unused), so the
       occupancy is proportional to ``mean_dwell``: 41/28/19/12 % for K=4.
     * ``vol_clustering=0.93``: GARCH(1,1) with ``alpha=0.093``,

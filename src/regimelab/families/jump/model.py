@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 # about 25 ms per 1,000 bars and pass; 500 points are four to five times that.
 MAX_GRID_POINTS = 500
 
+# 1 / grid_size of the round grid sizes suggested in an error (0.01, 0.02, ..., 0.5, 1).
+_ROUND_STEPS = (100, 50, 40, 25, 20, 10, 5, 4, 2, 1)
+
 _PARAM_NAMES = ("n_states", "jump_penalty", "cont", "grid_size", "mode_loss", "n_init",
                 "max_iter", "tol", "min_state_bars", "random_state")
 
@@ -233,8 +236,8 @@ class RegimeJump:
                               "(e.g. 0.05, 0.1, 0.2)")
         points = infer.grid_points(k, steps)
         if points > MAX_GRID_POINTS:
-            coarser = next((s for s in range(steps - 1, 0, -1)
-                            if infer.grid_points(k, s) <= MAX_GRID_POINTS), None)
+            coarser = next((s for s in _ROUND_STEPS
+                            if s < steps and infer.grid_points(k, s) <= MAX_GRID_POINTS), None)
             hint = (f"use a coarser jump.grid_size, e.g. {1 / coarser:g} "
                     f"({infer.grid_points(k, coarser)} points)" if coarser
                     else "use the discrete model (jump.cont = false)")
@@ -300,10 +303,10 @@ class RegimeJump:
         self._check_settings()
         X = _check_X(X)
         bounds = _bounds(lengths, len(X))
-        k, n = self.n_states, len(X)
-        if n < k * self.min_state_bars:
+        k, n, m = self.n_states, len(X), self.min_state_bars
+        if n < k * m:
             raise ModelError(f"X has {n} bars; model.n_states = {k} states of at least "
-                             f"jump.min_state_bars = {self.min_state_bars} bars need {k * self.min_state_bars}")
+                             f"jump.min_state_bars = {m} bars need {k * m}")
         if not np.ptp(X, axis=0).any():
             raise ModelError("X is constant (every bar has the same features): there are no "
                              "regimes to find")

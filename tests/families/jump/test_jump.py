@@ -107,11 +107,11 @@ def test_discrete_programme_is_the_general_one_with_a_constant_penalty(small):
     for lam in (0.0, 3.0, 40.0):
         penalty = lam * (1.0 - np.eye(4))
         labels, value = infer.discrete_path(losses, bounds, lam)
-        ref_labels, ref_value = infer.general_path(losses, bounds, np.eye(4), penalty.T.copy())
+        ref_labels, ref_value = infer.general_path(losses, bounds, np.eye(4), penalty)
         assert_array_equal(labels, ref_labels)
         assert value == ref_value
         assert_array_equal(infer.discrete_online(losses, bounds, lam),
-                           infer.general_online(losses, bounds, np.eye(4), penalty.T.copy()))
+                           infer.general_online(losses, bounds, np.eye(4), penalty))
 
 
 # -- 2. online: a row never changes when bars are appended; gaps cut everything -------------

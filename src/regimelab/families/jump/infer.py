@@ -272,26 +272,37 @@ def _mixed_losses(losses: np.ndarray, t: int, grid: np.ndarray, out: np.ndarray
 
 
 @numba.njit(cache=True, nogil=True)
-def _general_step(prev: np.ndarray, mixed: np.ndarray, penalty_t: np.ndarray,
-                  cur: np.ndarray, back: np.ndarray) -> None:  # pragma: no cover (compiled)
+def _general_step(prev: np.ndarray, mixed: np.ndarray, penalty: np.ndarray,
+                  best: np.ndarray, cur: np.ndarray, back: np.ndarray
+                  ) -> None:  # pragma: no cover (compiled)
     """``cur[j] = mixed[j] + min_i (prev[i] + penalty[i, j])``; ``back[j]`` the first
-    minimising i. ``penalty_t`` is the penalty matrix transposed (``[to, from]``),
-    so the inner loop reads memory in order."""
+    minimising i; ``best`` is scratch.
+
+    The loop over predecessors i is the outer one, so the inner loop updates
+    every j independently instead of carrying one long chain of comparisons
+    (three times faster than a minimum over i for each j); i still runs in
+    ascending order for each j, so a strict ``<`` keeps the first minimiser, as
+    ``argmin`` does.
+    """
     m = prev.shape[0]
+    p0 = prev[0]
     for j in range(m):
-        best = 0
-        best_value = prev[0] + penalty_t[j, 0]
-        for i in range(1, m):
-            value = prev[i] + penalty_t[j, i]
-            if value < best_value:
-                best, best_value = i, value
-        cur[j] = mixed[j] + best_value
-        back[j] = best
+        best[j] = p0 + penalty[0, j]
+        back[j] = 0
+    for i in range(1, m):
+        pi = prev[i]
+        for j in range(m):
+            value = pi + penalty[i, j]
+            if value < best[j]:
+                best[j] = value
+                back[j] = i
+    for j in range(m):
+        cur[j] = mixed[j] + best[j]
 
 
 @numba.njit(cache=True, nogil=True)
 def general_path(losses: np.ndarray, bounds: np.ndarray, grid: np.ndarray,
-                 penalty_t: np.ndarray) -> tuple[np.ndarray, float]:  # pragma: no cover
+                 penalty: np.ndarray) -> tuple[np.ndarray, float]:  # pragma: no cover
     """The optimal path over the grid and its objective, for any penalty matrix.
 
     O(M^2) per bar for M grid points. The back-pointers hold, for each bar and
@@ -303,8 +314,8 @@ def general_path(losses: np.ndarray, bounds: np.ndarray, grid: np.ndarray,
     losses : ndarray of shape (n, K)
     bounds : ndarray of shape (n_sequences + 1,)
     grid : ndarray of shape (M, K)
-    penalty_t : ndarray of shape (M, M)
-        The penalty matrix transposed: ``penalty_t[to, from]``, C-contiguous.
+    penalty : ndarray of shape (M, M)
+        ``penalty[from, to]``, C-contiguous.
 
     Returns
     -------
@@ -319,13 +330,14 @@ def general_path(losses: np.ndarray, bounds: np.ndarray, grid: np.ndarray,
     prev = np.empty(m)
     cur = np.empty(m)
     mixed = np.empty(m)
+    best = np.empty(m)
     total = 0.0
     for s in range(bounds.shape[0] - 1):
         t0, t1 = bounds[s], bounds[s + 1]
         _mixed_losses(losses, t0, grid, prev)
         for t in range(t0 + 1, t1):
             _mixed_losses(losses, t, grid, mixed)
-            _general_step(prev, mixed, penalty_t, cur, back[t])
+            _general_step(prev, mixed, penalty, best, cur, back[t])
             prev, cur = cur, prev
         state = _first_argmin(prev)
         total += prev[state]
@@ -338,7 +350,7 @@ def general_path(losses: np.ndarray, bounds: np.ndarray, grid: np.ndarray,
 
 @numba.njit(cache=True, nogil=True)
 def general_online(losses: np.ndarray, bounds: np.ndarray, grid: np.ndarray,
-                   penalty_t: np.ndarray) -> np.ndarray:  # pragma: no cover (compiled)
+                   penalty: np.ndarray) -> np.ndarray:  # pragma: no cover (compiled)
     """The online labels over the grid: the first minimiser of each bar's forward
     values, shape ``(n,)``. Row t uses the bars of its sequence up to t only."""
     n = losses.shape[0]
@@ -348,13 +360,14 @@ def general_online(losses: np.ndarray, bounds: np.ndarray, grid: np.ndarray,
     prev = np.empty(m)
     cur = np.empty(m)
     mixed = np.empty(m)
+    best = np.empty(m)
     for s in range(bounds.shape[0] - 1):
         t0, t1 = bounds[s], bounds[s + 1]
         _mixed_losses(losses, t0, grid, prev)
         labels[t0] = _first_argmin(prev)
         for t in range(t0 + 1, t1):
             _mixed_losses(losses, t, grid, mixed)
-            _general_step(prev, mixed, penalty_t, cur, back)
+            _general_step(prev, mixed, penalty, best, cur, back)
             prev, cur = cur, prev
             labels[t] = _first_argmin(prev)
     return labels

@@ -287,3 +287,5 @@ def test_predict_checks_its_input(small):
     with pytest.raises(ModelError, match="lengths sum to 5"):
         model.filter_proba(X, [5])
     assert model.predict(X[:0], np.zeros(0, dtype=np.int64)).shape == (0,)
+    with pytest.raises(ModelError, match="feature_names has 2 names but X has 9 columns"):
+        RegimeJump(2).fit(X, [len(X)], feature_names=["a", "b"])

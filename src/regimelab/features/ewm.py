@@ -95,9 +95,11 @@ def _grid_sums(values: np.ndarray, weights: np.ndarray, out: np.ndarray
 def _means(x: np.ndarray, slot: np.ndarray, weights: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     flat = x.ndim == 1
-    values = x.reshape(len(x), -1)
+    values = x[:, None] if flat else x
     slot = np.asarray(slot, dtype=np.int64)
     out = np.empty_like(values)
+    if len(slot) == 0:
+        return out[:, 0] if flat else out
     # No window reaches across a gap of a whole window: each side is its own grid.
     cuts = np.flatnonzero(np.diff(slot) >= len(weights)) + 1
     for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(slot)]):

@@ -309,6 +309,7 @@ def child_compare(run: str, repeat: int) -> dict[str, Any]:
     import numpy as np
 
     from regimelab.features import build_features
+    from regimelab.features.catalog import resolve_max_gap
     from regimelab.io import read_parquet
     from regimelab.params import load_section
 
@@ -322,7 +323,8 @@ def child_compare(run: str, repeat: int) -> dict[str, Any]:
         lib = build_features(bars, params=params).table
         t_lib.append(time.perf_counter() - start)
         start = time.perf_counter()
-        ref = plain_pandas_v1(bars, window=params.window, max_gap=params.max_gap, freq=freq)
+        ref = plain_pandas_v1(bars, window=params.window, max_gap=resolve_max_gap(params),
+                              freq=freq)
         t_ref.append(time.perf_counter() - start)
 
     columns = [c for c in lib.columns if c not in ("timestamp", "symbol", "segment", "regime")]

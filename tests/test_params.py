@@ -54,6 +54,17 @@ def test_unknown_section(tmp_path: Path) -> None:
     ("features", FeaturesParams, {"timeframes": ["1x"]}, r"features\.timeframes: '1x'"),
     ("features", FeaturesParams, {"set": "columns"}, r"features\.columns"),
     ("features", FeaturesParams, {"macd": [26, 12, 9]}, r"features\.macd"),
+    ("features", FeaturesParams, {"max_gap": "sometimes"},
+     r"features\.max_gap: got 'sometimes'; expected 'auto' or an integer >= 0"),
+    ("features", FeaturesParams, {"max_gap": -1}, r"features\.max_gap: got -1"),
+    ("features", FeaturesParams, {"halflives": [24, 0]},
+     r"features\.halflives: got \[24, 0\]; expected 'auto' or a list of distinct integers >= 1"),
+    ("features", FeaturesParams, {"halflives": [24, 24]}, r"features\.halflives: got \[24, 24\]"),
+    ("features", FeaturesParams, {"halflives": []}, r"features\.halflives: got \[\]"),
+    ("features", FeaturesParams, {"halflives": "fast"}, r"features\.halflives: got 'fast'"),
+    ("features", FeaturesParams, {"halflives": [2.5]}, r"features\.halflives: got \[2\.5\]"),
+    ("features", FeaturesParams, {"volume": "yes"},
+     r"features\.volume: got 'yes'; expected true or false"),
     ("ingest", IngestParams, {"freq": "hourly"}, r"ingest\.freq: 'hourly'"),
     ("ingest", IngestParams, {"max_invalid_fraction": 2}, r"ingest\.max_invalid_fraction"),
     ("split", SplitParams, {"train": 0.9, "val": 0.2}, r"split\.train/val"),
@@ -92,3 +103,12 @@ def test_a_single_value_for_a_list_is_a_one_element_list() -> None:
     params = from_mapping(FeaturesParams, "features",
                           {"set": "columns", "columns": "parkinson_20_1h"})
     assert params.columns == ("parkinson_20_1h",)
+    assert from_mapping(FeaturesParams, "features", {"halflives": 24}).halflives == (24,)
+
+
+def test_regime_set_params() -> None:
+    params = from_mapping(FeaturesParams, "features",
+                          {"set": "regime", "halflives": [24, 72], "volume": True,
+                           "max_gap": "auto"})
+    assert params.halflives == (24, 72) and params.volume and params.max_gap == "auto"
+    assert FeaturesParams().halflives == "auto" and FeaturesParams().max_gap == "auto"

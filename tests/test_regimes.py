@@ -24,6 +24,14 @@ from regimelab.regimes import (
      {"statistic": "mean", "feature": "parkinson_20_1h"}),
     (["close_open_pct_1h", "hl_range_pct_1h"], {"statistic": "mean", "feature": "hl_range_pct_1h"}),
     (["rsi_14_1h", "my_own_column"], {"statistic": "trace", "feature": None}),
+    # The regime set: the shortest half-life in time, of ewm_vol, else ewm_downside.
+    (["ewm_return_24_1h", "ewm_downside_72_1h", "ewm_downside_24_1h", "ewm_sortino_24_1h"],
+     {"statistic": "mean", "feature": "ewm_downside_24_1h"}),
+    (["ewm_downside_24_1h", "ewm_vol_240_1h", "ewm_vol_72_1h"],
+     {"statistic": "mean", "feature": "ewm_vol_72_1h"}),
+    (["ewm_downside_72_1h", "ewm_downside_6_4h"],
+     {"statistic": "mean", "feature": "ewm_downside_6_4h"}),
+    (["parkinson_20_1h", "parkinson_20_4h"], {"statistic": "mean", "feature": "parkinson_20_1h"}),
 ])
 def test_volatility_rule_prefers_return_variance_then_a_level(columns: list[str],
                                                               rule: dict) -> None:

@@ -10,7 +10,7 @@ import pytest
 from sklearn.preprocessing import RobustScaler, StandardScaler
 
 from regimelab.exceptions import ScalingError
-from regimelab.scaling import Scaler, fit_scaler
+from regimelab.scaling import Scaler, collinear_pairs, fit_scaler
 
 COLUMNS = ["a", "b"]
 
@@ -47,7 +47,9 @@ def test_json_round_trip_without_pickle() -> None:
     scaler = fit_scaler(train, columns=COLUMNS, clip=3.0)
     restored = Scaler.from_dict(json.loads(json.dumps(scaler.to_dict())))
     pd.testing.assert_frame_equal(restored.transform(test), scaler.transform(test))
-    assert scaler.transform(frame(1, shift=50.0))[COLUMNS].to_numpy().max() == 3.0
+    # The clip travels with the scaler: inference applies the restored one.
+    far = frame(1, shift=50.0)[COLUMNS].to_numpy()
+    assert restored.clip == 3.0 and restored.transform_array(far).max() == 3.0
 
 
 def test_other_columns_pass_through() -> None:
@@ -67,3 +69,46 @@ def test_missing_column_is_refused() -> None:
     scaler = fit_scaler(frame(0), columns=COLUMNS)
     with pytest.raises(ScalingError, match="column 'b' is missing"):
         scaler.transform(frame(1).drop(columns="b"))
+
+
+def with_near_duplicate(seed: int = 0) -> pd.DataFrame:
+    """``c`` is ``a`` plus a little noise (correlation about 0.9995); ``d`` is ``-b``-ish."""
+    train = frame(seed)
+    rng = np.random.default_rng(seed + 100)
+    return train.assign(c=train["a"] + rng.normal(0, 0.06, len(train)),
+                        d=-train["b"] * 2 + rng.normal(0, 0.002, len(train)))
+
+
+def test_collinear_pairs_finds_near_duplicates() -> None:
+    train = with_near_duplicate()
+    pairs = collinear_pairs(train, ["a", "b", "c", "d"])
+    assert [(a, b) for a, b, _ in pairs] == [("b", "d"), ("a", "c")]
+    corr = train[["a", "b", "c", "d"]].corr().to_numpy()
+    np.testing.assert_allclose([r for _, _, r in pairs], [corr[1, 3], corr[0, 2]], rtol=1e-12,
+                               atol=0)
+    assert pairs[0][2] < -0.99 < 0.99 < pairs[1][2]
+    assert collinear_pairs(train, ["a", "b", "c", "d"], threshold=0.9999) == pairs[:1]
+    assert collinear_pairs(train, ["a", "b"]) == [] and collinear_pairs(train, ["a"]) == []
+    # A constant column correlates with nothing (and warns of nothing).
+    assert collinear_pairs(train.assign(e=1.0), ["a", "e", "c"]) == [("a", "c", pairs[1][2])]
+    with pytest.raises(ScalingError, match=r"collinear threshold: got 1\.5"):
+        collinear_pairs(train, ["a", "c"], threshold=1.5)
+
+
+def test_scaler_records_collinear_pairs_and_warns(caplog: pytest.LogCaptureFixture) -> None:
+    train = with_near_duplicate()
+    with caplog.at_level("WARNING", logger="regimelab.scaling"):
+        scaler = fit_scaler(train, columns=["a", "b", "c"])
+    assert [(a, b) for a, b, _ in scaler.collinear_] == [("a", "c")]
+    assert "a ~ c" in caplog.text and "close to singular" in caplog.text
+    saved = json.loads(json.dumps(scaler.to_dict()))
+    assert saved["collinear"] == [["a", "c", scaler.collinear_[0][2]]]
+    assert saved["collinear_threshold"] == 0.99
+    assert Scaler.from_dict(saved).collinear_ == scaler.collinear_
+    # A scaler saved before the check loads with no pairs.
+    old = {k: v for k, v in saved.items() if not k.startswith("collinear")}
+    assert Scaler.from_dict(old).collinear_ == []
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="regimelab.scaling"):
+        assert fit_scaler(train, columns=COLUMNS).collinear_ == []
+    assert caplog.text == ""

@@ -85,22 +85,30 @@ class IngestParams:
                  "ingest", "max_invalid_fraction", self.max_invalid_fraction, "a number in [0, 1]")
 
 
-FEATURE_SETS = ("v1", "v2", "columns")
+FEATURE_SETS = ("v1", "v2", "regime", "columns")
 
 
 @dataclass(frozen=True)
 class FeaturesParams:
-    """``features``: which features to compute, at which timeframes."""
+    """``features``: which features to compute, at which timeframes.
+
+    ``halflives`` and ``max_gap`` may be ``auto``; what they resolve to depends
+    on the set and the timeframes (:func:`regimelab.features.catalog.halflives_at`
+    and :func:`~regimelab.features.catalog.resolve_max_gap`) and is written
+    into the feature spec.
+    """
 
     set: str = "v1"
     columns: tuple[str, ...] = ()
     timeframes: tuple[str, ...] = ("1h",)
     window: int = 20
-    max_gap: int = 0
+    max_gap: int | str = "auto"
     rsi_window: int = 14
     macd: tuple[int, int, int] = (12, 26, 9)
     ma_windows: tuple[int, int] = (10, 50)
     horizons: tuple[int, ...] = (6, 24, 72)
+    halflives: tuple[int, ...] | str = "auto"
+    volume: bool = False
 
     def __post_init__(self) -> None:
         _require(self.set in FEATURE_SETS, "features", "set", self.set, f"one of {FEATURE_SETS}")
@@ -114,8 +122,9 @@ class FeaturesParams:
                  list(self.timeframes), "no repeated timeframe")
         _require(_is_int(self.window) and self.window >= 2, "features", "window", self.window,
                  "an integer >= 2")
-        _require(_is_int(self.max_gap) and self.max_gap >= 0, "features", "max_gap",
-                 self.max_gap, "an integer >= 0 (missing bars a window may span)")
+        _require(self.max_gap == "auto" or (_is_int(self.max_gap) and self.max_gap >= 0),
+                 "features", "max_gap", self.max_gap,
+                 "'auto' or an integer >= 0 (missing bars a window may span)")
         _require(_is_int(self.rsi_window) and self.rsi_window >= 2, "features", "rsi_window",
                  self.rsi_window, "an integer >= 2")
         _require(len(self.macd) == 3 and all(_is_int(v) and v >= 1 for v in self.macd)
@@ -126,6 +135,21 @@ class FeaturesParams:
                  list(self.ma_windows), "[fast, slow] with fast < slow")
         _require(len(self.horizons) > 0 and all(_is_int(v) and v >= 2 for v in self.horizons),
                  "features", "horizons", list(self.horizons), "a list of integers >= 2")
+        if _is_int(self.halflives):
+            # `-S features.halflives=24` means the one-element list [24].
+            object.__setattr__(self, "halflives", (self.halflives,))
+        _require(self.halflives == "auto" or (
+            isinstance(self.halflives, tuple) and len(self.halflives) > 0
+            and all(_is_int(v) and v >= 1 for v in self.halflives)
+            and len(set(self.halflives)) == len(self.halflives)),
+            "features", "halflives", _shown(self.halflives),
+            "'auto' or a list of distinct integers >= 1 (half-lives in bars)")
+        _require(isinstance(self.volume, bool), "features", "volume", self.volume,
+                 "true or false")
+
+
+def _shown(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,12 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
 from regimelab.exceptions import FeatureError
-from regimelab.features.catalog import parse_feature
+from regimelab.features.catalog import FeatureDef, parse_feature
+from regimelab.params import parse_timeframe
 from regimelab.sequences import to_sequences
 
-# Feature kinds whose level is a volatility, most direct first.
-_VOLATILITY_LEVELS = ("realized_vol", "parkinson", "hl_range_pct")
+# Feature kinds whose level is a volatility (or its log), most direct first.
+_VOLATILITY_LEVELS = ("realized_vol", "ewm_vol", "parkinson", "ewm_downside", "hl_range_pct")
 
 
 class RegimeModel(Protocol):
@@ -37,22 +38,33 @@ def volatility_rule(columns: list[str], *, shared_covariance: bool = False) -> d
     """How states are ranked by volatility, given the feature columns.
 
     The state's variance of the base log return when that feature is there;
-    otherwise its mean of a volatility level (realised or Parkinson volatility,
-    high-low range); otherwise the trace of its covariance. With one covariance
-    shared by every state (``tied``) a variance ranks nothing, so a level comes first.
+    otherwise its mean of a volatility level (realised, EWM or Parkinson
+    volatility, log EWM downside deviation, high-low range); otherwise the
+    trace of its covariance. With one covariance shared by every state
+    (``tied``) a variance ranks nothing, so a level comes first. Of several
+    columns of one kind the first counts, except that of the EWM kinds the
+    shortest half-life (in time) does: it tracks the volatility of the bar itself.
     """
-    kinds = {}
+    kinds: dict[str, list[FeatureDef]] = {}
     for name in columns:
         try:
-            kinds.setdefault(parse_feature(name).kind, name)
+            d = parse_feature(name)
         except FeatureError:  # a column outside the catalogue cannot name a rule
             continue
+        kinds.setdefault(d.kind, []).append(d)
     if "log_return" in kinds and not shared_covariance:
-        return {"statistic": "variance", "feature": kinds["log_return"]}
+        return {"statistic": "variance", "feature": kinds["log_return"][0].name}
     for kind in _VOLATILITY_LEVELS:
         if kind in kinds:
-            return {"statistic": "mean", "feature": kinds[kind]}
+            return {"statistic": "mean", "feature": min(kinds[kind], key=_horizon).name}
     return {"statistic": "trace", "feature": None}
+
+
+def _horizon(d: FeatureDef) -> pd.Timedelta:
+    """An EWM's half-life in time; zero (all alike, so the first wins) for other kinds."""
+    if d.timed:
+        return parse_timeframe(d.timeframe) * d.params[0]
+    return pd.Timedelta(0)
 
 
 def volatility_order(means: np.ndarray, covars: np.ndarray, columns: list[str]

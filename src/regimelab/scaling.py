@@ -2,7 +2,9 @@
 
 scikit-learn's ``StandardScaler`` and ``RobustScaler`` do the fitting; what is
 kept is their centre and scale, so a model folder holds no pickle and the
-scaler loads without executing code.
+scaler loads without executing code. The fit also records the pairs of
+features that are nearly collinear on train, over which a full covariance
+would be close to singular.
 """
 
 from __future__ import annotations
@@ -19,6 +21,41 @@ from regimelab.exceptions import ScalingError
 
 log = logging.getLogger(__name__)
 
+COLLINEAR_THRESHOLD = 0.99
+
+
+def collinear_pairs(frame: pd.DataFrame, columns: list[str], *,
+                    threshold: float = COLLINEAR_THRESHOLD) -> list[tuple[str, str, float]]:
+    """Pairs of columns whose Pearson correlation exceeds ``threshold`` in absolute value.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Rows to measure on (the training split), at least two.
+    columns : list of str
+        The feature columns, shape ``(n_samples, n_features)`` once selected.
+    threshold : float
+        In (0, 1].
+
+    Returns
+    -------
+    list of (str, str, float)
+        ``(a, b, correlation)`` with ``a`` before ``b`` in ``columns``, strongest
+        first. A constant column correlates with nothing.
+    """
+    if not 0 < threshold <= 1:
+        raise ScalingError(f"collinear threshold: got {threshold!r}; expected a number in (0, 1]")
+    X = frame[columns].to_numpy(dtype="float64")
+    if len(columns) < 2 or len(X) < 2:
+        return []
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.corrcoef(X, rowvar=False)
+    i, j = np.triu_indices(len(columns), k=1)
+    r = corr[i, j]
+    hit = np.flatnonzero(np.abs(r) > threshold)  # NaN (a constant column) is never above
+    hit = hit[np.argsort(-np.abs(r[hit]), kind="stable")]
+    return [(columns[i[h]], columns[j[h]], float(r[h])) for h in hit]
+
 
 @dataclass
 class Scaler:
@@ -30,14 +67,19 @@ class Scaler:
         Mean and standard deviation, or median and interquartile range.
     clip : float, optional
         After scaling, clip values to ``[-clip, clip]``.
+    collinear_threshold : float
+        ``collinear_`` lists the pairs of features whose correlation on the
+        training rows exceeds this in absolute value.
     """
 
     method: str = "standard"
     clip: float | None = None
+    collinear_threshold: float = COLLINEAR_THRESHOLD
     columns_: list[str] = field(default_factory=list)
     center_: np.ndarray = field(default_factory=lambda: np.empty(0))
     scale_: np.ndarray = field(default_factory=lambda: np.empty(0))
     n_samples_: int = 0
+    collinear_: list[tuple[str, str, float]] = field(default_factory=list)
 
     def fit(self, frame: pd.DataFrame, columns: list[str]) -> Scaler:
         """Fit on ``frame[columns]`` (the training split), shape ``(n_samples, n_features)``."""
@@ -65,6 +107,7 @@ class Scaler:
         self.center_ = np.asarray(center, dtype="float64")
         self.scale_ = np.asarray(sk.scale_, dtype="float64")
         self.n_samples_ = len(X)
+        self.collinear_ = collinear_pairs(frame, list(columns), threshold=self.collinear_threshold)
         return self
 
     def transform(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -90,6 +133,8 @@ class Scaler:
             "center": self.center_.tolist(),
             "scale": self.scale_.tolist(),
             "n_samples": self.n_samples_,
+            "collinear_threshold": self.collinear_threshold,
+            "collinear": [[a, b, r] for a, b, r in self.collinear_],
         }
 
     @classmethod
@@ -101,7 +146,12 @@ class Scaler:
             scaler.center_ = np.asarray(data["center"], dtype="float64")
             scaler.scale_ = np.asarray(data["scale"], dtype="float64")
             scaler.n_samples_ = int(data["n_samples"])
-        except (KeyError, TypeError) as exc:
+            # Scalers saved before the collinearity check have neither key.
+            scaler.collinear_threshold = float(data.get("collinear_threshold",
+                                                        COLLINEAR_THRESHOLD))
+            scaler.collinear_ = [(str(a), str(b), float(r))
+                                 for a, b, r in data.get("collinear", [])]
+        except (KeyError, TypeError, ValueError) as exc:
             raise ScalingError(f"scaler parameters: missing or malformed field {exc}") from None
         if not (len(scaler.columns_) == len(scaler.center_) == len(scaler.scale_)):
             raise ScalingError("scaler parameters: columns, center and scale differ in length")
@@ -118,8 +168,13 @@ def fit_scaler(
     train: pd.DataFrame, *, columns: list[str], method: str = "standard",
     clip: float | None = None,
 ) -> Scaler:
-    """Fit a :class:`Scaler` on the training split."""
+    """Fit a :class:`Scaler` on the training split; warn of nearly collinear features."""
     scaler = Scaler(method=method, clip=clip).fit(train, columns)
     log.info("scale: %s scaler fitted on %d training rows, %d features", method,
              scaler.n_samples_, len(columns))
+    if scaler.collinear_:
+        shown = "; ".join(f"{a} ~ {b} ({r:+.4f})" for a, b, r in scaler.collinear_)
+        log.warning("scale: %d pair(s) of features correlate beyond %g on train, so a full "
+                    "covariance over them is close to singular: %s", len(scaler.collinear_),
+                    scaler.collinear_threshold, shown)
     return scaler

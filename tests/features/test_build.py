@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from regimelab.exceptions import FeatureError
 from regimelab.features import build_features, latest_features
 from regimelab.params import FeaturesParams
+from regimelab.synth import make_market
 
 MULTI = FeaturesParams(set="v2", timeframes=("1h", "4h", "1d"), window=5, horizons=(3, 6),
                        macd=(2, 3, 2), ma_windows=(2, 4), rsi_window=4)
@@ -194,3 +197,196 @@ def test_embargo_keeps_validation_free_of_training_bars(market: pd.DataFrame) ->
         frame = split.frames[name].set_index("timestamp")
         np.testing.assert_array_equal(again.loc[frame.index, result.spec["columns"]].to_numpy(),
                                       frame[result.spec["columns"]].to_numpy())
+
+
+# The regime set on the 3,000-bar market: half-lives short enough for it, a 4h
+# timeframe, and max_gap auto (2 x 3 = 6 bars), which bridges its outages of up
+# to 5 bars, so windows hold gaps.
+REGIME = FeaturesParams(set="regime", timeframes=("1h", "4h"), halflives=(3, 8), volume=True)
+
+
+def rows_after_gaps(table: pd.DataFrame, base: pd.Timedelta, within: int) -> list[int]:
+    """Rows up to ``within`` bars after each gap: their windows hold the gap."""
+    ts = table["timestamp"]
+    after = np.flatnonzero(ts.diff().to_numpy()[1:] > base) + 1
+    return sorted({int(i + k) for i in after for k in (0, 1, within // 2, within)
+                   if i + k < len(table)})
+
+
+def test_regime_set_bridges_short_outages(market: pd.DataFrame) -> None:
+    result = build_features(bars_only(market), params=REGIME)
+    assert result.spec["max_gap"] == 6 and result.spec["params"]["max_gap"] == "auto"
+    assert result.spec["halflives"] == {"1h": [3, 8], "4h": [3, 8]}
+    assert result.table["segment"].nunique() == 1  # every outage is at most 5 bars
+    ts = result.table["timestamp"]
+    assert (ts.diff() > pd.Timedelta(hours=1)).sum() == 4  # and each is inside the table
+    by_name = {f["name"]: f for f in result.spec["features"]}
+    # 6 x 8 periods + the close before them, + max_gap + 1 bridged, in 4h bars of 4 hours.
+    assert by_name["ewm_sortino_8_4h"]["lookback_bars"] == (6 * 8 + 1 + 6 + 1) * 4 + 3
+    assert result.spec["lookback_bars"] == by_name["ewm_sortino_8_4h"]["lookback_bars"]
+
+
+@pytest.mark.parametrize("cut", [700, 1337, 2001])
+def test_regime_appending_future_bars_leaves_past_features_unchanged(
+        market: pd.DataFrame, cut: int) -> None:
+    full = build_features(bars_only(market), params=REGIME).table
+    past = build_features(bars_only(market).iloc[:cut], params=REGIME).table
+    merged = full.loc[full["timestamp"].isin(past["timestamp"])].reset_index(drop=True)
+    assert len(merged) == len(past) > 100
+    pd.testing.assert_frame_equal(merged, past, check_exact=True)
+
+
+def test_regime_changing_a_bar_changes_no_earlier_feature(market: pd.DataFrame) -> None:
+    bars = bars_only(market)
+    base = build_features(bars, params=REGIME).table
+    shocked = bars.copy()
+    i = int(np.flatnonzero(bars["timestamp"] == base["timestamp"].iloc[len(base) // 2])[0])
+    shocked.loc[i, ["close", "high", "volume"]] = shocked.loc[i, ["close", "high", "volume"]] * 1.3
+    after = build_features(shocked, params=REGIME).table
+    t = bars["timestamp"].iloc[i]
+    pd.testing.assert_frame_equal(after.loc[after["timestamp"] < t],
+                                  base.loc[base["timestamp"] < t], check_exact=True)
+    moved = after.loc[after["timestamp"] == t, "ewm_return_3_1h"].to_numpy()
+    assert len(moved) == 1
+    assert not np.array_equal(moved, base.loc[base["timestamp"] == t, "ewm_return_3_1h"])
+
+
+def test_regime_latest_bar_equals_batch_row_exactly(market: pd.DataFrame) -> None:
+    bars = bars_only(market)
+    result = build_features(bars, params=REGIME)
+    table, columns = result.table, result.spec["columns"]
+    rng = np.random.default_rng(1)
+    rows = sorted({*rng.choice(len(table), size=8, replace=False).tolist(),
+                   *rows_after_gaps(table, pd.Timedelta(hours=1), within=24)})
+    for row in rows:
+        t = table["timestamp"].iloc[row]
+        live = latest_features(bars.loc[bars["timestamp"] <= t], spec=result.spec)
+        assert live["timestamp"].iloc[0] == t
+        np.testing.assert_array_equal(live[columns].to_numpy()[0],
+                                      table[columns].to_numpy()[row])
+
+
+class Echo:
+    """A stand-in model whose filtered probabilities are its observations, so
+    ``latest_series`` hands back the last bar's (identity-scaled) features."""
+
+    def __init__(self, n_states: int) -> None:
+        self.n_states = n_states
+
+    def filter_proba(self, X: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        return X
+
+
+@pytest.mark.parametrize("params", [REGIME, FeaturesParams(set="regime", halflives=(4,))])
+def test_now_on_its_lookback_equals_batch_row(market: pd.DataFrame,
+                                              params: FeaturesParams) -> None:
+    from regimelab.inference import latest_series
+
+    bars = bars_only(market)
+    result = build_features(bars, params=params)
+    table, columns = result.table, result.spec["columns"]
+    n = len(columns)
+    manifest = {"feature_spec": result.spec, "features": columns,
+                "scaler": {"method": "standard", "clip": None, "columns": columns,
+                           "center": [0.0] * n, "scale": [1.0] * n, "n_samples": 1}}
+    ts_all = bars["timestamp"].to_numpy(dtype="datetime64[ns]").view("int64")
+    cols_all = {c: bars[c].to_numpy(dtype="float64") for c in ("open", "high", "low", "close",
+                                                                 "volume")}
+    rows = [0, 1, *rows_after_gaps(table, pd.Timedelta(hours=1), within=20), len(table) - 1]
+    for row in rows:
+        end = int(np.searchsorted(ts_all, table["timestamp"].iloc[row].value, side="right"))
+        out = latest_series(Echo(n), manifest, "X", ts_all[:end],
+                            {c: v[:end] for c, v in cols_all.items()}, lookback=3)
+        assert out["timestamp"] == table["timestamp"].iloc[row]
+        np.testing.assert_array_equal([out[f"p_filter_{k}"] for k in range(n)],
+                                      table[columns].to_numpy()[row])
+
+
+def test_regime_gaps_within_max_gap_are_bridged_by_time() -> None:
+    closes = [100.0 * np.exp(0.01 * np.sin(i / 2.0)) for i in range(80)]
+    bars = hourly(closes).drop(index=[40, 41]).reset_index(drop=True)  # a 2-bar outage
+    params = FeaturesParams(set="regime", halflives=(2,))  # max_gap auto: 4
+    table = build_features(bars, params=params).table.set_index("timestamp")
+    assert table["segment"].nunique() == 1
+    # At 43:00 the window is 32:00..43:00: present bars 32..39, 42, 43; the 42:00
+    # return covers three periods and enters as one per-bar observation.
+    t0 = pd.Timestamp("2024-01-01", tz="UTC")
+    hours = [*range(32, 40), 42, 43]
+    r = {h: np.log(closes[h] / closes[h - 1]) for h in hours}
+    r[42] = np.log(closes[42] / closes[39]) / 3
+    w = {h: 2.0 ** (-(43 - h) / 2) for h in hours}
+    expected = sum(w[h] * r[h] for h in hours) / sum(w.values())
+    np.testing.assert_allclose(table.loc[t0 + pd.Timedelta(hours=43), "ewm_return_2_1h"],
+                               expected, rtol=1e-12, atol=0)
+
+
+def test_regime_gap_over_max_gap_cuts_a_segment_and_restarts_windows() -> None:
+    closes = [100.0 * np.exp(0.01 * np.sin(i / 2.0)) for i in range(120)]
+    bars = hourly(closes).drop(index=range(40, 46)).reset_index(drop=True)  # 6 > max_gap 4
+    table = build_features(bars, params=FeaturesParams(set="regime", halflives=(2,))).table
+    assert table["segment"].nunique() == 2
+    # Each run needs 12 periods of returns: its first row is 12 hours after its first bar.
+    first = table.groupby("segment")["timestamp"].min()
+    t0 = pd.Timestamp("2024-01-01", tz="UTC")
+    assert list(first) == [t0 + pd.Timedelta(hours=12), t0 + pd.Timedelta(hours=46 + 12)]
+    bridged = build_features(bars, params=FeaturesParams(set="regime", halflives=(2,),
+                                                         max_gap=6)).table
+    assert bridged["segment"].nunique() == 1 and len(bridged) == len(bars) - 12
+
+
+def test_v1_and_v2_are_unchanged_by_max_gap_auto(market: pd.DataFrame) -> None:
+    for params in (FeaturesParams(), MULTI):
+        auto = build_features(bars_only(market), params=params)
+        zero = build_features(bars_only(market), params=dataclasses.replace(params, max_gap=0))
+        assert auto.spec["max_gap"] == 0 and "halflives" not in auto.spec
+        pd.testing.assert_frame_equal(auto.table, zero.table, check_exact=True)
+        assert {k: v for k, v in auto.spec.items() if k != "params"} == \
+            {k: v for k, v in zero.spec.items() if k != "params"}
+
+
+@pytest.mark.parametrize("params", [
+    FeaturesParams(set="regime", halflives=(2,)),  # max_gap auto: 4
+    FeaturesParams(set="regime", timeframes=("4h",), halflives=(2,), max_gap=1, volume=True),
+])
+def test_live_equals_batch_where_a_window_edge_meets_a_gap(params: FeaturesParams) -> None:
+    """Many short outages, so that windows start inside, just before and just after
+    gaps and 4h buckets are cut short by them. Every bar through ``latest_series``
+    (the `now` path), and for ``latest_features`` every bar whose lookback starts
+    near a gap: each has the batch row exactly, or is refused where batch has none."""
+    from regimelab.exceptions import InputDataError
+    from regimelab.inference import latest_series
+
+    bars = make_market(900, n_regimes=2, n_gaps=25, max_gap_bars=3, random_state=0
+                       ).drop(columns="regime")
+    result = build_features(bars, params=params)
+    columns = result.spec["columns"]
+    table = result.table.set_index("timestamp")[columns]
+    n = len(columns)
+    manifest = {"feature_spec": result.spec, "features": columns,
+                "scaler": {"method": "standard", "clip": None, "columns": columns,
+                           "center": [0.0] * n, "scale": [1.0] * n, "n_samples": 1}}
+    ts = bars["timestamp"].to_numpy(dtype="datetime64[ns]").view("int64")
+    cols = {c: bars[c].to_numpy(dtype="float64") for c in ("open", "high", "low", "close",
+                                                          "volume")}
+    hour = pd.Timedelta(hours=1)
+    missing = pd.date_range(bars["timestamp"].iloc[0], bars["timestamp"].iloc[-1], freq="1h"
+                            ).difference(bars["timestamp"])
+    history = pd.Timedelta(result.spec["history"])
+    checked = 0
+    for i, t in enumerate(bars["timestamp"]):
+        expected = table.loc[t].to_numpy(dtype="float64") if t in table.index else None
+        try:
+            out = latest_series(Echo(n), manifest, "X", ts[: i + 1],
+                                {c: v[: i + 1] for c, v in cols.items()}, lookback=1)
+            np.testing.assert_array_equal([out[f"p_filter_{k}"] for k in range(n)], expected)
+        except InputDataError:
+            assert expected is None, f"now refused {t}, which batch has"
+        start = t + hour - history
+        if np.abs((missing - start) / hour).min() <= 1:
+            checked += 1
+            try:
+                live = latest_features(bars.iloc[: i + 1], spec=result.spec)
+                np.testing.assert_array_equal(live[columns].to_numpy()[0], expected)
+            except FeatureError:
+                assert expected is None, f"latest_features refused {t}, which batch has"
+    assert checked > 50 and len(table) > 600

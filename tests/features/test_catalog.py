@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from regimelab.exceptions import FeatureError
-from regimelab.features.catalog import FeatureDef, parse_feature, select_features
+from regimelab.features.catalog import (
+    FeatureDef,
+    halflives_at,
+    parse_feature,
+    resolve_max_gap,
+    select_features,
+)
 from regimelab.params import FeaturesParams
 
 OPEN = [100.0, 101.0, 103.0, 102.0, 104.0, 103.5, 106.0]
@@ -148,3 +154,82 @@ def test_sets() -> None:
     assert [d.name for d in cols] == ["parkinson_20_1d", "log_return_1h"]
     with pytest.raises(FeatureError, match="more than once"):
         select_features(FeaturesParams(set="columns", columns=("log_return_1h",) * 2))
+
+
+def ewm_by_hand(values: list[float], slots: list[int], h: int) -> float:
+    """The EWM at the last bar, from the definition: weights 2^(-age/h), ages < 6 h."""
+    last = slots[-1]
+    pairs = [(2.0 ** (-(last - s) / h), v) for s, v in zip(slots, values) if last - s < 6 * h]
+    return sum(w * v for w, v in pairs) / sum(w for w, _ in pairs)
+
+
+def test_ewm_kinds_with_a_missing_bar() -> None:
+    """Slot 3 of the grid is missing: the return over it counts per bar period. With a
+    half-life of 1 the window at slot 7 is slots 2..7."""
+    slots = [0, 1, 2, 4, 5, 6, 7]
+    bars = {**BARS, "slot": np.array(slots, dtype=np.int64)}
+    h = 1
+    steps = [slots[i] - slots[i - 1] for i in range(1, len(slots))]
+    r = [math.log(CLOSE[i] / CLOSE[i - 1]) for i in range(1, len(CLOSE))]
+    mean = ewm_by_hand([x / s for x, s in zip(r, steps)], slots[1:], h)
+    down2 = ewm_by_hand([min(x, 0.0) ** 2 / s for x, s in zip(r, steps)], slots[1:], h)
+    sq = ewm_by_hand([x * x / s for x, s in zip(r, steps)], slots[1:], h)
+
+    def value(name: str) -> float:
+        return float(parse_feature(name).compute(bars)[T])
+
+    assert steps[2] == 2 and down2 > 0
+    np.testing.assert_allclose(value("ewm_return_1_1h"), mean, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(value("ewm_downside_1_1h"), math.log(math.sqrt(down2)),
+                               rtol=1e-12, atol=0)
+    np.testing.assert_allclose(value("ewm_sortino_1_1h"), mean / math.sqrt(down2),
+                               rtol=1e-12, atol=0)
+    np.testing.assert_allclose(value("ewm_vol_1_1h"), math.log(math.sqrt(sq)), rtol=1e-12,
+                               atol=0)
+    logv = [math.log1p(v) for v in VOLUME]
+    level = sum(logv[2:]) / 5  # the five bars present in slots 2..7
+    np.testing.assert_allclose(value("ewm_volume_1_1h"),
+                               ewm_by_hand(logv, slots, h) - level, rtol=1e-12, atol=1e-15)
+    assert parse_feature("ewm_return_24_1h").lookback == 6 * 24 + 1
+    assert parse_feature("ewm_volume_24_1h").lookback == 6 * 24
+    assert parse_feature("ewm_sortino_24_1h").timed and not parse_feature("rsi_14_1h").timed
+
+
+def test_ewm_deviation_floor_keeps_a_rising_window_finite() -> None:
+    closes = np.linspace(100.0, 120.0, 40)
+    bars = {"open": closes, "high": closes, "low": closes, "close": closes,
+            "volume": np.ones(40)}
+    downside = parse_feature("ewm_downside_3_1h").compute(bars)[-1]
+    sortino = parse_feature("ewm_sortino_3_1h").compute(bars)[-1]
+    np.testing.assert_allclose(downside, math.log(1e-8), rtol=1e-15, atol=0)
+    assert np.isfinite(sortino) and sortino > 0
+
+
+def test_regime_set_and_auto_halflives() -> None:
+    names = [d.name for d in select_features(FeaturesParams(set="regime"))]
+    assert names == [f"{k}_{h}_1h" for k in ("ewm_return", "ewm_downside", "ewm_sortino")
+                     for h in (24, 72, 240)]
+    daily = select_features(FeaturesParams(set="regime", timeframes=("1d",), volume=True))
+    assert [d.name for d in daily][-3:] == ["ewm_volume_5_1d", "ewm_volume_15_1d",
+                                            "ewm_volume_45_1d"]
+    assert halflives_at(FeaturesParams(), "4h") == (6, 18, 60)
+    assert halflives_at(FeaturesParams(), "15m") == (96, 288, 960)
+    assert halflives_at(FeaturesParams(halflives=(10, 30)), "1d") == (10, 30)
+    # Explicit half-lives apply at every timeframe, in its own bars.
+    two = select_features(FeaturesParams(set="regime", timeframes=("1h", "4h"), halflives=(4,)))
+    assert [d.name for d in two] == ["ewm_return_4_1h", "ewm_downside_4_1h", "ewm_sortino_4_1h",
+                                     "ewm_return_4_4h", "ewm_downside_4_4h", "ewm_sortino_4_4h"]
+
+
+@pytest.mark.parametrize("params, expected", [
+    (FeaturesParams(), 0),
+    (FeaturesParams(set="v2"), 0),
+    (FeaturesParams(set="columns", columns=("ewm_vol_24_1h",)), 0),
+    (FeaturesParams(set="regime"), 48),
+    (FeaturesParams(set="regime", timeframes=("4h", "1h")), 48),
+    (FeaturesParams(set="regime", timeframes=("1d",)), 10),
+    (FeaturesParams(set="regime", halflives=(12, 36)), 24),
+    (FeaturesParams(set="regime", max_gap=3), 3),
+])
+def test_max_gap_auto(params: FeaturesParams, expected: int) -> None:
+    assert resolve_max_gap(params) == expected

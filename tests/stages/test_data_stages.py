@@ -61,6 +61,39 @@ def test_featurize_split_scale(workdir: Path, stage: Callable[[str], ModuleType]
     assert np.isfinite(test[spec["columns"]].to_numpy()).all()
 
 
+def test_regime_set_through_scale_records_collinear_pairs(
+        workdir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The regime set with a near-duplicate added by name: scale warns of the pair and
+    writes it into scaler.json."""
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["features"] = {"set": "columns", "max_gap": 6,
+                          "columns": ["ewm_return_3_1h", "ewm_downside_3_1h", "ewm_vol_3_1h",
+                                      "ewm_sortino_8_1h", "log_close_vwap_10_1h",
+                                      "close_vwap_ratio_10_1h"]}
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    with caplog.at_level("WARNING", logger="regimelab.scaling"):
+        run_data_stages(workdir)
+    spec = json.loads((workdir / "spec.json").read_text())
+    assert spec["max_gap"] == 6
+    scaler = json.loads((workdir / "scaled" / "scaler.json").read_text())
+    pairs = [(a, b) for a, b, _ in scaler["collinear"]]
+    assert ("log_close_vwap_10_1h", "close_vwap_ratio_10_1h") in pairs
+    assert "log_close_vwap_10_1h ~ close_vwap_ratio_10_1h" in caplog.text
+
+
+def test_regime_set_spec(workdir: Path) -> None:
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["features"] = {"set": "regime", "halflives": [3, 8], "volume": True}
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    run_data_stages(workdir)
+    spec = json.loads((workdir / "spec.json").read_text())
+    assert spec["halflives"] == {"1h": [3, 8]} and spec["max_gap"] == 6
+    assert spec["columns"][:2] == ["ewm_return_3_1h", "ewm_return_8_1h"]
+    assert len(spec["columns"]) == 8
+    scaler = json.loads((workdir / "scaled" / "scaler.json").read_text())
+    assert scaler["columns"] == spec["columns"] and "collinear" in scaler
+
+
 def test_outputs_are_byte_identical_on_rerun(workdir: Path,
                                              stage: Callable[[str], ModuleType]) -> None:
     run_data_stages(workdir)

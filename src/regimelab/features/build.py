@@ -6,7 +6,9 @@ bucket is used at base bar ``t`` only once it has closed, that is when its end
 is at or before the close of ``t``; until then bar ``t`` sees the previous
 bucket. No window spans a gap of more than ``max_gap`` bars of its own
 timeframe: a longer gap restarts the window, and at the base timeframe it
-starts a new ``segment``.
+starts a new ``segment``. A window counted in time (the ``ewm_*`` kinds) has
+a value once the run of bars it lies in began at least its lookback before
+it; a bar missing inside it is simply absent.
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ import pandas as pd
 from regimelab import __version__
 from regimelab.data.validate import infer_freq
 from regimelab.exceptions import FeatureError
-from regimelab.features.catalog import KINDS, FeatureDef, select_features
+from regimelab.features.catalog import (
+    KINDS,
+    FeatureDef,
+    halflives_at,
+    resolve_max_gap,
+    select_features,
+)
 from regimelab.features.rolling import run_position
 from regimelab.params import FeaturesParams, format_timeframe, from_mapping, parse_timeframe
 
@@ -97,8 +105,11 @@ def symbol_features(
             tf_ts, tf_cols = ts_ns, cols
         else:
             tf_ts, tf_cols = _resample(ts_ns, cols, period, base_ns, max_gap)
-        breaks = np.r_[True, np.diff(tf_ts) > (max_gap + 1) * period]
+        breaks = np.r_[True, np.diff(tf_ts) > (max_gap + 1) * period][: len(tf_ts)]
         pos = run_position(breaks)
+        # Periods since the run began, for the windows that are spans of time.
+        elapsed = (tf_ts - tf_ts[np.flatnonzero(breaks)][np.cumsum(breaks) - 1]) // period
+        tf_cols = {**tf_cols, "slot": tf_ts // period}
         tf_close = tf_ts + period
         # The last bucket that has closed by each base bar's close; stale after a gap.
         idx = np.searchsorted(tf_close, base_close, side="right") - 1
@@ -106,7 +117,7 @@ def symbol_features(
         ok[ok] &= (base_close[ok] - tf_close[idx[ok]]) < period
         for d in tf_defs:
             values = d.compute(tf_cols)
-            values[pos < d.lookback - 1] = np.nan
+            values[(elapsed if d.timed else pos) < d.lookback - 1] = np.nan
             aligned = np.full(len(ts_ns), np.nan)
             aligned[ok] = values[idx[ok]]
             out[d.name] = aligned
@@ -170,10 +181,23 @@ def assign_segments(table: pd.DataFrame, *, base: pd.Timedelta, max_gap: int) ->
     return np.cumsum(breaks) - 1
 
 
+def _span(d: FeatureDef, max_gap: int) -> int:
+    """Periods of its timeframe before the latest bar's close that ``d`` may read.
+
+    One period more than the lookback, for a bucket that has not closed yet.
+    A window in time is bridged by at most ``max_gap`` missing bars before it
+    (to the close its first return starts from); a window of bars, at each of
+    its bars.
+    """
+    if d.timed:
+        return d.lookback + 1 + max_gap
+    return (d.lookback + 1) * (max_gap + 1)
+
+
 def _history(defs: list[FeatureDef], max_gap: int) -> tuple[pd.Timedelta, pd.Timedelta]:
     """How much past the latest bar needs, and the boundary a lookback must start on."""
     periods = [parse_timeframe(d.timeframe) for d in defs]
-    history = max((d.lookback + 1) * (max_gap + 1) * p for d, p in zip(defs, periods))
+    history = max(_span(d, max_gap) * p for d, p in zip(defs, periods))
     align = pd.Timedelta(math.lcm(*(_ns(p) for p in periods)), unit="ns")
     return history, align
 
@@ -181,10 +205,14 @@ def _history(defs: list[FeatureDef], max_gap: int) -> tuple[pd.Timedelta, pd.Tim
 def make_spec(params: FeaturesParams, defs: list[FeatureDef], base: pd.Timedelta
               ) -> dict[str, Any]:
     """The feature spec: enough to rebuild exactly these columns from new bars."""
-    history, align = _history(defs, params.max_gap)
+    max_gap = resolve_max_gap(params)
+    history, align = _history(defs, max_gap)
     features = []
     for d in defs:
         ratio = _ns(parse_timeframe(d.timeframe)) // _ns(base)
+        # A window in time also holds the bars of a bridged gap before it, so
+        # that the count of recent bars that inference keeps reaches its first close.
+        lookback = d.lookback + max_gap + 1 if d.timed else d.lookback
         features.append({
             "name": d.name,
             "kind": d.kind,
@@ -192,14 +220,14 @@ def make_spec(params: FeaturesParams, defs: list[FeatureDef], base: pd.Timedelta
             "timeframe": d.timeframe,
             # The window's oldest bucket can start ratio - 1 base bars before the
             # lookback counted in whole buckets, when bar t is the first of its bucket.
-            "lookback_bars": d.lookback * ratio + ratio - 1,
+            "lookback_bars": lookback * ratio + ratio - 1,
             "formula": KINDS[d.kind].doc,
         })
-    return {
+    spec: dict[str, Any] = {
         "columns": [d.name for d in defs],
         "base_timeframe": format_timeframe(base),
         "timeframes": sorted({d.timeframe for d in defs}, key=lambda t: parse_timeframe(t)),
-        "max_gap": params.max_gap,
+        "max_gap": max_gap,
         "lookback_bars": max(f["lookback_bars"] for f in features),
         "history": format_timeframe(history),
         "align": format_timeframe(align),
@@ -207,6 +235,9 @@ def make_spec(params: FeaturesParams, defs: list[FeatureDef], base: pd.Timedelta
         "params": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(params).items()},
         "regimelab_version": __version__,
     }
+    if params.set == "regime":
+        spec["halflives"] = {tf: list(halflives_at(params, tf)) for tf in params.timeframes}
+    return spec
 
 
 def build_features(bars: pd.DataFrame, *, params: FeaturesParams) -> FeatureResult:
@@ -229,21 +260,22 @@ def build_features(bars: pd.DataFrame, *, params: FeaturesParams) -> FeatureResu
     defs = select_features(params)
     base = base_interval(bars)
     _check_timeframes(defs, base)
-    table = compute_table(bars, defs, base=base, max_gap=params.max_gap)
+    max_gap = resolve_max_gap(params)
+    table = compute_table(bars, defs, base=base, max_gap=max_gap)
     names = [d.name for d in defs]
     values = table[names].to_numpy()
     keep = np.isfinite(values).all(axis=1)
     if not keep.any():
-        runs = np.bincount(assign_segments(table, base=base, max_gap=params.max_gap))
+        runs = np.bincount(assign_segments(table, base=base, max_gap=max_gap))
         raise FeatureError(
             f"featurize: no bar has every feature: the longest window needs "
             f"{max(d.lookback for d in defs)} bars of its timeframe, but the longest run of "
             f"{format_timeframe(base)} bars without a gap over features.max_gap = "
-            f"{params.max_gap} has {runs.max()}; raise features.max_gap (e.g. to span "
+            f"{max_gap} has {runs.max()}; raise features.max_gap (e.g. to span "
             "weekends) or shorten the windows"
         )
     table = table.loc[keep].reset_index(drop=True)
-    table.insert(2, "segment", assign_segments(table, base=base, max_gap=params.max_gap))
+    table.insert(2, "segment", assign_segments(table, base=base, max_gap=max_gap))
     spec = make_spec(params, defs, base)
     spec["rows_in"] = len(bars)
     spec["rows_out"] = len(table)
@@ -274,6 +306,7 @@ def latest_features(bars: pd.DataFrame, *, spec: dict[str, Any]) -> pd.DataFrame
     """
     params = from_mapping(FeaturesParams, "features", spec["params"])
     defs = select_features(params)
+    max_gap = resolve_max_gap(params)
     base = parse_timeframe(spec["base_timeframe"])
     history = parse_timeframe(spec["history"])
     align = _ns(parse_timeframe(spec["align"]))
@@ -283,14 +316,14 @@ def latest_features(bars: pd.DataFrame, *, spec: dict[str, Any]) -> pd.DataFrame
         start_ns = ((_ns(last_close - pd.Timestamp(0, tz="UTC")) - _ns(history)) // align) * align
         start = pd.Timestamp(start_ns, unit="ns", tz="UTC")
         tail = group.loc[group["timestamp"] >= start]
-        table = compute_table(tail, defs, base=base, max_gap=params.max_gap)
+        table = compute_table(tail, defs, base=base, max_gap=max_gap)
         last = table.iloc[[-1]]
         values = last[spec["columns"]].to_numpy()
         if not np.isfinite(values).all():
             missing = [c for c, v in zip(spec["columns"], values[0]) if not np.isfinite(v)]
             raise FeatureError(
                 f"{symbol}: the latest bar {last['timestamp'].iloc[0]} lacks {missing[0]}: "
-                f"it needs gap-free bars since {start} (features.max_gap = {params.max_gap})"
+                f"it needs gap-free bars since {start} (features.max_gap = {max_gap})"
             )
         rows.append(last[["timestamp", "symbol", *spec["columns"]]])
     return pd.concat(rows, ignore_index=True)

@@ -3,7 +3,9 @@
 A feature is a kind, integer parameters and a timeframe; its column name is
 ``{kind}_{params...}_{timeframe}``, for example ``parkinson_20_4h`` or
 ``macd_hist_12_26_9_1h``. Each kind says how many bars (of its own timeframe,
-the current one included) it needs: its lookback.
+the current one included) it needs: its lookback. The ``ewm_*`` kinds count
+their window in time instead (bar periods, a missing bar included; see
+:mod:`regimelab.features.ewm`).
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from regimelab.exceptions import FeatureError
+from regimelab.features.ewm import ewm, window_length, window_mean
 from regimelab.features.rolling import (
     lag,
     rolling_ema,
@@ -23,9 +27,11 @@ from regimelab.features.rolling import (
     rolling_sum,
     rolling_zscore,
 )
-from regimelab.params import FeaturesParams
+from regimelab.params import FeaturesParams, parse_timeframe
 
-Bars = dict[str, np.ndarray]  # open, high, low, close, volume of one symbol at one timeframe
+# open, high, low, close, volume of one symbol at one timeframe, and optionally ``slot``:
+# each bar's open time // period (int64), which places it on the timeframe's grid.
+Bars = dict[str, np.ndarray]
 
 _LN2_4 = 4.0 * math.log(2.0)
 
@@ -79,14 +85,64 @@ def _realized_vol(b: Bars, h: int) -> np.ndarray:
     return np.sqrt(rolling_mean(_log_return(b) ** 2, h))
 
 
+# A per-bar deviation below this is taken as this, so a window without a down
+# move (or without any move) keeps a finite log and Sortino ratio.
+DEVIATION_FLOOR = 1e-8
+
+
+def _slot(b: Bars) -> np.ndarray:
+    """Bars' positions on their grid; bars without a ``slot`` are consecutive."""
+    return b["slot"] if "slot" in b else np.arange(len(b["close"]), dtype=np.int64)
+
+
+def _returns_per_bar(b: Bars) -> tuple[np.ndarray, np.ndarray]:
+    """The log return since the previous bar, and the bar periods it covers.
+
+    After a missing bar the return spans more than one period; the EWM kinds
+    divide it (and its square) by the periods, so it enters as one per-bar
+    observation of the mean and of the variance.
+    """
+    slot = _slot(b).astype(np.float64)
+    return _log_return(b), slot - lag(slot, 1)
+
+
+def _ewm_moments(b: Bars, h: int, *moments: str) -> np.ndarray:
+    """EWMs of per-bar return moments, shape ``(n, len(moments))``.
+
+    ``r``: the return, ``r2``: its square, ``down2``: ``min(r, 0)^2``.
+    """
+    r, steps = _returns_per_bar(b)
+    per_bar = {"r": r, "r2": r * r, "down2": np.minimum(r, 0.0) ** 2}
+    return ewm(np.column_stack([per_bar[m] / steps for m in moments]), _slot(b), h)
+
+
+def _log_deviation(second_moment: np.ndarray) -> np.ndarray:
+    return 0.5 * np.log(np.maximum(second_moment, DEVIATION_FLOOR ** 2))
+
+
+def _ewm_sortino(b: Bars, h: int) -> np.ndarray:
+    m = _ewm_moments(b, h, "r", "down2")
+    return m[:, 0] / np.sqrt(np.maximum(m[:, 1], DEVIATION_FLOOR ** 2))
+
+
+def _ewm_volume(b: Bars, h: int) -> np.ndarray:
+    v = _log_volume(b)
+    return ewm(v, _slot(b), h) - window_mean(v, _slot(b), window_length(h))
+
+
 @dataclass(frozen=True)
 class Kind:
-    """One feature kind: its formula, how many parameters it takes, its lookback."""
+    """One feature kind: its formula, how many parameters it takes, its lookback.
+
+    ``timed``: the lookback is a span of time in bar periods, missing bars
+    included, rather than a count of bars.
+    """
 
     n_params: int
     compute: Callable[..., np.ndarray]
     lookback: Callable[..., int]
     doc: str
+    timed: bool = False
 
 
 def _ema_support(span: int) -> int:
@@ -135,6 +191,28 @@ KINDS: dict[str, Kind] = {
                      lambda h: h + 1, "log(close_t / close_t-h)"),
     "volume_zscore": Kind(1, lambda b, w: rolling_zscore(_log_volume(b), w), lambda w: w,
                           "z-score of log(1 + volume) over the window"),
+    # EWM_H: the truncated EWM of half-life H bars over the last 6 H bar periods
+    # (regimelab.features.ewm); r: the log return per bar period since the
+    # previous bar, r^2 and min(r, 0)^2 likewise per period.
+    "ewm_return": Kind(1, lambda b, h: _ewm_moments(b, h, "r")[:, 0],
+                       lambda h: window_length(h) + 1, "EWM_H(r)", timed=True),
+    "ewm_downside": Kind(
+        1, lambda b, h: _log_deviation(_ewm_moments(b, h, "down2")[:, 0]),
+        lambda h: window_length(h) + 1,
+        f"log sqrt(EWM_H(min(r, 0)^2)), the deviation floored at {DEVIATION_FLOOR:g}",
+        timed=True),
+    "ewm_sortino": Kind(
+        1, _ewm_sortino, lambda h: window_length(h) + 1,
+        f"EWM_H(r) / sqrt(EWM_H(min(r, 0)^2)), the deviation floored at {DEVIATION_FLOOR:g}",
+        timed=True),
+    "ewm_vol": Kind(
+        1, lambda b, h: _log_deviation(_ewm_moments(b, h, "r2")[:, 0]),
+        lambda h: window_length(h) + 1,
+        f"log sqrt(EWM_H(r^2)), the deviation floored at {DEVIATION_FLOOR:g}", timed=True),
+    "ewm_volume": Kind(
+        1, _ewm_volume, window_length,
+        "EWM_H(log(1 + volume)) - the plain mean of log(1 + volume) over the same 6 H bar "
+        "periods", timed=True),
 }
 # The MACD line itself does not use the signal span, but all three MACD columns
 # carry the same (fast, slow, signal) so they read as one family.
@@ -156,8 +234,16 @@ class FeatureDef:
 
     @property
     def lookback(self) -> int:
-        """Bars of this feature's timeframe it needs, the current bar included."""
+        """Bars of this feature's timeframe it needs, the current bar included.
+
+        For a :attr:`timed` kind, bar periods of time, missing bars included.
+        """
         return KINDS[self.kind].lookback(*self.params)
+
+    @property
+    def timed(self) -> bool:
+        """Whether the window is a span of time rather than a count of bars."""
+        return KINDS[self.kind].timed
 
     def compute(self, bars: Bars) -> np.ndarray:
         """The feature for every bar of ``bars`` (NaN without a full window), shape ``(n,)``."""
@@ -222,10 +308,59 @@ def v2_kinds(p: FeaturesParams) -> list[tuple[str, tuple[int, ...]]]:
     return [*v1_kinds(p), *extra]
 
 
+# features.halflives: auto, in days: for bars shorter than a day, a day, three
+# days and ten days of bars (24, 72, 240 hourly bars); for daily and longer
+# bars, 5, 15 and 45 bars (a week, three weeks, about two months of trading days).
+AUTO_HALFLIVES_DAYS = (1, 3, 10)
+AUTO_HALFLIVES_BARS = (5, 15, 45)
+REGIME_KINDS = ("ewm_return", "ewm_downside", "ewm_sortino")
+
+
+def halflives_at(p: FeaturesParams, timeframe: str) -> tuple[int, ...]:
+    """The regime set's half-lives, in bars of ``timeframe``."""
+    if p.halflives != "auto":
+        return tuple(p.halflives)
+    period = parse_timeframe(timeframe)
+    day = pd.Timedelta(days=1)
+    if period >= day:
+        return AUTO_HALFLIVES_BARS
+    return tuple(max(1, round(d * day / period)) for d in AUTO_HALFLIVES_DAYS)
+
+
+def resolve_max_gap(p: FeaturesParams) -> int:
+    """``features.max_gap`` as a number of bars.
+
+    ``auto`` is 0 (no gap is spanned) for v1, v2 and columns. For the regime
+    set it is twice the shortest half-life at the finest timeframe (48 hourly
+    bars), so an exchange outage of up to two days is bridged: the EWMs weigh
+    bars by time and need no bar inside the gap, and a run is not cut in two.
+    """
+    if p.max_gap != "auto":
+        return int(p.max_gap)
+    if p.set != "regime":
+        return 0
+    finest = min(p.timeframes, key=lambda tf: parse_timeframe(tf))
+    return 2 * min(halflives_at(p, finest))
+
+
+def regime_kinds(p: FeaturesParams, timeframe: str) -> list[tuple[str, tuple[int, ...]]]:
+    """For each half-life, the EWM return, log downside deviation and Sortino ratio.
+
+    The features of statistical jump models (Nystrup et al.; Shu, Yu & Mulvey
+    2024), plus ``ewm_volume`` with ``features.volume``. Kind first, then
+    half-life.
+    """
+    kinds = [*REGIME_KINDS, *(("ewm_volume",) if p.volume else ())]
+    return [(kind, (h,)) for kind in kinds for h in halflives_at(p, timeframe)]
+
+
 def select_features(p: FeaturesParams) -> list[FeatureDef]:
     """The features that ``features`` params ask for, in column order."""
     if p.set == "columns":
         defs = [parse_feature(name) for name in p.columns]
+    elif p.set == "regime":
+        defs = [FeatureDef(kind, params, tf) for tf in p.timeframes
+                for kind, params in regime_kinds(p, tf)]
     else:
         kinds = v1_kinds(p) if p.set == "v1" else v2_kinds(p)
         defs = [FeatureDef(kind, params, tf) for tf in p.timeframes for kind, params in kinds]

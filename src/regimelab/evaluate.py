@@ -176,7 +176,7 @@ def evaluate(
         block: dict[str, Any] = {"ll_per_bar": {}}
         for s in ("val", "test"):
             X, lengths = to_sequences(frames[s], columns)
-            if getattr(model, "has_likelihood", True):
+            if model.has_likelihood:
                 block["ll_per_bar"][s] = model.score(X, lengths) / len(X)
             else:
                 # Never an invented likelihood: the rows stay empty, and the family's

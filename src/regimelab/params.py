@@ -85,7 +85,7 @@ class IngestParams:
                  "ingest", "max_invalid_fraction", self.max_invalid_fraction, "a number in [0, 1]")
 
 
-FEATURE_SETS = ("v1", "v2", "regime", "columns")
+FEATURE_SETS = ("v1", "v2", "regime", "range", "columns")
 
 
 @dataclass(frozen=True)
@@ -373,6 +373,36 @@ class DSSMParams:
 
 
 @dataclass(frozen=True)
+class JumpParams:
+    """``jump``: statistical jump models (discrete, or continuous with soft memberships)."""
+
+    jump_penalty: float = 50.0
+    cont: bool = False
+    grid_size: float = 0.05
+    mode_loss: bool = True
+    n_init: int = 10
+    max_iter: int = 1000
+    tol: float = 1e-8
+    min_state_bars: int = 20
+
+    def __post_init__(self) -> None:
+        _require(_is_number(self.jump_penalty) and self.jump_penalty >= 0, "jump",
+                 "jump_penalty", self.jump_penalty,
+                 "a number >= 0 (the cost of a switch, in units of the loss)")
+        for key in ("cont", "mode_loss"):
+            value = getattr(self, key)
+            _require(isinstance(value, bool), "jump", key, value, "true or false")
+        _require(_is_number(self.grid_size) and 0 < self.grid_size <= 0.5
+                 and abs(round(1 / self.grid_size) * self.grid_size - 1) < 1e-9, "jump",
+                 "grid_size", self.grid_size, "a step in (0, 0.5] that divides 1, e.g. 0.05")
+        for key in ("n_init", "max_iter", "min_state_bars"):
+            value = getattr(self, key)
+            _require(_is_int(value) and value >= 1, "jump", key, value, "an integer >= 1")
+        _require(_is_number(self.tol) and self.tol >= 0, "jump", "tol", self.tol,
+                 "a number >= 0 (the smallest gain in the objective that counts as progress)")
+
+
+@dataclass(frozen=True)
 class EvaluateParams:
     """``evaluate``: which split is described, and how forward returns are summarised."""
 
@@ -404,6 +434,7 @@ SECTIONS: dict[str, type] = {
     "select": SelectParams,
     "hmm": HMMParams,
     "dssm": DSSMParams,
+    "jump": JumpParams,
     "evaluate": EvaluateParams,
 }
 
@@ -472,6 +503,7 @@ __all__ = [
     "GridParams",
     "HMMParams",
     "IngestParams",
+    "JumpParams",
     "ModelParams",
     "ScaleParams",
     "SelectParams",

@@ -14,13 +14,20 @@ from regimelab.params import parse_timeframe
 from regimelab.sequences import to_sequences
 
 # Feature kinds whose level is a volatility (or its log), most direct first.
-_VOLATILITY_LEVELS = ("realized_vol", "ewm_vol", "parkinson", "ewm_downside", "hl_range_pct")
+_VOLATILITY_LEVELS = ("log_range", "realized_vol", "ewm_vol", "parkinson", "ewm_downside",
+                      "hl_range_pct")
 
 
 class RegimeModel(Protocol):
-    """The interface evaluate and diagnose rely on, whichever family is behind it."""
+    """The interface evaluate and diagnose rely on, whichever family is behind it.
+
+    ``has_likelihood`` says whether ``score`` is a log-likelihood. A family
+    without one (the jump models) raises in ``score`` and offers its own
+    ``objective`` instead; nothing invents a likelihood for it.
+    """
 
     n_states: int
+    has_likelihood: bool
 
     @property
     def transmat_(self) -> np.ndarray:

@@ -30,6 +30,7 @@ PARAMS = {
     "hmm": {"n_init": 2},
     "dssm": {"hidden": 8, "window": 64, "stride": 48, "burn_in": 8, "batch_size": 8,
              "max_epochs": 2},
+    "jump": {"jump_penalty": 5.0, "n_init": 4},
 }
 # What select-states and train-hmm write, relative to the work folder.
 OUTPUTS = ["metrics/select_states.json", "plots/select_states/bic.csv",
@@ -38,6 +39,8 @@ OUTPUTS = ["metrics/select_states.json", "plots/select_states/bic.csv",
            "metrics/train_hmm.json", "plots/train_hmm/loglik.csv",
            "models/dssm/weights.safetensors", "models/dssm/manifest.json",
            "data/regimes/dssm.parquet", "metrics/train_dssm.json",
+           "models/jump/params.npz", "models/jump/manifest.json", "data/regimes/jump.parquet",
+           "metrics/train_jump.json",
            "plots/train_dssm/plots/metrics/train/loss.tsv",
            "plots/train_dssm/plots/metrics/val/loss.tsv", "metrics/evaluate.json",
            "plots/diagnose/hmm_transmat.png", "plots/diagnose/dssm_regimes.png",
@@ -85,9 +88,15 @@ def model_args(d: Path, out: Path) -> tuple[list[str], ...]:
             "--regimes", str(out / "data/regimes/dssm.parquet"),
             "--metrics", str(out / "metrics/train_dssm.json"),
             "--curves", str(out / "plots/train_dssm")]
+    jump = [*common, "--selection", str(out / "metrics/select_states.json"),
+            "--model", str(out / "models/jump"),
+            "--regimes", str(out / "data/regimes/jump.parquet"),
+            "--metrics", str(out / "metrics/train_jump.json")]
     models = ["--model", "hmm", str(out / "models/hmm"), str(out / "data/regimes/hmm.parquet"),
               "--model", "dssm", str(out / "models/dssm"),
-              str(out / "data/regimes/dssm.parquet")]
+              str(out / "data/regimes/dssm.parquet"),
+              "--model", "jump", str(out / "models/jump"),
+              str(out / "data/regimes/jump.parquet")]
     bars = ["--bars", str(d / "bars.parquet")]
     evaluate = [*common, *bars, "--features", str(d / "features.parquet"), *models,
                 "--metrics", str(out / "metrics/evaluate.json")]
@@ -97,12 +106,12 @@ def model_args(d: Path, out: Path) -> tuple[list[str], ...]:
     monitor = ["--scaled", str(d / "scaled"), "--model", "hmm", str(out / "models/hmm"),
                "--model", "dssm", str(out / "models/dssm"),
                "--metrics", str(out / "metrics/monitor.json")]
-    return select, train, dssm, evaluate, diagnose, monitor
+    return select, train, dssm, jump, evaluate, diagnose, monitor
 
 
 def run_model_stages(stage: Stage, d: Path, out: Path) -> None:
-    for name, args in zip(("select_states", "train_hmm", "train_dssm", "evaluate", "diagnose",
-                           "monitor"), model_args(d, out)):
+    for name, args in zip(("select_states", "train_hmm", "train_dssm", "train_jump", "evaluate",
+                           "diagnose", "monitor"), model_args(d, out)):
         stage(name).main(args)
 
 
@@ -285,6 +294,36 @@ def test_train_dssm_without_an_hmm_fits_its_own_start(scaled: Path, outputs: Pat
     assert order["values"] == sorted(order["values"])
 
 
+def test_train_jump_writes_model_regimes_and_metrics(scaled: Path, outputs: Path) -> None:
+    k = read(outputs / "metrics/select_states.json")["choice"]["n_states"]
+    spec = read(scaled / "spec.json")
+    manifest = read(outputs / "models/jump/manifest.json")
+    assert manifest["model"] == "jump" and manifest["n_states"] == k
+    assert manifest["features"] == spec["columns"] and manifest["feature_spec"] == spec
+    assert manifest["scaler"] == read(scaled / "scaled/scaler.json")
+    assert manifest["resolved"]["jump_penalty"] == 5.0
+    assert "numba_version" in manifest and "torch_version" not in manifest
+    assert manifest["state_order"]["rule"] == "ascending volatility"
+
+    jump = pd.read_parquet(outputs / "data/regimes/jump.parquet")
+    hmm = pd.read_parquet(outputs / "data/regimes/hmm.parquet")
+    assert list(jump.columns) == list(hmm.columns)  # the same contract
+    pd.testing.assert_frame_equal(jump[["timestamp", "symbol", "split", "segment"]],
+                                  hmm[["timestamp", "symbol", "split", "segment"]])
+    # Hard labels: the smoothed rows are one-hot on the hindsight path.
+    smooth = jump[[f"p_smooth_{i}" for i in range(k)]].to_numpy()
+    np.testing.assert_array_equal(smooth.argmax(axis=1), jump["state"])
+    assert set(np.unique(smooth)) <= {0.0, 1.0}
+
+    metrics = read(outputs / "metrics/train_jump.json")
+    assert metrics["n_states"] == k and metrics["jump_penalty"] == 5.0
+    assert "log_likelihood_per_bar" not in metrics
+    assert set(metrics["objective_per_bar"]) == {"train", "val", "test"}
+    assert all(v > 0 for v in metrics["objective_per_bar"].values())
+    for key in ("transmat", "stationary", "expected_duration_bars", "occupancy"):
+        assert key in metrics
+
+
 def test_evaluate_compares_both_models_and_the_baseline(scaled: Path, outputs: Path) -> None:
     report = read(outputs / "metrics/evaluate.json")
     k = read(outputs / "metrics/select_states.json")["choice"]["n_states"]
@@ -315,6 +354,15 @@ def test_evaluate_compares_both_models_and_the_baseline(scaled: Path, outputs: P
         # The synthetic market's regimes are known: both models find them.
         assert block["truth"]["ari"] > 0.5 and block["truth"]["matched_accuracy"] > 0.7
     assert "aic" in report["hmm"] and "aic" not in report["dssm"]
+    # A family without a likelihood leaves those rows empty and gives its objective.
+    jump = report["jump"]
+    assert jump["ll_per_bar"] == {"val": None, "test": None}
+    np.testing.assert_allclose(
+        jump["objective_per_bar"]["test"],
+        read(outputs / "metrics/train_jump.json")["objective_per_bar"]["test"], rtol=1e-12, atol=0)
+    assert jump["entropy_filtered"] == 0.0  # hard labels
+    assert jump["truth"]["ari"] > 0.5
+    assert set(report["agreement"]) == {"hmm_dssm", "hmm_jump", "dssm_jump"}
     baseline = report["baseline"]
     assert baseline["n_states"] == 1
     columns = read(scaled / "spec.json")["columns"]
@@ -328,7 +376,7 @@ def test_evaluate_compares_both_models_and_the_baseline(scaled: Path, outputs: P
 
 def test_diagnose_writes_every_figure_and_the_tables(outputs: Path) -> None:
     folder = outputs / "plots/diagnose"
-    for name in ("hmm", "dssm"):
+    for name in ("hmm", "dssm", "jump"):
         for figure in FIGURES:
             assert (folder / f"{name}_{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         pairs = pd.read_csv(folder / f"{name}_pairs.csv")

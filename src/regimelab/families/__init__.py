@@ -43,4 +43,6 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
            "Gaussian hidden Markov model (hmmlearn)"),
     Family("dssm", "dssm", "regimelab.families.dssm.model:RegimeDSSM",
            "deep state-space model: a regime chain with a GRU context (PyTorch)"),
+    Family("jump", "jump", "regimelab.families.jump.model:RegimeJump",
+           "statistical jump model: k-means-like centres and a penalty per switch"),
 )}

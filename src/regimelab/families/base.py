@@ -63,7 +63,7 @@ def decode_splits(model: RegimeModel, frames: dict[str, pd.DataFrame], columns: 
         Each split's share of bars per state (the most likely path), shape ``(K,)``.
     """
     ll_per_bar = {}
-    if getattr(model, "has_likelihood", True):
+    if model.has_likelihood:
         for name, frame in frames.items():
             X, lengths = to_sequences(frame, columns)
             ll_per_bar[name] = model.score(X, lengths) / len(X)

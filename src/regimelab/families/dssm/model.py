@@ -95,6 +95,9 @@ class RegimeDSSM:
         Seeds the network's initial weights and the order of the batches.
     """
 
+    #: ``score`` is the exact log-likelihood in nats.
+    has_likelihood = True
+
     def __init__(self, n_states: int, *, hidden: int = 32, transition: str = "static",
                  emission: str = "scale", max_log_scale: float = 1.0, window: int = 256,
                  stride: int = 224, burn_in: int = 32, batch_size: int = 32,

@@ -188,6 +188,9 @@ class RegimeHMM:
         Seeds every restart.
     """
 
+    #: ``score`` is the exact log-likelihood in nats.
+    has_likelihood = True
+
     def __init__(self, n_states: int, *, covariance_type: str = "diag", n_init: int = 5,
                  n_iter: int = 200, tol: float = 1e-4, min_covar: float = 1e-3,
                  stickiness: float = 0.0, implementation: str = "scaling",

@@ -1,0 +1,51 @@
+"""Stage train-jump: fit the statistical jump model and decode every split."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from regimelab.families.base import manifest
+from regimelab.families.jump import fit
+from regimelab.io import read_json, sha256_file, write_json, write_parquet
+from regimelab.params import load_section
+from regimelab.selection import resolve_model
+from regimelab.split import read_splits
+from regimelab.stage import run
+
+log = logging.getLogger("stages.train_jump")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--scaled", required=True, help="folder with scaled splits + scaler")
+    parser.add_argument("--spec", required=True, help="feature spec (JSON)")
+    parser.add_argument("--selection", required=True, help="select-states metrics (JSON)")
+    parser.add_argument("--model", required=True, help="folder for the model")
+    parser.add_argument("--regimes", required=True, help="regimes table (Parquet)")
+    parser.add_argument("--metrics", required=True, help="training metrics (JSON)")
+    args = parser.parse_args(argv)
+
+    model_params = load_section("model", args.params)
+    jump = load_section("jump", args.params)
+    spec = read_json(args.spec)
+    resolved = resolve_model(read_json(args.selection), model_params)
+    scaled = Path(args.scaled)
+    trained = fit.train(read_splits(scaled), columns=spec["columns"], jump=jump,
+                        seed=model_params.seed, n_states=resolved["n_states"])
+    trained.model.save(args.model, manifest=manifest(
+        spec=spec, scaler=read_json(scaled / "scaler.json"),
+        train_sha256=sha256_file(scaled / "train.parquet"),
+        resolved={"n_states": resolved["n_states"], "jump_penalty": jump.jump_penalty},
+        seed=model_params.seed, libraries=fit.LIBRARIES))
+    write_parquet(trained.regimes, args.regimes)
+    write_json(trained.metrics, args.metrics)
+    log.info("wrote %s and %d regime rows", args.model, len(trained.regimes))
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

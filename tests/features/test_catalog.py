@@ -78,6 +78,24 @@ def test_range_and_body() -> None:
                                rtol=1e-14, atol=0)
 
 
+def test_log_range_is_the_log_of_each_bars_parkinson_volatility() -> None:
+    values = FeatureDef("log_range", (), "1h").compute(BARS)
+    expected = [math.log(math.log(h / lo) / math.sqrt(4 * math.log(2)))
+                for h, lo in zip(HIGH, LOW)]
+    np.testing.assert_allclose(values, expected, rtol=1e-12, atol=0)
+    # A flat bar (high == low, inside an outage) is floored, not minus infinity.
+    flat = {**BARS, "high": BARS["low"].copy()}
+    values = FeatureDef("log_range", (), "1h").compute(flat)
+    np.testing.assert_allclose(values, math.log(1e-8 / math.sqrt(4 * math.log(2))),
+                               rtol=1e-12, atol=0)
+
+
+def test_range_set_is_one_log_range_per_timeframe() -> None:
+    defs = select_features(FeaturesParams(set="range", timeframes=("1h", "4h")))
+    assert [d.name for d in defs] == ["log_range_1h", "log_range_4h"]
+    assert resolve_max_gap(FeaturesParams(set="range")) == 0
+
+
 def test_v2_kinds() -> None:
     changes = [CLOSE[i] - CLOSE[i - 1] for i in range(T - 2, T + 1)]
     gain = sum(max(c, 0) for c in changes) / 3

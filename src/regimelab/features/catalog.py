@@ -34,6 +34,8 @@ from regimelab.params import FeaturesParams, parse_timeframe
 Bars = dict[str, np.ndarray]
 
 _LN2_4 = 4.0 * math.log(2.0)
+# A flat bar (high == low, e.g. inside an exchange outage) has no log range: floor it.
+_RANGE_FLOOR = 1e-8
 
 
 def _log_return(b: Bars) -> np.ndarray:
@@ -169,6 +171,11 @@ KINDS: dict[str, Kind] = {
     "hl_range_pct": Kind(
         0, lambda b: 100.0 * (b["high"] - b["low"]) / b["close"], lambda: 1,
         "100 (high - low) / close"),
+    "log_range": Kind(
+        0, lambda b: np.log(np.maximum(np.log(b["high"] / b["low"]), _RANGE_FLOOR)
+                            / math.sqrt(_LN2_4)), lambda: 1,
+        "log of the bar's Parkinson volatility: log(log(high/low) / sqrt(4 log 2)), the "
+        "range floored at 1e-8 (a flat bar)"),
     "close_open_pct": Kind(
         0, lambda b: 100.0 * (b["close"] - b["open"]) / b["open"], lambda: 1,
         "100 (close - open) / open"),
@@ -354,10 +361,25 @@ def regime_kinds(p: FeaturesParams, timeframe: str) -> list[tuple[str, tuple[int
     return [(kind, (h,)) for kind in kinds for h in halflives_at(p, timeframe)]
 
 
+def range_kinds(p: FeaturesParams) -> list[tuple[str, tuple[int, ...]]]:
+    """Each bar's own volatility, the log of its Parkinson range estimate.
+
+    The volatility set: one observation per bar and timeframe, with no
+    smoothing, so a change of regime shows at once; persistence is left to
+    the model (a jump penalty, a sticky prior), which pools the bars of a
+    regime in hindsight and lags by a few bars live. Smoothed features (the
+    regime set) lag by about a half-life at every change of regime.
+    """
+    return [("log_range", ())]
+
+
 def select_features(p: FeaturesParams) -> list[FeatureDef]:
     """The features that ``features`` params ask for, in column order."""
     if p.set == "columns":
         defs = [parse_feature(name) for name in p.columns]
+    elif p.set == "range":
+        defs = [FeatureDef(kind, params, tf) for tf in p.timeframes
+                for kind, params in range_kinds(p)]
     elif p.set == "regime":
         defs = [FeatureDef(kind, params, tf) for tf in p.timeframes
                 for kind, params in regime_kinds(p, tf)]

@@ -9,13 +9,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from regimelab.choice import min_dwell_bars
 from regimelab.io import read_json, read_parquet, write_csv, write_json
-from regimelab.params import load_section
+from regimelab.params import load_section, parse_timeframe
 from regimelab.selection import (
     STORAGE_ENV,
     criteria_tables,
     fresh_sqlite_storage,
     run_selection,
+    scan_tables,
     study_name,
 )
 from regimelab.sequences import to_sequences
@@ -37,8 +39,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     select = load_section("select", args.params)
     hmm = load_section("hmm", args.params)
+    jump = load_section("jump", args.params)
     seed = load_section("model", args.params).seed
-    columns = read_json(args.spec)["columns"]
+    spec = read_json(args.spec)
+    columns = spec["columns"]
     train_path, val_path = Path(args.scaled) / "train.parquet", Path(args.scaled) / "val.parquet"
     X, lengths = to_sequences(read_parquet(train_path), columns)
     X_val, lengths_val = to_sequences(read_parquet(val_path), columns)
@@ -47,10 +51,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     storage = (select.storage or os.environ.get(STORAGE_ENV)
                or fresh_sqlite_storage(Path(args.study_dir) / "study.db"))
     name = study_name([X, X_val], columns=columns, select=select, hmm=hmm, seed=seed)
-    result = run_selection(X, lengths, X_val, lengths_val, select=select, hmm=hmm, seed=seed,
-                           storage=storage, name=name, feature_names=columns)
+    result = run_selection(
+        X, lengths, X_val, lengths_val, select=select, hmm=hmm, jump=jump, seed=seed,
+        storage=storage, name=name, feature_names=columns,
+        min_dwell=min_dwell_bars(select, parse_timeframe(spec["base_timeframe"])))
     write_json(result, args.metrics)
-    for criterion, table in criteria_tables(result).items():
+    for criterion, table in {**criteria_tables(result), **scan_tables(result)}.items():
         write_csv(table, Path(args.plots) / f"{criterion}.csv")
     log.info("chose K=%d %s", result["choice"]["n_states"], result["choice"]["covariance_type"])
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pytorch_lightning import seed_everything
 
+from regimelab.choice import resolve_model
 from regimelab.families.base import manifest
 from regimelab.families.dssm import fit
 from regimelab.families.hmm.model import RegimeHMM
@@ -23,7 +24,6 @@ from regimelab.io import (
     write_parquet,
 )
 from regimelab.params import load_section
-from regimelab.selection import resolve_model
 from regimelab.split import read_splits
 from regimelab.stage import run
 
@@ -62,7 +62,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         log_dir=tmp_curves, progress_bar=sys.stderr.isatty() and "CI" not in os.environ)
     trained.model.save(args.model, manifest=manifest(
         spec=spec, scaler=read_json(scaled / "scaler.json"),
-        train_sha256=sha256_file(scaled / "train.parquet"), resolved=resolved,
+        train_sha256=sha256_file(scaled / "train.parquet"),
+        resolved={k: resolved[k] for k in ("n_states", "covariance_type")},
         seed=model_params.seed, libraries=fit.LIBRARIES))
     write_parquet(trained.regimes, args.regimes)
     write_json(trained.metrics, args.metrics)

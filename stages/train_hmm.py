@@ -8,11 +8,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from regimelab.choice import resolve_model
 from regimelab.families.base import manifest
 from regimelab.families.hmm import fit
 from regimelab.io import read_json, sha256_file, write_csv, write_json, write_parquet
 from regimelab.params import load_section
-from regimelab.selection import resolve_model
 from regimelab.split import read_splits
 from regimelab.stage import run
 
@@ -38,10 +38,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     scaled = Path(args.scaled)
     frames = read_splits(scaled)
     trained = fit.train(frames, columns=spec["columns"], hmm=hmm, seed=model_params.seed,
-                        **resolved)
+                        n_states=resolved["n_states"],
+                        covariance_type=resolved["covariance_type"])
     trained.model.save(args.model, manifest=manifest(
         spec=spec, scaler=read_json(scaled / "scaler.json"),
-        train_sha256=sha256_file(scaled / "train.parquet"), resolved=resolved,
+        train_sha256=sha256_file(scaled / "train.parquet"),
+        resolved={k: resolved[k] for k in ("n_states", "covariance_type")},
         seed=model_params.seed, libraries=fit.LIBRARIES))
     write_parquet(trained.regimes, args.regimes)
     write_json(trained.metrics, args.metrics)

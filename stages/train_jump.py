@@ -8,11 +8,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from regimelab.choice import resolve_model
 from regimelab.families.base import manifest
 from regimelab.families.jump import fit
 from regimelab.io import read_json, sha256_file, write_json, write_parquet
 from regimelab.params import load_section
-from regimelab.selection import resolve_model
 from regimelab.split import read_splits
 from regimelab.stage import run
 
@@ -34,13 +34,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     jump = load_section("jump", args.params)
     spec = read_json(args.spec)
     resolved = resolve_model(read_json(args.selection), model_params)
+    penalty = fit.resolve_penalty(jump, resolved)
     scaled = Path(args.scaled)
     trained = fit.train(read_splits(scaled), columns=spec["columns"], jump=jump,
-                        seed=model_params.seed, n_states=resolved["n_states"])
+                        jump_penalty=penalty, seed=model_params.seed,
+                        n_states=resolved["n_states"])
     trained.model.save(args.model, manifest=manifest(
         spec=spec, scaler=read_json(scaled / "scaler.json"),
         train_sha256=sha256_file(scaled / "train.parquet"),
-        resolved={"n_states": resolved["n_states"], "jump_penalty": jump.jump_penalty},
+        resolved={"n_states": resolved["n_states"], "jump_penalty": penalty},
         seed=model_params.seed, libraries=fit.LIBRARIES))
     write_parquet(trained.regimes, args.regimes)
     write_json(trained.metrics, args.metrics)

@@ -9,18 +9,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from regimelab.choice import choose, min_dwell_bars, resolve_model
 from regimelab.exceptions import ModelError, ParamsError
 from regimelab.families.hmm.fit import candidate_seed, make_hmm
 from regimelab.params import GridParams, HMMParams, ModelParams, SelectParams
 from regimelab.selection import (
-    choose,
     criteria_tables,
     evaluate_candidate,
-    resolve_model,
     run_selection,
+    scan_tables,
     study_name,
 )
-from regimelab.synth import make_market
+from regimelab.synth import make_market, make_realistic_market
 
 RANGE = "parkinson_1_1h"
 
@@ -44,7 +44,7 @@ def test_bic_picks_the_true_state_count(tmp_path: Path, n_regimes: int, seed: in
     bars = make_market(2000, n_regimes=n_regimes, random_state=seed)
     X, lengths, X_val, lengths_val = log_range_split(bars)
     select = SelectParams(grid=GridParams(n_states=(2, 3, 4, 5), covariance_type=("diag",)),
-                          n_jobs=2)
+                          criterion="bic", resamples=1, penalties=(5.0,), n_jobs=2)
     result = run_selection(X, lengths, X_val, lengths_val, select=select,
                            hmm=HMMParams(n_init=2), seed=0, storage=f"sqlite:///{tmp_path}/s.db",
                            name="test", feature_names=[RANGE])
@@ -72,7 +72,8 @@ def test_a_candidate_that_cannot_be_fitted_is_recorded(tmp_path: Path) -> None:
     # Three states of at least 110 bars each cannot fit in 300 bars.
     result = run_selection(
         X, lengths, X, lengths,
-        select=SelectParams(grid=GridParams(n_states=(2, 3), covariance_type=("diag",))),
+        select=SelectParams(grid=GridParams(n_states=(2, 3), covariance_type=("diag",)),
+                            criterion="bic", resamples=1, penalties=(5.0,)),
         hmm=HMMParams(n_init=2, min_state_bars=110), seed=0,
         storage=f"sqlite:///{tmp_path}/s.db", name="test")
     failed = result["candidates"]["k3_diag"]
@@ -239,9 +240,55 @@ def test_resolve_model(selection: dict[str, Any], n_states: int | str, covarianc
                        expected: tuple) -> None:
     params = ModelParams(n_states=n_states, covariance_type=covariance_type)
     assert resolve_model(selection, params) == {"n_states": expected[0],
-                                                "covariance_type": expected[1]}
+                                                "covariance_type": expected[1],
+                                                "jump_penalty": None}
 
 
 def test_auto_takes_the_recorded_choice(selection: dict[str, Any]) -> None:
     selection["choice"] = {"n_states": 4, "covariance_type": "full"}
-    assert resolve_model(selection, ModelParams()) == {"n_states": 4, "covariance_type": "full"}
+    assert resolve_model(selection, ModelParams()) == {"n_states": 4, "covariance_type": "full",
+                                                       "jump_penalty": None}
+
+
+def test_the_stability_choice_takes_its_count_and_the_scan_s_penalty(
+        selection: dict[str, Any]) -> None:
+    selection.update(criterion="stability",
+                     choice={"n_states": 4, "covariance_type": "full"},
+                     scan={"k3": {"jump_penalty": 2.0}, "k4": {"jump_penalty": 10.0}})
+    assert resolve_model(selection, ModelParams()) == {
+        "n_states": 4, "covariance_type": "full", "jump_penalty": 10.0}
+    # A fixed count takes its own penalty, and its best covariance type by BIC.
+    assert resolve_model(selection, ModelParams(n_states=3)) == {
+        "n_states": 3, "covariance_type": "diag", "jump_penalty": 2.0}
+
+
+def test_min_dwell_auto_is_a_day_of_intraday_bars() -> None:
+    assert min_dwell_bars(SelectParams(), pd.Timedelta("1h")) == 24
+    assert min_dwell_bars(SelectParams(), pd.Timedelta("15min")) == 96
+    assert min_dwell_bars(SelectParams(), pd.Timedelta("1D")) == 5
+    assert min_dwell_bars(SelectParams(min_dwell=10), pd.Timedelta("1h")) == 10
+
+
+def test_the_edge_flag_says_where_the_criterion_is_best(tmp_path: Path) -> None:
+    # On per-bar features of a market with volatility clustering BIC keeps falling with
+    # more states: its optimum is the grid's largest count, whatever a tie rule picks.
+    bars = make_realistic_market(6000, n_regimes=2, random_state=3)
+    X, lengths, X_val, lengths_val = log_range_split(bars)
+    common = dict(grid=GridParams(n_states=(2, 3), covariance_type=("diag",)), resamples=1,
+                  penalties=(5.0,), n_jobs=2)
+    runs = {}
+    for criterion in ("bic", "stability"):
+        runs[criterion] = run_selection(
+            X, lengths, X_val, lengths_val, select=SelectParams(criterion=criterion, **common),
+            hmm=HMMParams(n_init=2), seed=0, storage=f"sqlite:///{tmp_path}/{criterion}.db",
+            name="edge", feature_names=[RANGE])
+    bic = {c["n_states"]: c["bic"] for c in runs["bic"]["candidates"].values()}
+    assert bic[3] < bic[2] and runs["bic"]["bic_optimum_n_states"] == 3
+    assert runs["bic"]["choice"]["at_grid_edge"] is True
+    # The scan finds two reproducible, distinct regimes and no third: not at the edge.
+    stable = runs["stability"]
+    assert stable["choice"] == {"n_states": 2, "covariance_type": "diag", "at_grid_edge": False}
+    assert stable["bic_optimum_n_states"] == 3
+    tables = scan_tables(stable)
+    np.testing.assert_array_equal(tables["scan"]["n_states"], [2, 3])
+    assert list(tables["persistence"].columns) == ["penalty", "k2", "k3", "min_dwell"]

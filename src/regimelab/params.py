@@ -247,21 +247,46 @@ class GridParams:
                  f"a list of distinct covariance types from {', '.join(COVARIANCE_TYPES)}")
 
 
+SELECT_CRITERIA = ("stability", "bic", "aic", "val_ll")
+
+
 @dataclass(frozen=True)
 class SelectParams:
     """``select``: how select-states searches the grid and picks a model."""
 
     grid: GridParams = GridParams()
-    criterion: str = "bic"
+    criterion: str = "stability"
     tie_tolerance: float = 0.002
+    min_stability: float = 0.9
+    min_separation: float = 1.0
+    resamples: int = 2
+    scan_penalty: float = 5.0
+    penalties: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+    min_dwell: int | str = "auto"
     sampler: str = "grid"
     n_trials: int | None = None
     storage: str | None = None
     n_jobs: int = 2
 
     def __post_init__(self) -> None:
-        _require(self.criterion in ("bic", "aic", "val_ll"), "select", "criterion",
-                 self.criterion, "'bic', 'aic' or 'val_ll'")
+        _require(self.criterion in SELECT_CRITERIA, "select", "criterion", self.criterion,
+                 "'stability' (the largest reproducible, distinct state count), 'bic', 'aic' "
+                 "or 'val_ll'")
+        _require(_is_number(self.min_stability) and 0 <= self.min_stability <= 1, "select",
+                 "min_stability", self.min_stability, "an adjusted Rand index in [0, 1]")
+        _require(_is_number(self.min_separation) and self.min_separation >= 0, "select",
+                 "min_separation", self.min_separation,
+                 "a number >= 0 (within-state standard deviations between two centres)")
+        _require(_is_int(self.resamples) and self.resamples >= 1, "select", "resamples",
+                 self.resamples, "an integer >= 1 (block-bootstrap refits per state count)")
+        _require(_is_number(self.scan_penalty) and self.scan_penalty >= 0, "select",
+                 "scan_penalty", self.scan_penalty, "a number >= 0 (a jump penalty)")
+        _require(len(self.penalties) > 0 and all(_is_number(v) and v >= 0 for v in self.penalties)
+                 and list(self.penalties) == sorted(set(self.penalties)), "select", "penalties",
+                 list(self.penalties), "an ascending list of distinct jump penalties >= 0")
+        _require(self.min_dwell == "auto" or (_is_int(self.min_dwell) and self.min_dwell >= 1),
+                 "select", "min_dwell", self.min_dwell,
+                 "'auto' (a day of intraday bars, 5 daily bars) or an integer number of bars")
         _require(_is_number(self.tie_tolerance) and self.tie_tolerance >= 0,
                  "select", "tie_tolerance", self.tie_tolerance,
                  "a number >= 0 (nats per bar within which candidates tie)")
@@ -325,6 +350,7 @@ class DSSMParams:
     transition: str = "static"
     emission: str = "scale"
     max_log_scale: float = 1.0
+    stickiness: float = 0.0
     window: int = 256
     stride: int = 224
     burn_in: int = 32
@@ -349,6 +375,9 @@ class DSSMParams:
                  "'scale' (the past scales each regime's spread) or 'static'")
         _require(_is_number(self.max_log_scale) and self.max_log_scale > 0, "dssm",
                  "max_log_scale", self.max_log_scale, "a positive number")
+        _require(_is_number(self.stickiness) and self.stickiness >= 0, "dssm", "stickiness",
+                 self.stickiness, "a number >= 0 (0: no sticky prior; 1 about doubles the "
+                 "expected dwell)")
         _require(_is_int(self.window) and self.window >= 2, "dssm", "window", self.window,
                  "an integer >= 2 (bars per training window)")
         _require(_is_int(self.burn_in) and 0 <= self.burn_in < self.window, "dssm", "burn_in",
@@ -376,7 +405,7 @@ class DSSMParams:
 class JumpParams:
     """``jump``: statistical jump models (discrete, or continuous with soft memberships)."""
 
-    jump_penalty: float = 50.0
+    jump_penalty: float | str = "auto"
     cont: bool = False
     grid_size: float = 0.05
     mode_loss: bool = True
@@ -386,9 +415,11 @@ class JumpParams:
     min_state_bars: int = 20
 
     def __post_init__(self) -> None:
-        _require(_is_number(self.jump_penalty) and self.jump_penalty >= 0, "jump",
+        _require(self.jump_penalty == "auto"
+                 or (_is_number(self.jump_penalty) and self.jump_penalty >= 0), "jump",
                  "jump_penalty", self.jump_penalty,
-                 "a number >= 0 (the cost of a switch, in units of the loss)")
+                 "'auto' (select-states' calibrated penalty) or a number >= 0 (the cost of a "
+                 "switch, in units of the loss)")
         for key in ("cont", "mode_loss"):
             value = getattr(self, key)
             _require(isinstance(value, bool), "jump", key, value, "true or false")

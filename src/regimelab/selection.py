@@ -1,9 +1,21 @@
-"""select-states: score candidate HMMs over a grid, with Optuna driving the search.
+"""select-states: the state count, the persistence, and a table of candidate HMMs.
 
-Each candidate (state count, covariance type) is fitted by
-:class:`~regimelab.families.hmm.model.RegimeHMM` with its restarts and scored on the training
-split (log-likelihood, AIC, BIC), on the validation split (log-likelihood per
-bar) and by how much its two best restarts agree (ARI of their decoded paths).
+Two searches, one after the other:
+
+- **the HMM grid**: each candidate (state count, covariance type) is fitted by
+  :class:`~regimelab.families.hmm.model.RegimeHMM` with its restarts and scored
+  on the training split (log-likelihood, AIC, BIC), on the validation split
+  (log-likelihood per bar) and by how much its two best restarts agree (ARI of
+  their decoded paths). With ``select.criterion`` ``bic``, ``aic`` or
+  ``val_ll`` these scores choose the state count (the seed's rule);
+- **the regime scan** (:mod:`regimelab.scan`): for each state count, whether
+  its regimes are reproducible and distinct, and the jump penalty that makes
+  them last ``select.min_dwell`` bars on validation. With the default
+  ``stability`` criterion the state count is the largest that passes, and the
+  HMM's covariance type at that count is the lowest BIC.
+
+Validation bars are used for these choices, so they are not held out: only
+the test split is.
 
 Optuna holds the study. Trials run in threads (hmmlearn's E-step and numpy
 release the GIL, so two threads use two cores), and the study lives in
@@ -35,9 +47,11 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from regimelab import __version__
+from regimelab.choice import choose, score_to_minimise
 from regimelab.exceptions import ModelError, ParamsError
 from regimelab.families.hmm.fit import make_hmm
-from regimelab.params import COVARIANCE_TYPES, HMMParams, ModelParams, SelectParams
+from regimelab.params import COVARIANCE_TYPES, HMMParams, JumpParams, SelectParams
+from regimelab.scan import choose_n_states, scan_state_count
 
 log = logging.getLogger(__name__)
 
@@ -109,61 +123,6 @@ def fresh_sqlite_storage(path: Path) -> str:
     return f"sqlite:///{path.as_posix()}"
 
 
-def _score_to_minimise(row: dict[str, Any], criterion: str) -> float:
-    return -row["val_ll_per_bar"] if criterion == "val_ll" else row[criterion]
-
-
-def choose(candidates: list[dict[str, Any]], *, criterion: str, tie_tolerance: float,
-           n_train: int) -> dict[str, Any]:
-    """The chosen candidate: best by ``criterion``, near-ties to the best validation fit.
-
-    Candidates whose criterion is within ``tie_tolerance`` nats per training
-    bar of the best tie; among them the highest validation log-likelihood per
-    bar wins, then the fewest states. With ``criterion='val_ll'`` the near-ties
-    go to the fewest parameters instead.
-    """
-    done = [c for c in candidates if c.get("status") == "complete"]
-    if not done:
-        raise ModelError("select-states: no candidate could be fitted; see the log for why")
-    best = min(_score_to_minimise(c, criterion) for c in done)
-    # AIC and BIC are -2 log-likelihood + penalty: half their difference per bar is nats per bar.
-    scale = 1.0 if criterion == "val_ll" else 2.0 * n_train
-    tied = [c for c in done if (_score_to_minimise(c, criterion) - best) / scale
-            <= tie_tolerance]
-    if criterion == "val_ll":
-        return min(tied, key=lambda c: (c["n_parameters"], -c["val_ll_per_bar"],
-                                        c["n_states"]))
-    return min(tied, key=lambda c: (-c["val_ll_per_bar"], c["n_states"],
-                                    COVARIANCE_TYPES.index(c["covariance_type"])))
-
-
-def resolve_model(selection: dict[str, Any], model: ModelParams) -> dict[str, Any]:
-    """The state count and covariance type to train, from ``model`` params and the selection.
-
-    ``auto`` takes select-states' choice. A fixed value restricts the choice to
-    the candidates that have it, so ``model.n_states=4`` gets the best
-    covariance type at four states.
-    """
-    choice = selection["choice"]
-    rows = [c for c in selection["candidates"].values() if c.get("status") == "complete"]
-    if model.n_states != "auto":
-        rows = [c for c in rows if c["n_states"] == model.n_states]
-    if model.covariance_type != "auto":
-        rows = [c for c in rows if c["covariance_type"] == model.covariance_type]
-    if model.n_states == "auto" and model.covariance_type == "auto":
-        picked = choice
-    elif rows:
-        picked = choose(rows, criterion=selection["criterion"],
-                        tie_tolerance=selection["tie_tolerance"], n_train=selection["n_train"])
-    else:
-        # A fixed value outside the grid: take it as it is, the rest from the choice.
-        picked = choice
-    n_states = model.n_states if model.n_states != "auto" else picked["n_states"]
-    cov = (model.covariance_type if model.covariance_type != "auto"
-           else picked["covariance_type"])
-    return {"n_states": int(n_states), "covariance_type": str(cov)}
-
-
 def _relative_cost(n_states: int, covariance_type: str) -> float:
     """Rough cost of fitting a candidate, for scheduling only."""
     return n_states * (3.0 if covariance_type in ("full", "tied") else 1.0)
@@ -185,7 +144,7 @@ def _tell(study: optuna.Study, trial: optuna.Trial, future: Future, *, criterion
         raise
     for key, value in row.items():
         trial.set_user_attr(key, value)
-    study.tell(trial, _score_to_minimise(row, criterion))
+    study.tell(trial, score_to_minimise(row, criterion))
     log.info("%s K=%d %-4s BIC %.0f, val LL %.4f nats/bar, restart ARI %.2f, %d iterations, "
              "%.1f s", progress, k, cov, row["bic"], row["val_ll_per_bar"], row["restart_ari"],
              row["n_iter"], seconds)
@@ -204,27 +163,66 @@ def _make_sampler(select: SelectParams, seed: int) -> optuna.samplers.BaseSample
     return optuna.samplers.TPESampler(seed=seed)
 
 
+def run_scan(X: np.ndarray, lengths: np.ndarray, X_val: np.ndarray, lengths_val: np.ndarray,
+             *, select: SelectParams, jump: JumpParams, min_dwell: float, seed: int,
+             feature_names: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """The regime scan of every state count in the grid, ``select.n_jobs`` at a time.
+
+    Returns ``{"k2": row, ...}`` (see :func:`regimelab.scan.scan_state_count`); a count
+    the jump model cannot fit at all is recorded with ``status: pruned``.
+    """
+    def one(k: int) -> dict[str, Any]:
+        start = time.perf_counter()
+        try:
+            row = scan_state_count(X, lengths, X_val, lengths_val, n_states=k, select=select,
+                                   jump=jump, min_dwell=min_dwell, seed=seed,
+                                   feature_names=feature_names)
+        except ModelError as exc:
+            log.warning("scan K=%d: cannot be fitted: %s", k, exc)
+            return {"n_states": k, "status": "pruned", "failed": str(exc)}
+        log.info("scan K=%d: stability %.3f, separation %.2f, jump penalty %g (median run %s "
+                 "bars on validation), %.1f s", k, row["stability"], row["separation"],
+                 row["jump_penalty"], row["median_dwell_val"], time.perf_counter() - start)
+        return {"status": "complete", **row}
+
+    ks = sorted(select.grid.n_states)
+    with threadpool_limits(1), ThreadPoolExecutor(max_workers=_workers(select.n_jobs)) as pool:
+        rows = list(pool.map(one, ks))
+    return {f"k{k}": row for k, row in zip(ks, rows)}
+
+
+def _criterion_optimum(candidates: list[dict[str, Any]], criterion: str) -> int:
+    """The state count at which the HMM criterion itself is best, before any tie rule."""
+    done = [c for c in candidates if c.get("status") == "complete"]
+    return min(done, key=lambda c: score_to_minimise(c, criterion))["n_states"]
+
+
 def run_selection(
     X: np.ndarray, lengths: np.ndarray, X_val: np.ndarray, lengths_val: np.ndarray, *,
     select: SelectParams, hmm: HMMParams, seed: int, storage: str, name: str,
+    jump: JumpParams | None = None, min_dwell: float = 24.0,
     feature_names: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Search the grid with Optuna and choose a model.
+    """Search the HMM grid with Optuna, scan the regimes, and choose a model.
 
     Parameters
     ----------
     X, lengths : training observations (n_samples, n_features) and sequence lengths
     X_val, lengths_val : validation observations and sequence lengths
-    select, hmm : the ``select`` and ``hmm`` params
+    select, hmm, jump : the ``select``, ``hmm`` and ``jump`` params
     seed : ``model.seed``
     storage : an Optuna storage URL (``sqlite:///...`` or ``postgresql://...``)
     name : the study name (see :func:`study_name`)
+    min_dwell : the median run, in bars, the scan calibrates the jump penalty to
+        (see :func:`min_dwell_bars`)
 
     Returns
     -------
     dict
-        ``choice``, ``criterion``, ``tie_tolerance``, ``n_train`` and
-        ``candidates`` (one entry per grid point, keyed ``k{K}_{type}``).
+        ``choice`` (``n_states``, ``covariance_type``, ``at_grid_edge``),
+        ``criterion``, ``tie_tolerance``, ``n_train``, ``candidates`` (one
+        entry per HMM grid point, keyed ``k{K}_{type}``) and ``scan`` (one
+        entry per state count, keyed ``k{K}``).
     """
     grid_size = len(select.grid.n_states) * len(select.grid.covariance_type)
     n_trials = select.n_trials or grid_size
@@ -325,22 +323,56 @@ def run_selection(
                                "failed": trial.user_attrs.get("failed", "")}
     candidates = dict(sorted(candidates.items(), key=lambda kv: (
         kv[1]["n_states"], COVARIANCE_TYPES.index(kv[1]["covariance_type"]))))
-    choice = choose(list(candidates.values()), criterion=select.criterion,
-                    tie_tolerance=select.tie_tolerance, n_train=len(X))
-    at_edge = choice["n_states"] == max(select.grid.n_states)
+    rows = list(candidates.values())
+    largest = max(select.grid.n_states)
+    scan = run_scan(X, lengths, X_val, lengths_val, select=select,
+                    jump=jump if jump is not None else JumpParams(), min_dwell=min_dwell,
+                    seed=seed, feature_names=feature_names)
+    scanned = [r for r in scan.values() if r["status"] == "complete"]
+    if select.criterion == "stability":
+        if not scanned:
+            raise ModelError("select-states: the jump model could not be fitted at any state "
+                             "count of select.grid.n_states; see the log for why")
+        n_states, passed = choose_n_states(scanned, min_stability=select.min_stability,
+                                           min_separation=select.min_separation)
+        if not passed:
+            log.warning("no state count has regimes that are both reproducible (stability >= "
+                        "%g) and distinct (separation >= %g): taking the fewest, %d",
+                        select.min_stability, select.min_separation, n_states)
+        at_k = [c for c in rows if c.get("status") == "complete" and c["n_states"] == n_states]
+        cov = (choose(at_k, criterion="bic", tie_tolerance=select.tie_tolerance,
+                      n_train=len(X))["covariance_type"] if at_k
+               else select.grid.covariance_type[0])
+        choice = {"n_states": n_states, "covariance_type": cov}
+        # The criterion's optimum lies at the edge when even the largest count passes.
+        at_edge = n_states == largest and passed
+    else:
+        choice = choose(rows, criterion=select.criterion, tie_tolerance=select.tie_tolerance,
+                        n_train=len(X))
+        at_edge = _criterion_optimum(rows, select.criterion) == largest
+    bic_optimum = _criterion_optimum(rows, "bic") if any(
+        c.get("status") == "complete" for c in rows) else None
     if at_edge:
-        log.warning("the choice, %d states, is the largest in select.grid.n_states: the "
-                    "%s may keep improving with more states; widen the grid or fix "
-                    "model.n_states", choice["n_states"], select.criterion)
+        log.warning("AT THE GRID'S EDGE: the %s criterion is best at %d states, the largest in "
+                    "select.grid.n_states; more states may be better still: widen the grid or "
+                    "fix model.n_states", select.criterion, largest)
+    if bic_optimum == largest and select.criterion != "bic":
+        log.warning("BIC alone would take %d states, the grid's edge: on market data it keeps "
+                    "falling with more states (see the candidates table)", largest)
     return {
         "choice": {"n_states": choice["n_states"], "covariance_type": choice["covariance_type"],
                    "at_grid_edge": at_edge},
         "criterion": select.criterion,
         "tie_tolerance": select.tie_tolerance,
+        "min_stability": select.min_stability,
+        "min_separation": select.min_separation,
+        "min_dwell": min_dwell,
+        "bic_optimum_n_states": bic_optimum,
         "n_train": len(X),
         "n_val": len(X_val),
         "study": name,
         "candidates": candidates,
+        "scan": scan,
     }
 
 
@@ -364,3 +396,30 @@ def criteria_tables(selection: dict[str, Any]) -> dict[str, pd.DataFrame]:
             frame[cov] = [values.get(k, np.nan) for k in ks]
         tables[name] = frame
     return tables
+
+
+def scan_tables(selection: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    """The regime scan as plot tables.
+
+    ``scan``: per state count, ``stability``, ``separation``, the calibrated
+    ``jump_penalty`` and its median run on validation, and the thresholds
+    (``min_stability``, ``min_separation``) as constant columns so a plot draws
+    them; ``persistence``: per state count, the median run on validation at
+    every jump penalty tried (one column per count), against ``penalty``.
+    """
+    rows = [r for r in selection.get("scan", {}).values() if r.get("status") == "complete"]
+    scan = pd.DataFrame({
+        "n_states": [r["n_states"] for r in rows],
+        "stability": [r["stability"] for r in rows],
+        "separation": [r["separation"] for r in rows],
+        "min_stability": selection["min_stability"],
+        "min_separation": selection["min_separation"],
+        "jump_penalty": [r["jump_penalty"] for r in rows],
+        "median_dwell_val": [r["median_dwell_val"] for r in rows],
+    })
+    penalties = sorted({float(p) for r in rows for p in r["penalties"]})
+    persistence = pd.DataFrame({"penalty": penalties})
+    for r in rows:
+        persistence[f"k{r['n_states']}"] = [r["penalties"].get(f"{p:g}") for p in penalties]
+    persistence["min_dwell"] = selection["min_dwell"]
+    return {"scan": scan, "persistence": persistence}

@@ -26,14 +26,16 @@ PARAMS = {
     "features": {"window": 10},
     "split": {"folds": 0},
     "model": {"n_states": "auto", "covariance_type": "auto", "seed": 0},
-    "select": {"grid": {"n_states": [2, 3, 4], "covariance_type": ["diag"]}, "n_jobs": 2},
+    "select": {"grid": {"n_states": [2, 3, 4], "covariance_type": ["diag"]}, "n_jobs": 2,
+               "resamples": 1, "penalties": [1, 5, 20]},
     "hmm": {"n_init": 2},
     "dssm": {"hidden": 8, "window": 64, "stride": 48, "burn_in": 8, "batch_size": 8,
              "max_epochs": 2},
-    "jump": {"jump_penalty": 5.0, "n_init": 4},
+    "jump": {"n_init": 4},
 }
 # What select-states and train-hmm write, relative to the work folder.
 OUTPUTS = ["metrics/select_states.json", "plots/select_states/bic.csv",
+           "plots/select_states/scan.csv", "plots/select_states/persistence.csv",
            "plots/select_states/aic.csv", "plots/select_states/val_ll.csv",
            "models/hmm/params.npz", "models/hmm/manifest.json", "data/regimes/hmm.parquet",
            "metrics/train_hmm.json", "plots/train_hmm/loglik.csv",
@@ -137,8 +139,23 @@ def test_select_states_writes_the_choice_and_the_table(outputs: Path) -> None:
         for key in ("aic", "bic", "val_ll_per_bar", "train_ll_per_bar"):
             assert np.isfinite(c[key])
         assert c["restart_ari"] is None or 0.0 <= c["restart_ari"] <= 1.0
+    # The choice is the scan's: the largest count whose regimes are reproducible and
+    # distinct (or the fewest when none is), whatever BIC says.
+    scan = result["scan"]
+    assert list(scan) == ["k2", "k3", "k4"] and result["criterion"] == "stability"
+    passing = [r["n_states"] for r in scan.values()
+               if r["stability"] >= 0.9 and r["separation"] >= 1.0]
+    assert result["choice"]["n_states"] == max(passing, default=2)
+    assert result["choice"]["at_grid_edge"] == (max(passing, default=0) == 4)
     bic = {c["n_states"]: c["bic"] for c in candidates.values()}
-    assert result["choice"]["n_states"] == min(bic, key=bic.get)
+    assert result["bic_optimum_n_states"] == min(bic, key=bic.get)
+    for r in scan.values():
+        assert set(r["penalties"]) == {"1", "5", "20"}
+        assert r["jump_penalty"] in (1.0, 5.0, 20.0)
+    table = pd.read_csv(outputs / "plots/select_states/scan.csv")
+    np.testing.assert_array_equal(table["n_states"], [2, 3, 4])
+    persistence = pd.read_csv(outputs / "plots/select_states/persistence.csv")
+    assert list(persistence.columns) == ["penalty", "k2", "k3", "k4", "min_dwell"]
     for name, key in (("bic", "bic"), ("aic", "aic"), ("val_ll", "val_ll_per_bar")):
         table = pd.read_csv(outputs / f"plots/select_states/{name}.csv")
         # Every covariance type has a column, so dvc.yaml's plot definitions always hold;
@@ -301,7 +318,8 @@ def test_train_jump_writes_model_regimes_and_metrics(scaled: Path, outputs: Path
     assert manifest["model"] == "jump" and manifest["n_states"] == k
     assert manifest["features"] == spec["columns"] and manifest["feature_spec"] == spec
     assert manifest["scaler"] == read(scaled / "scaled/scaler.json")
-    assert manifest["resolved"]["jump_penalty"] == 5.0
+    selection = read(outputs / "metrics/select_states.json")
+    assert manifest["resolved"]["jump_penalty"] == selection["scan"][f"k{k}"]["jump_penalty"]
     assert "numba_version" in manifest and "torch_version" not in manifest
     assert manifest["state_order"]["rule"] == "ascending volatility"
 
@@ -316,7 +334,8 @@ def test_train_jump_writes_model_regimes_and_metrics(scaled: Path, outputs: Path
     assert set(np.unique(smooth)) <= {0.0, 1.0}
 
     metrics = read(outputs / "metrics/train_jump.json")
-    assert metrics["n_states"] == k and metrics["jump_penalty"] == 5.0
+    assert metrics["n_states"] == k
+    assert metrics["jump_penalty"] == manifest["resolved"]["jump_penalty"]
     assert "log_likelihood_per_bar" not in metrics
     assert set(metrics["objective_per_bar"]) == {"train", "val", "test"}
     assert all(v > 0 for v in metrics["objective_per_bar"].values())

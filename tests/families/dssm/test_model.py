@@ -70,6 +70,16 @@ def test_training_improves_on_its_starting_hmm(model: RegimeDSSM, hmm: RegimeHMM
     np.testing.assert_allclose(-val_ll, model.best_val_loss_, rtol=1e-6, atol=0)
 
 
+def test_stickiness_makes_the_chain_stay_put(data: SimpleNamespace, hmm: RegimeHMM) -> None:
+    plain = fit(data, hmm, max_epochs=2)
+    sticky = fit(data, hmm, max_epochs=2, stickiness=5.0)
+    # The prior pulls every diagonal up from the same start; the likelihood alone does not.
+    assert (np.diag(sticky.transmat_) > np.diag(plain.transmat_)).all()
+    switches = [int((np.diff(m.predict(data.X_val, data.lengths_val)) != 0).sum())
+                for m in (plain, sticky)]
+    assert switches[1] <= switches[0]
+
+
 def test_posteriors_are_distributions(model: RegimeDSSM, data: SimpleNamespace) -> None:
     for proba in (model.predict_proba(data.X, data.lengths),
                   model.filter_proba(data.X, data.lengths)):

@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 
 WEIGHTS = "weights.safetensors"
 
-_PARAM_NAMES = ("n_states", "hidden", "transition", "emission", "max_log_scale", "window",
+_PARAM_NAMES = ("n_states", "hidden", "transition", "emission", "max_log_scale", "stickiness",
+                "window",
                 "stride", "burn_in", "batch_size", "max_epochs", "patience", "lr",
                 "weight_decay", "gradient_clip", "min_occupancy", "accelerator", "num_threads",
                 "random_state")
@@ -79,6 +80,9 @@ class RegimeDSSM:
         Whether the context scales the emissions' spread.
     max_log_scale : float
         Bound on the context's log-scale of each feature.
+    stickiness : float
+        A sticky Dirichlet prior on the chain, as :class:`RegimeHMM`'s: 1 about
+        doubles an average regime's expected dwell (see :class:`DSSMModule`).
     window, stride, burn_in : int
         Training windows of ``window`` bars every ``stride`` bars; a window inside a
         sequence warms up on its first ``burn_in`` bars.
@@ -99,7 +103,8 @@ class RegimeDSSM:
     has_likelihood = True
 
     def __init__(self, n_states: int, *, hidden: int = 32, transition: str = "static",
-                 emission: str = "scale", max_log_scale: float = 1.0, window: int = 256,
+                 emission: str = "scale", max_log_scale: float = 1.0,
+                 stickiness: float = 0.0, window: int = 256,
                  stride: int = 224, burn_in: int = 32, batch_size: int = 32,
                  max_epochs: int = 40, patience: int = 5, lr: float = 1e-2,
                  weight_decay: float = 0.0, gradient_clip: float = 1.0,
@@ -110,6 +115,7 @@ class RegimeDSSM:
         self.transition = transition
         self.emission = emission
         self.max_log_scale = max_log_scale
+        self.stickiness = stickiness
         self.window = window
         self.stride = stride
         self.burn_in = burn_in
@@ -208,7 +214,7 @@ class RegimeDSSM:
                                 make_windows(X_val, lengths_val, **shape),
                                 batch_size=self.batch_size, seed=self.random_state)
         module = DSSMModule(net, lr=self.lr, weight_decay=self.weight_decay,
-                            min_occupancy=self.min_occupancy)
+                            min_occupancy=self.min_occupancy, stickiness=self.stickiness)
         history = EpochHistory()
         with tempfile.TemporaryDirectory(prefix="regimelab-dssm-") as tmp:
             checkpoint = ModelCheckpoint(dirpath=tmp, filename="best", monitor="val/loss",

@@ -37,10 +37,16 @@ class DSSMModule(pl.LightningModule):
         are not pulled towards zero).
     min_occupancy : float
         Share below which a state counts as collapsed.
+    stickiness : float
+        The sticky Dirichlet prior on the chain, as the HMM's ``stickiness``:
+        ``stickiness * n_bars / K`` pseudo self-transitions per state, so the
+        training loss adds ``-stickiness / K * sum_k log A_kk`` per bar (on the
+        chain's own matrix; with ``transition: context`` the context moves
+        around it). The validation loss stays the exact likelihood.
     """
 
     def __init__(self, net: DSSMNet, *, lr: float = 3e-3, weight_decay: float = 0.0,
-                 min_occupancy: float = 0.002) -> None:
+                 min_occupancy: float = 0.002, stickiness: float = 0.0) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
         self.net = net
@@ -57,6 +63,9 @@ class DSSMModule(pl.LightningModule):
                  prog_bar=stage == "val")
         before = self._occupancy.get(stage)
         self._occupancy[stage] = occupancy.detach() + (0 if before is None else before)
+        if stage == "train" and self.hparams.stickiness > 0:
+            log_stay = torch.diagonal(torch.log_softmax(self.net.trans_logits, dim=-1))
+            return loss - self.hparams.stickiness / self.net.n_states * log_stay.sum()
         return loss
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict
+from typing import Any
 
 import pandas as pd
 
+from regimelab.exceptions import ParamsError
 from regimelab.families.base import Trained, decode_splits, describe_chain
 from regimelab.families.jump.model import RegimeJump
 from regimelab.metrics import by_state
@@ -19,13 +21,28 @@ log = logging.getLogger(__name__)
 LIBRARIES = ("numba", "scikit-learn")
 
 
-def make_jump(n_states: int, *, jump: JumpParams, seed: int) -> RegimeJump:
-    """A :class:`RegimeJump` configured from the ``jump`` params."""
-    return RegimeJump(n_states, random_state=seed, **asdict(jump))
+def resolve_penalty(jump: JumpParams, resolved: dict[str, Any]) -> float:
+    """``jump.jump_penalty``, or for ``auto`` select-states' penalty calibrated for the
+    resolved state count (the smallest whose validation regimes last
+    ``select.min_dwell`` bars)."""
+    if jump.jump_penalty != "auto":
+        return float(jump.jump_penalty)
+    if resolved.get("jump_penalty") is None:
+        raise ParamsError(f"jump.jump_penalty: 'auto', but select-states scanned no "
+                          f"{resolved['n_states']}-state jump model; put "
+                          f"{resolved['n_states']} in select.grid.n_states or set a number")
+    return float(resolved["jump_penalty"])
+
+
+def make_jump(n_states: int, *, jump: JumpParams, jump_penalty: float, seed: int
+              ) -> RegimeJump:
+    """A :class:`RegimeJump` configured from the ``jump`` params and a resolved penalty."""
+    settings = {**asdict(jump), "jump_penalty": jump_penalty}
+    return RegimeJump(n_states, random_state=seed, **settings)
 
 
 def train(frames: dict[str, pd.DataFrame], *, columns: list[str], n_states: int,
-          jump: JumpParams, seed: int) -> Trained:
+          jump: JumpParams, jump_penalty: float, seed: int) -> Trained:
     """Fit on ``frames['train']`` and decode every split.
 
     Parameters
@@ -37,10 +54,12 @@ def train(frames: dict[str, pd.DataFrame], *, columns: list[str], n_states: int,
     n_states : int
         The resolved state count.
     jump : the ``jump`` params
+    jump_penalty : the resolved penalty (see :func:`resolve_penalty`)
     seed : ``model.seed``
     """
     X, lengths = to_sequences(frames["train"], columns)
-    model = make_jump(n_states, jump=jump, seed=seed).fit(X, lengths, feature_names=columns)
+    model = make_jump(n_states, jump=jump, jump_penalty=jump_penalty, seed=seed).fit(
+        X, lengths, feature_names=columns)
     _, regimes, shares = decode_splits(model, frames, columns)
     objective = {}
     for name, frame in frames.items():
@@ -48,7 +67,7 @@ def train(frames: dict[str, pd.DataFrame], *, columns: list[str], n_states: int,
         objective[name] = model.objective(X_split, lengths_split) / len(X_split)
     metrics = {
         "n_states": n_states,
-        "jump_penalty": jump.jump_penalty,
+        "jump_penalty": jump_penalty,
         "cont": jump.cont,
         "log_likelihood": "none: a jump model has no likelihood; objective_per_bar is its "
                           "loss (half the squared distance to the centre) plus the penalties",
@@ -60,6 +79,6 @@ def train(frames: dict[str, pd.DataFrame], *, columns: list[str], n_states: int,
         "state_order": model.state_order_,
     }
     log.info("jump model K=%d lambda=%g%s: objective per bar train %.4f, val %.4f, test %.4f; "
-             "%d iterations", n_states, jump.jump_penalty, " (continuous)" if jump.cont else "",
+             "%d iterations", n_states, jump_penalty, " (continuous)" if jump.cont else "",
              objective["train"], objective["val"], objective["test"], model.n_iter_)
     return Trained(model=model, metrics=metrics, regimes=regimes)

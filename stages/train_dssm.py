@@ -35,6 +35,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--scaled", required=True, help="folder with scaled splits + scaler")
     parser.add_argument("--spec", required=True, help="feature spec (JSON)")
+    parser.add_argument("--bars", required=True, help="clean bars (Parquet): the regimes' names")
     parser.add_argument("--selection", required=True, help="select-states metrics (JSON)")
     parser.add_argument("--hmm", help="train-hmm's model folder: the starting point")
     parser.add_argument("--hmm-regimes", help="train-hmm's regimes: the state numbering")
@@ -59,12 +60,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         init=RegimeHMM.load(args.hmm) if args.hmm and Path(args.hmm).is_dir() else None,
         reference=(read_parquet(args.hmm_regimes)
                    if args.hmm_regimes and Path(args.hmm_regimes).is_file() else None),
-        log_dir=tmp_curves, progress_bar=sys.stderr.isatty() and "CI" not in os.environ)
+        log_dir=tmp_curves, progress_bar=sys.stderr.isatty() and "CI" not in os.environ,
+        bars=read_parquet(args.bars))
     trained.model.save(args.model, manifest=manifest(
         spec=spec, scaler=read_json(scaled / "scaler.json"),
         train_sha256=sha256_file(scaled / "train.parquet"),
         resolved={k: resolved[k] for k in ("n_states", "covariance_type")},
-        seed=model_params.seed, libraries=fit.LIBRARIES))
+        seed=model_params.seed, libraries=fit.LIBRARIES,
+        naming=trained.naming))
     write_parquet(trained.regimes, args.regimes)
     write_json(trained.metrics, args.metrics)
     replace_dir(tmp_curves, curves)

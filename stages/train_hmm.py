@@ -11,7 +11,7 @@ from pathlib import Path
 from regimelab.choice import resolve_model
 from regimelab.families.base import manifest
 from regimelab.families.hmm import fit
-from regimelab.io import read_json, sha256_file, write_csv, write_json, write_parquet
+from regimelab.io import read_json, read_parquet, sha256_file, write_csv, write_json, write_parquet
 from regimelab.params import load_section
 from regimelab.split import read_splits
 from regimelab.stage import run
@@ -24,6 +24,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--scaled", required=True, help="folder with scaled splits + scaler")
     parser.add_argument("--spec", required=True, help="feature spec (JSON)")
+    parser.add_argument("--bars", required=True, help="clean bars (Parquet): the regimes' names")
     parser.add_argument("--selection", required=True, help="select-states metrics (JSON)")
     parser.add_argument("--model", required=True, help="folder for the model")
     parser.add_argument("--regimes", required=True, help="regimes table (Parquet)")
@@ -39,12 +40,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     frames = read_splits(scaled)
     trained = fit.train(frames, columns=spec["columns"], hmm=hmm, seed=model_params.seed,
                         n_states=resolved["n_states"],
-                        covariance_type=resolved["covariance_type"])
+                        covariance_type=resolved["covariance_type"],
+                        bars=read_parquet(args.bars))
     trained.model.save(args.model, manifest=manifest(
         spec=spec, scaler=read_json(scaled / "scaler.json"),
         train_sha256=sha256_file(scaled / "train.parquet"),
         resolved={k: resolved[k] for k in ("n_states", "covariance_type")},
-        seed=model_params.seed, libraries=fit.LIBRARIES))
+        seed=model_params.seed, libraries=fit.LIBRARIES,
+        naming=trained.naming))
     write_parquet(trained.regimes, args.regimes)
     write_json(trained.metrics, args.metrics)
     write_csv(trained.history, args.history)

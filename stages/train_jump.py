@@ -11,7 +11,7 @@ from pathlib import Path
 from regimelab.choice import resolve_model
 from regimelab.families.base import manifest
 from regimelab.families.jump import fit
-from regimelab.io import read_json, sha256_file, write_json, write_parquet
+from regimelab.io import read_json, read_parquet, sha256_file, write_json, write_parquet
 from regimelab.params import load_section
 from regimelab.split import read_splits
 from regimelab.stage import run
@@ -24,6 +24,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--scaled", required=True, help="folder with scaled splits + scaler")
     parser.add_argument("--spec", required=True, help="feature spec (JSON)")
+    parser.add_argument("--bars", required=True, help="clean bars (Parquet): the regimes' names")
     parser.add_argument("--selection", required=True, help="select-states metrics (JSON)")
     parser.add_argument("--model", required=True, help="folder for the model")
     parser.add_argument("--regimes", required=True, help="regimes table (Parquet)")
@@ -38,12 +39,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     scaled = Path(args.scaled)
     trained = fit.train(read_splits(scaled), columns=spec["columns"], jump=jump,
                         jump_penalty=penalty, seed=model_params.seed,
-                        n_states=resolved["n_states"])
+                        n_states=resolved["n_states"], bars=read_parquet(args.bars))
     trained.model.save(args.model, manifest=manifest(
         spec=spec, scaler=read_json(scaled / "scaler.json"),
         train_sha256=sha256_file(scaled / "train.parquet"),
         resolved={"n_states": resolved["n_states"], "jump_penalty": penalty},
-        seed=model_params.seed, libraries=fit.LIBRARIES))
+        seed=model_params.seed, libraries=fit.LIBRARIES,
+        naming=trained.naming))
     write_parquet(trained.regimes, args.regimes)
     write_json(trained.metrics, args.metrics)
     log.info("wrote %s and %d regime rows", args.model, len(trained.regimes))

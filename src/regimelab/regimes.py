@@ -152,13 +152,14 @@ def expected_durations(transmat: np.ndarray) -> np.ndarray:
         return np.where(stay < 1.0, 1.0 / (1.0 - stay), np.inf)
 
 
-def regimes_table(model: RegimeModel, frames: dict[str, pd.DataFrame], columns: list[str]
-                  ) -> pd.DataFrame:
+def regimes_table(model: RegimeModel, frames: dict[str, pd.DataFrame], columns: list[str],
+                  *, names: list[str] | None = None) -> pd.DataFrame:
     """The regimes contract for every bar of every split.
 
     Columns: ``timestamp``, ``symbol``, ``split``, ``segment``, ``state`` (the
-    most likely path), ``p_smooth_0..K-1`` (given the whole split) and
-    ``p_filter_0..K-1`` (given bars up to and including t: causal).
+    most likely path), ``regime`` (its name, given ``names``: one per state,
+    see :mod:`regimelab.naming`), ``p_smooth_0..K-1`` (given the whole split)
+    and ``p_filter_0..K-1`` (given bars up to and including t: causal).
     """
     parts = []
     for name, frame in frames.items():
@@ -172,6 +173,8 @@ def regimes_table(model: RegimeModel, frames: dict[str, pd.DataFrame], columns: 
             "segment": frame["segment"].to_numpy(),
             "state": model.predict(X, lengths).astype(np.int64),
         })
+        if names is not None:
+            part["regime"] = np.asarray(names, dtype=object)[part["state"].to_numpy()]
         for k in range(model.n_states):
             part[f"p_smooth_{k}"] = smooth[:, k]
         for k in range(model.n_states):

@@ -79,18 +79,19 @@ def model_args(d: Path, out: Path) -> tuple[list[str], ...]:
     select = [*common, "--study-dir", str(out / "data/select"),
               "--metrics", str(out / "metrics/select_states.json"),
               "--plots", str(out / "plots/select_states")]
-    train = [*common, "--selection", str(out / "metrics/select_states.json"),
+    bars = ["--bars", str(d / "bars.parquet")]
+    train = [*common, *bars, "--selection", str(out / "metrics/select_states.json"),
              "--model", str(out / "models/hmm"), "--regimes", str(out / "data/regimes/hmm.parquet"),
              "--metrics", str(out / "metrics/train_hmm.json"),
              "--history", str(out / "plots/train_hmm/loglik.csv")]
-    dssm = [*common, "--selection", str(out / "metrics/select_states.json"),
+    dssm = [*common, *bars, "--selection", str(out / "metrics/select_states.json"),
             "--hmm", str(out / "models/hmm"),
             "--hmm-regimes", str(out / "data/regimes/hmm.parquet"),
             "--model", str(out / "models/dssm"),
             "--regimes", str(out / "data/regimes/dssm.parquet"),
             "--metrics", str(out / "metrics/train_dssm.json"),
             "--curves", str(out / "plots/train_dssm")]
-    jump = [*common, "--selection", str(out / "metrics/select_states.json"),
+    jump = [*common, *bars, "--selection", str(out / "metrics/select_states.json"),
             "--model", str(out / "models/jump"),
             "--regimes", str(out / "data/regimes/jump.parquet"),
             "--metrics", str(out / "metrics/train_jump.json")]
@@ -99,7 +100,6 @@ def model_args(d: Path, out: Path) -> tuple[list[str], ...]:
               str(out / "data/regimes/dssm.parquet"),
               "--model", "jump", str(out / "models/jump"),
               str(out / "data/regimes/jump.parquet")]
-    bars = ["--bars", str(d / "bars.parquet")]
     evaluate = [*common, *bars, "--features", str(d / "features.parquet"), *models,
                 "--metrics", str(out / "metrics/evaluate.json")]
     diagnose = [*common, *bars, "--selection", str(out / "metrics/select_states.json"), *models,
@@ -186,7 +186,7 @@ def test_train_hmm_writes_model_regimes_and_metrics(scaled: Path, outputs: Path)
 
     regimes = pd.read_parquet(outputs / "data/regimes/hmm.parquet")
     assert list(regimes.columns) == [
-        "timestamp", "symbol", "split", "segment", "state",
+        "timestamp", "symbol", "split", "segment", "state", "regime",
         *[f"p_smooth_{i}" for i in range(k)], *[f"p_filter_{i}" for i in range(k)]]
     splits = {name: pd.read_parquet(scaled / f"scaled/{name}.parquet")
               for name in ("train", "val", "test")}
@@ -309,6 +309,20 @@ def test_train_dssm_without_an_hmm_fits_its_own_start(scaled: Path, outputs: Pat
     order = read(tmp_path / "dssm/manifest.json")["state_order"]
     assert order["rule"] == "ascending volatility" and "reference" not in order
     assert order["values"] == sorted(order["values"])
+
+
+@pytest.mark.parametrize("family", ["hmm", "dssm", "jump"])
+def test_every_family_names_its_regimes(outputs: Path, family: str) -> None:
+    manifest = read(outputs / f"models/{family}/manifest.json")
+    names = manifest["regime_names"]
+    assert len(names) == manifest["n_states"] == len(set(names))
+    assert manifest["regime_naming"]["names"] == names
+    regimes = pd.read_parquet(outputs / f"data/regimes/{family}.parquet")
+    np.testing.assert_array_equal(regimes["regime"], np.asarray(names)[regimes["state"]])
+    metrics = read(outputs / f"metrics/train_{family}.json")
+    assert metrics["regime_names"] == {str(k): n for k, n in enumerate(names)}
+    # The synthetic market's calmest regime drifts up and its most volatile one crashes.
+    assert "calm" in names[0] and names[-1] in ("crash", "volatile bear", "volatile flat")
 
 
 def test_train_jump_writes_model_regimes_and_metrics(scaled: Path, outputs: Path) -> None:

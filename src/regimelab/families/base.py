@@ -19,6 +19,7 @@ import pandas as pd
 
 from regimelab import __version__
 from regimelab.metrics import by_state
+from regimelab.naming import bar_returns, name_states
 from regimelab.regimes import (
     RegimeModel,
     expected_durations,
@@ -37,6 +38,7 @@ class Trained:
     metrics: dict[str, Any]
     regimes: pd.DataFrame
     history: pd.DataFrame | None = None
+    naming: dict[str, Any] | None = None
 
 
 def describe_chain(transmat: np.ndarray) -> dict[str, Any]:
@@ -48,7 +50,17 @@ def describe_chain(transmat: np.ndarray) -> dict[str, Any]:
     }
 
 
-def decode_splits(model: RegimeModel, frames: dict[str, pd.DataFrame], columns: list[str]
+def name_regimes(model: RegimeModel, frame: pd.DataFrame, columns: list[str],
+                 bars: pd.DataFrame, *, seed: int) -> dict[str, Any]:
+    """Every state's name from the training split (see :mod:`regimelab.naming`): its bars
+    are those of the model's hindsight path on ``frame``, their returns from ``bars``."""
+    X, lengths = to_sequences(frame, columns)
+    return name_states(bar_returns(frame, bars), model.predict(X, lengths),
+                       frame["segment"].to_numpy(), n_states=model.n_states, seed=seed)
+
+
+def decode_splits(model: RegimeModel, frames: dict[str, pd.DataFrame], columns: list[str],
+                  *, names: list[str] | None = None
                   ) -> tuple[dict[str, float], pd.DataFrame, dict[str, np.ndarray]]:
     """What every trained model reports about each split, whichever family it is.
 
@@ -67,20 +79,25 @@ def decode_splits(model: RegimeModel, frames: dict[str, pd.DataFrame], columns: 
         for name, frame in frames.items():
             X, lengths = to_sequences(frame, columns)
             ll_per_bar[name] = model.score(X, lengths) / len(X)
-    regimes = regimes_table(model, frames, columns)
+    regimes = regimes_table(model, frames, columns, names=names)
     occupancy = {name: np.bincount(part["state"], minlength=model.n_states) / len(part)
                  for name, part in regimes.groupby("split", sort=False)}
     return ll_per_bar, regimes, occupancy
 
 
 def manifest(*, spec: dict[str, Any], scaler: dict[str, Any], train_sha256: str,
-             resolved: dict[str, Any], seed: int, libraries: Sequence[str]) -> dict[str, Any]:
-    """What inference needs to rebuild the observations the model saw.
+             resolved: dict[str, Any], seed: int, libraries: Sequence[str],
+             naming: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What inference needs to rebuild the observations the model saw, and to name them.
 
     ``libraries`` are the distributions whose versions the family's results
-    depend on (``hmmlearn``; ``torch`` and ``pytorch-lightning``; ...).
+    depend on (``hmmlearn``; ``torch`` and ``pytorch-lightning``; ...);
+    ``naming`` is :func:`name_regimes`' result (``regime_names`` in the manifest,
+    one per state, and the statistics behind them).
     """
+    named = {} if naming is None else {"regime_names": naming["names"], "regime_naming": naming}
     return {
+        **named,
         "regimelab_version": __version__,
         **{f"{name.replace('-', '_')}_version": version(name) for name in libraries},
         "training_data_sha256": train_sha256,

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from regimelab.exceptions import ModelError
-from regimelab.families.base import Trained, decode_splits, describe_chain
+from regimelab.families.base import Trained, decode_splits, describe_chain, name_regimes
 from regimelab.families.dssm.model import RegimeDSSM
 from regimelab.metrics import by_state
 from regimelab.params import DSSMParams
@@ -71,6 +71,7 @@ def train(
     frames: dict[str, pd.DataFrame], *, columns: list[str], n_states: int, dssm: DSSMParams,
     seed: int, init: Any = None, reference: pd.DataFrame | None = None,
     log_dir: str | Path | None = None, progress_bar: bool = False,
+    bars: pd.DataFrame | None = None,
 ) -> Trained:
     """Fit on ``frames['train']`` (early stopping on ``val``) and decode every split.
 
@@ -84,6 +85,9 @@ def train(
         The resolved state count.
     dssm : the ``dssm`` params
     seed : ``model.seed``
+    bars : pandas.DataFrame, optional
+        The clean bars: each state's name comes from its training bars' returns
+        (:mod:`regimelab.naming`); without them the states are not named.
     init : fitted HMM, optional
         The starting point when ``dssm.init`` is 'hmm' (train-hmm's model, if it has
         ``n_states`` states and the same features); otherwise the DSSM fits its own.
@@ -108,7 +112,10 @@ def train(
         model, frames["train"], columns, reference)
     if aligned is not None:
         model.state_order_ = aligned
-    ll_per_bar, regimes, occupancy = decode_splits(model, frames, columns)
+    naming = (None if bars is None
+              else name_regimes(model, frames["train"], columns, bars, seed=seed))
+    names = None if naming is None else naming["names"]
+    ll_per_bar, regimes, occupancy = decode_splits(model, frames, columns, names=names)
     # Collapse is judged on the bars the model was fitted to: a rare regime (a crash) may
     # well be absent from a later split without any fault of the model.
     smallest = float(occupancy["train"].min())
@@ -136,8 +143,9 @@ def train(
         "collapsed_epochs": model.collapsed_epochs_,
         **describe_chain(model.transmat_),
         "state_order": model.state_order_,
+        "regime_names": {} if names is None else {str(k): n for k, n in enumerate(names)},
     }
     log.info("DSSM K=%d: train %.4f, val %.4f, test %.4f nats/bar (start %.4f); %d epochs, "
              "best %d", n_states, ll_per_bar["train"], ll_per_bar["val"], ll_per_bar["test"],
              metrics["init_log_likelihood_per_bar"], model.epochs_, model.best_epoch_)
-    return Trained(model=model, metrics=metrics, regimes=regimes)
+    return Trained(model=model, metrics=metrics, regimes=regimes, naming=naming)

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from regimelab.families.base import Trained, decode_splits, describe_chain
+from regimelab.families.base import Trained, decode_splits, describe_chain, name_regimes
 from regimelab.families.hmm.model import RegimeHMM
 from regimelab.metrics import by_state
 from regimelab.params import COVARIANCE_TYPES, HMMParams
@@ -39,6 +39,7 @@ def make_hmm(n_states: int, covariance_type: str, *, hmm: HMMParams, seed: int) 
 def train(
     frames: dict[str, pd.DataFrame], *, columns: list[str], n_states: int,
     covariance_type: str, hmm: HMMParams, seed: int,
+    bars: pd.DataFrame | None = None,
 ) -> Trained:
     """Fit on ``frames['train']`` and decode every split.
 
@@ -51,11 +52,17 @@ def train(
     n_states, covariance_type : the resolved model
     hmm : the ``hmm`` params
     seed : ``model.seed``
+    bars : pandas.DataFrame, optional
+        The clean bars: each state's name comes from its training bars' returns
+        (:mod:`regimelab.naming`); without them the states are not named.
     """
     X, lengths = to_sequences(frames["train"], columns)
     model = make_hmm(n_states, covariance_type, hmm=hmm, seed=seed).fit(
         X, lengths, feature_names=columns)
-    ll_per_bar, regimes, shares = decode_splits(model, frames, columns)
+    naming = (None if bars is None
+              else name_regimes(model, frames["train"], columns, bars, seed=seed))
+    names = None if naming is None else naming["names"]
+    ll_per_bar, regimes, shares = decode_splits(model, frames, columns, names=names)
     occupancy = {name: by_state(values) for name, values in shares.items()}
     metrics = {
         "n_states": n_states,
@@ -73,6 +80,7 @@ def train(
         **describe_chain(model.transmat_),
         "occupancy": occupancy,
         "state_order": model.state_order_,
+        "regime_names": {} if names is None else {str(k): n for k, n in enumerate(names)},
     }
     history = pd.DataFrame({
         "iteration": np.arange(1, len(model.history_) + 1),
@@ -81,4 +89,4 @@ def train(
     log.info("HMM K=%d %s: train %.4f, val %.4f, test %.4f nats/bar; %d EM iterations%s",
              n_states, covariance_type, ll_per_bar["train"], ll_per_bar["val"],
              ll_per_bar["test"], model.n_iter_, "" if model.converged_ else " (not converged)")
-    return Trained(model=model, metrics=metrics, regimes=regimes, history=history)
+    return Trained(model=model, metrics=metrics, regimes=regimes, history=history, naming=naming)

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from regimelab.exceptions import ParamsError
-from regimelab.families.base import Trained, decode_splits, describe_chain
+from regimelab.families.base import Trained, decode_splits, describe_chain, name_regimes
 from regimelab.families.jump.model import RegimeJump
 from regimelab.metrics import by_state
 from regimelab.params import JumpParams
@@ -42,7 +42,9 @@ def make_jump(n_states: int, *, jump: JumpParams, jump_penalty: float, seed: int
 
 
 def train(frames: dict[str, pd.DataFrame], *, columns: list[str], n_states: int,
-          jump: JumpParams, jump_penalty: float, seed: int) -> Trained:
+          jump: JumpParams, jump_penalty: float, seed: int,
+    bars: pd.DataFrame | None = None,
+) -> Trained:
     """Fit on ``frames['train']`` and decode every split.
 
     Parameters
@@ -56,11 +58,17 @@ def train(frames: dict[str, pd.DataFrame], *, columns: list[str], n_states: int,
     jump : the ``jump`` params
     jump_penalty : the resolved penalty (see :func:`resolve_penalty`)
     seed : ``model.seed``
+    bars : pandas.DataFrame, optional
+        The clean bars: each state's name comes from its training bars' returns
+        (:mod:`regimelab.naming`); without them the states are not named.
     """
     X, lengths = to_sequences(frames["train"], columns)
     model = make_jump(n_states, jump=jump, jump_penalty=jump_penalty, seed=seed).fit(
         X, lengths, feature_names=columns)
-    _, regimes, shares = decode_splits(model, frames, columns)
+    naming = (None if bars is None
+              else name_regimes(model, frames["train"], columns, bars, seed=seed))
+    names = None if naming is None else naming["names"]
+    _, regimes, shares = decode_splits(model, frames, columns, names=names)
     objective = {}
     for name, frame in frames.items():
         X_split, lengths_split = to_sequences(frame, columns)
@@ -77,8 +85,9 @@ def train(frames: dict[str, pd.DataFrame], *, columns: list[str], n_states: int,
         **describe_chain(model.transmat_),
         "occupancy": {name: by_state(values) for name, values in shares.items()},
         "state_order": model.state_order_,
+        "regime_names": {} if names is None else {str(k): n for k, n in enumerate(names)},
     }
     log.info("jump model K=%d lambda=%g%s: objective per bar train %.4f, val %.4f, test %.4f; "
              "%d iterations", n_states, jump_penalty, " (continuous)" if jump.cont else "",
              objective["train"], objective["val"], objective["test"], model.n_iter_)
-    return Trained(model=model, metrics=metrics, regimes=regimes)
+    return Trained(model=model, metrics=metrics, regimes=regimes, naming=naming)

@@ -92,6 +92,14 @@ def diagnostics_rows(name: str, model: RegimeModel, table: pd.DataFrame, means: 
     return rows
 
 
+def regime_names(table: pd.DataFrame, n_states: int) -> list[str] | None:
+    """Each state's name, read off a regimes table's ``regime`` column (None without one)."""
+    if "regime" not in table.columns:
+        return None
+    named = table.drop_duplicates("state").set_index("state")["regime"]
+    return [str(named.get(k, f"state {k}")) for k in range(n_states)]
+
+
 def diagnose(
     regimes: Mapping[str, pd.DataFrame], models: Mapping[str, RegimeModel],
     frames: Mapping[str, pd.DataFrame], *, columns: list[str], bars: pd.DataFrame,
@@ -133,6 +141,7 @@ def diagnose(
                   for s in ("val", "test") if (first["split"] == s).any()]
         part = first.loc[first["split"] == split]
         label = f"{name.upper()} (K={k})"
+        names = regime_names(table, k)
         plots.transition_heatmap(model.transmat_, title=f"{label}: transition matrix",
                                  path=out / f"{name}_transmat.png")
         transition_pairs(table.loc[table["split"] == split]).to_csv(
@@ -140,22 +149,22 @@ def diagnose(
         plots.regime_chart(first["timestamp"], first["close"].to_numpy(),
                            first["state"].to_numpy(), n_states=k, boundaries=starts,
                            title=f"{label}: {first['symbol'].iloc[0]}, Viterbi states",
-                           path=out / f"{name}_regimes.png")
+                           path=out / f"{name}_regimes.png", names=names)
         plots.regime_chart(part["timestamp"], part["close"].to_numpy(),
                            np.argmax(part[[f"p_filter_{i}" for i in range(k)]].to_numpy(),
                                      axis=1),
                            n_states=k, title=f"{label}: the {split} split, filtered states "
                                              "(what was known at each close)",
-                           path=out / f"{name}_regimes_zoom.png")
+                           path=out / f"{name}_regimes_zoom.png", names=names)
         plots.posteriors(part["timestamp"],
                          part[[f"p_filter_{i}" for i in range(k)]].to_numpy(),
                          part[[f"p_smooth_{i}" for i in range(k)]].to_numpy(),
                          title=f"{label}: posteriors over the {split} split",
-                         path=out / f"{name}_posteriors_zoom.png")
+                         path=out / f"{name}_posteriors_zoom.png", names=names)
         run_states, run_lengths = metrics.runs(table["state"].to_numpy(), _pieces(table))
         plots.dwell_histograms(run_states, run_lengths, model.transmat_,
                                title=f"{label}: dwell times, every split",
-                               path=out / f"{name}_dwell.png")
+                               path=out / f"{name}_dwell.png", names=names)
         train = table["split"] == "train"
         means, importance = feature_profile(frames["train"], table.loc[train, "state"].to_numpy(),
                                             columns, n_states=k)

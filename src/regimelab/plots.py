@@ -57,9 +57,17 @@ def transition_heatmap(transmat: np.ndarray, *, title: str, path: str | os.PathL
     save(fig, path)
 
 
+def state_labels(n_states: int, names: Sequence[str] | None = None) -> list[str]:
+    """Legend entries: ``0: calm bull`` with the regimes' names, else ``state 0``."""
+    if names is None:
+        return [f"state {k}" for k in range(n_states)]
+    return [f"{k}: {name}" for k, name in enumerate(names)]
+
+
 def regime_chart(timestamps: pd.Series, close: np.ndarray, states: np.ndarray, *,
                  n_states: int, title: str, path: str | os.PathLike[str],
-                 boundaries: Sequence[tuple[str, pd.Timestamp]] = ()) -> None:
+                 boundaries: Sequence[tuple[str, pd.Timestamp]] = (),
+                 names: Sequence[str] | None = None) -> None:
     """Log close with the background shaded by state; ``boundaries`` mark the splits."""
     x = timestamps.to_numpy()
     fig, ax = plt.subplots(figsize=(12, 4))
@@ -76,7 +84,7 @@ def regime_chart(timestamps: pd.Series, close: np.ndarray, states: np.ndarray, *
         ax.axvline(when, color="black", linestyle="--", linewidth=0.8)
         ax.text(when, high + pad, f" {name}", va="top", fontsize=8)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c, alpha=0.5) for c in state_colors(n_states)]
-    ax.legend(handles, [f"state {k}" for k in range(n_states)], loc="upper left", fontsize=7,
+    ax.legend(handles, state_labels(n_states, names), loc="upper left", fontsize=7,
               ncol=min(n_states, 8))
     ax.set(ylabel="log close", title=title, ylim=(low - pad, high + pad))
     fig.tight_layout()
@@ -84,7 +92,8 @@ def regime_chart(timestamps: pd.Series, close: np.ndarray, states: np.ndarray, *
 
 
 def posteriors(timestamps: pd.Series, filtered: np.ndarray, smoothed: np.ndarray, *,
-               title: str, path: str | os.PathLike[str]) -> None:
+               title: str, path: str | os.PathLike[str],
+               names: Sequence[str] | None = None) -> None:
     """Filtered (causal) above smoothed (hindsight) state probabilities, stacked."""
     x = timestamps.to_numpy()
     colors = state_colors(filtered.shape[1])
@@ -93,7 +102,7 @@ def posteriors(timestamps: pd.Series, filtered: np.ndarray, smoothed: np.ndarray
                             (axes[1], smoothed, "smoothed: the whole split")):
         ax.stackplot(x, proba.T, colors=colors, linewidth=0)
         ax.set(ylim=(0, 1), ylabel="P(state)", title=name)
-    axes[0].legend([f"state {k}" for k in range(filtered.shape[1])], loc="upper left",
+    axes[0].legend(state_labels(filtered.shape[1], names), loc="upper left",
                    fontsize=7, ncol=min(filtered.shape[1], 8))
     fig.suptitle(title)
     fig.tight_layout()
@@ -101,7 +110,8 @@ def posteriors(timestamps: pd.Series, filtered: np.ndarray, smoothed: np.ndarray
 
 
 def dwell_histograms(run_states: np.ndarray, run_lengths: np.ndarray, transmat: np.ndarray, *,
-                     title: str, path: str | os.PathLike[str]) -> None:
+                     title: str, path: str | os.PathLike[str],
+                     names: Sequence[str] | None = None) -> None:
     """Each state's dwell times, with the geometric law ``(1 - p) p^(d-1)`` that the
     transition matrix implies (``p = p_kk``) scaled to the number of runs."""
     k = len(transmat)
@@ -118,7 +128,7 @@ def dwell_histograms(run_states: np.ndarray, run_lengths: np.ndarray, transmat: 
         d = np.arange(1, top + 1)
         ax.plot(d + 0.5, len(lengths) * (1 - p) * p ** (d - 1), color="black", linewidth=1,
                 label=f"geometric, p={p:.3f}")
-        ax.set(title=f"state {state}", xlabel="bars")
+        ax.set(title=state_labels(k, names)[state], xlabel="bars")
         ax.legend(fontsize=6)
     for ax in list(axes.flat)[k:]:
         ax.set_visible(False)

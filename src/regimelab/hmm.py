@@ -462,6 +462,23 @@ class RegimeHMM:
         """Total log-likelihood of ``X`` in nats."""
         return float(self.model_.score(X, _check_lengths(X, lengths)))
 
+    def loglik_per_bar(self, X: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Predictive log-likelihood of each bar, log p(x_t | x_1..t-1) in nats, shape
+        ``(n_samples,)``, restarting at each sequence; the values sum to :meth:`score`.
+
+        The forward pass's normaliser at t, with the row's largest log-density added
+        back (see ``_StableGaussianHMM``).
+        """
+        model = self.model_
+        out = []
+        for sub_X in _split(X, _check_lengths(X, lengths)):
+            log_frame = model._compute_log_likelihood(sub_X)
+            shift = log_frame.max(axis=1)
+            _, _, scaling = _hmmc.forward_scaling(model.startprob_, model.transmat_,
+                                                  np.exp(log_frame - shift[:, None]))
+            out.append(shift - np.log(scaling))  # hmmlearn's scaling is 1 / normaliser
+        return np.concatenate(out) if out else np.empty(0)
+
     @property
     def n_parameters(self) -> int:
         """Free parameters, as hmmlearn counts them for AIC and BIC."""

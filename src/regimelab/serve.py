@@ -10,9 +10,9 @@ Bad input is a 422 (a body over the size limit a 413, a store that cannot be
 written a 503), never a 500; every error answers ``{"detail": "<one line>"}``,
 plus ``errors`` (each problem's ``loc``, ``msg`` and ``type``) when the body is
 not JSON or does not match the request schema. The OpenAPI page documents
-every answer and the request's field constraints. Each answer is appended to
-the prediction store. A request is cleaned
-and featurised with numpy (:func:`~regimelab.data.validate.clean_series`,
+every answer and the request's field constraints
+(:mod:`~regimelab.serve_schema`). Each answer is appended to the prediction
+store. A request is cleaned and featurised with numpy (:func:`~regimelab.data.validate.clean_series`,
 :func:`~regimelab.inference.latest_series`): a 500-bar request takes a few
 milliseconds where pandas' fixed costs took tens.
 """
@@ -29,7 +29,7 @@ import pandas as pd
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 from threadpoolctl import threadpool_limits
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
@@ -39,13 +39,22 @@ from regimelab.data.validate import NAT, SeriesBars, clean_series
 from regimelab.exceptions import InputDataError, RegimelabError
 from regimelab.inference import latest_json, latest_series
 from regimelab.models import load_model, model_version, read_manifest
+from regimelab.serve_schema import (
+    ANSWERS,
+    DEFAULT_SYMBOL,
+    MAX_BARS,
+    MAX_BODY_BYTES,
+    Health,
+    ModelDescription,
+    RegimeAnswer,
+    RegimeAnswers,
+    RegimeRequestDoc,
+    documented,
+    inline_refs,
+)
 from regimelab.store import PredictionStore, StoreError
 
 log = logging.getLogger(__name__)
-
-MAX_BODY_BYTES = 2_000_000  # about 10,000 bars of JSON
-MAX_BARS = 10_000
-DEFAULT_SYMBOL = "INPUT"
 
 
 class Bar(TypedDict):
@@ -67,120 +76,6 @@ class RegimeRequest(TypedDict):
 # Typed dicts, not models: pydantic validates 500 bars into dicts in a third of the
 # time it takes to build 500 model instances.
 REQUEST = TypeAdapter(RegimeRequest)
-
-# -- what the OpenAPI page says ------------------------------------------------------------
-# The request is validated by REQUEST, for speed, and then cleaned as ingest cleans a
-# file: a bar that breaks a constraint below is dropped, not refused, unless it is a
-# symbol's last bar. The models below are the documentation of a valid bar and of each
-# answer; tests/test_serve.py fuzzes the service against them.
-
-ISO_8601 = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?$"
-
-
-class BarDoc(BaseModel):
-    """One bar. Also required, where JSON Schema cannot say it: `high` at least `low`,
-    `open` and `close` within [`low`, `high`], and bars at the model's interval. A bar
-    that breaks a constraint is dropped, as ingest drops it, unless it is a symbol's
-    last bar: that is a 422."""
-
-    model_config = ConfigDict(title="Bar")
-
-    timestamp: (Annotated[str, Field(pattern=ISO_8601)]
-                | Annotated[float, Field(ge=0)]) = Field(
-        description="The bar's open time: ISO-8601 (UTC unless it has an offset), or a "
-                    "Unix epoch in seconds, milliseconds, microseconds or nanoseconds "
-                    "(told by its size; from 1990)",
-        examples=["2026-04-29T08:00:00Z"])
-    open: float = Field(gt=0)
-    high: float = Field(gt=0, description="At least low, open and close")
-    low: float = Field(gt=0)
-    close: float = Field(gt=0)
-    volume: float = Field(ge=0)
-    symbol: str = Field(DEFAULT_SYMBOL, description="One answer per symbol")
-
-
-class RegimeRequestDoc(BaseModel):
-    model_config = ConfigDict(title="RegimeRequest")
-
-    bars: list[BarDoc] = Field(min_length=1, max_length=MAX_BARS,
-                               description="Recent bars, oldest first")
-
-
-class SymbolAnswer(BaseModel):
-    """The regime of a symbol's last closed bar."""
-
-    symbol: str
-    timestamp: str = Field(description="The bar's open time, ISO-8601 with its offset")
-    state: int = Field(ge=0)
-    bars: int = Field(ge=1, description="Bars of its gap-free run that the filter read")
-    unclosed: int = Field(ge=0, description="Bars left out: not closed by the server's clock")
-    probabilities: list[float] = Field(description="The filtered P(state = k), k = 0..K-1")
-
-
-class RegimeAnswer(SymbolAnswer):
-    """The answer for bars of one symbol."""
-
-    model_version: str
-    model: str
-    n_states: int
-
-
-class RegimeAnswers(BaseModel):
-    """The answer for bars of several symbols: one per symbol, in symbol order."""
-
-    model_version: str
-    model: str
-    n_states: int
-    symbols: list[SymbolAnswer]
-
-
-class Health(BaseModel):
-    status: str
-    model: str
-    n_states: int
-    model_version: str
-
-
-class ModelDescription(BaseModel):
-    """The model folder's manifest (features, scaler, state order, training data hash,
-    library versions, ...) and the model version."""
-
-    model_config = ConfigDict(extra="allow")
-
-    model: str
-    features: list[str]
-    model_version: str
-
-
-class Problem(BaseModel):
-    loc: list[str | int] = Field(description="Where in the body, e.g. [\"bars\", 0, \"high\"]")
-    msg: str
-    type: str
-
-
-class ErrorAnswer(BaseModel):
-    """Every error's answer."""
-
-    detail: str = Field(description="One line: what is wrong and what was expected")
-    errors: list[Problem] | None = Field(
-        None, description="With a body that is not JSON or does not match the schema: "
-                          "each problem")
-
-
-def _error(description: str) -> dict[str, Any]:
-    return {"model": ErrorAnswer, "description": description}
-
-
-ANSWERS: dict[int | str, dict[str, Any]] = {
-    200: {"model": RegimeAnswer | RegimeAnswers,
-          "description": "The regime of the last closed bar, one answer per symbol"},
-    413: _error(f"The body is over the limit ({MAX_BODY_BYTES:,} bytes by default)"),
-    422: _error("The body is not JSON or does not match the schema (`errors` lists each "
-                "problem), or the model cannot use the bars (another interval, too few, the "
-                "last one invalid or not closed yet)"),
-    503: _error("The prediction store cannot be written"),
-}
-
 
 def validation_detail(errors: list[dict[str, Any]]) -> str:
     """One line for pydantic's errors: the first one's place and message, and how many
@@ -300,22 +195,6 @@ def request_series(bars: list[Bar], *, source: str = "request") -> list[SeriesBa
     return [s for s in series if len(s)]
 
 
-def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
-    """A pydantic JSON schema with its ``$defs`` written in place, for an OpenAPI
-    document (which has no ``#/$defs`` to point to)."""
-    defs = schema.pop("$defs", {})
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref", "")
-            if ref.startswith("#/$defs/"):
-                return walk(defs[ref.removeprefix("#/$defs/")])
-            return {k: walk(v) for k, v in node.items()}
-        return [walk(v) for v in node] if isinstance(node, list) else node
-
-    return walk(schema)
-
-
 def create_app(model_folder: str | Path, *, store: PredictionStore | None = None,
                max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     """The application for one model folder, loaded once.
@@ -352,27 +231,28 @@ def create_app(model_folder: str | Path, *, store: PredictionStore | None = None
         return JSONResponse(status_code=422, content={"detail": validation_detail(errors),
                                                       "errors": errors})
 
-    @app.get("/health", response_model=None, responses={200: {"model": Health}},
+    @app.get("/health", response_model=documented(Health),
              summary="The service is up, and its model")
     def health() -> dict[str, Any]:
         return {"status": "ok", "model": manifest["model"], "n_states": model.n_states,
                 "model_version": version}
 
-    @app.get("/model", response_model=None, responses={200: {"model": ModelDescription}},
+    @app.get("/model", response_model=documented(ModelDescription),
              summary="The model's manifest and version")
     def describe() -> dict[str, Any]:
         return {**manifest, "model_version": version}
 
     # The body is parsed and validated in one pass by pydantic's JSON parser, about
-    # three times faster than FastAPI's json.loads then validation; the schema is
-    # declared for the OpenAPI page by hand. The handler runs on the event loop: the
+    # three times faster than FastAPI's json.loads then validation; the OpenAPI page
+    # shows serve_schema's documentation of it. The handler runs on the event loop: the
     # work is a few milliseconds of CPU, for which a thread pool adds only a hand-off.
     # The store is written in a worker thread: a remote database's round trip must
     # not hold up the loop.
-    @app.post("/regime", response_model=None, responses=ANSWERS,
+    @app.post("/regime", response_model=documented(RegimeAnswer | RegimeAnswers),
+              responses=ANSWERS,
               summary="The regime of the last closed bar of each symbol",
               openapi_extra={"requestBody": {"required": True, "content": {
-                  "application/json": {"schema": _inline_refs(
+                  "application/json": {"schema": inline_refs(
                       RegimeRequestDoc.model_json_schema())}}}})
     async def regime(request: Request) -> dict[str, Any]:
         try:

@@ -6,8 +6,9 @@ Four measurements, in one run:
    fresh process with params.yaml's ``dssm`` section, on the pipeline's own
    ``data/scaled``, ``models/hmm`` and ``data/regimes/hmm.parquet`` (run
    ``dvc repro train-hmm`` first). Wall time, epochs and the time per epoch
-   (from the stage's log), and the held-out log-likelihood per bar against the
-   HMM's in ``metrics/train_hmm.json``, the same data and the same units.
+   (from the stage's log), and the log-likelihood per bar against the HMM's in
+   ``metrics/train_hmm.json``, the same data and the same units: on test, held
+   out, and on validation, which chose the DSSM's epoch and so is not.
 2. **Lightning against a plain PyTorch loop**: the same net, windows, batches,
    Adam and gradient clipping, a few epochs each, in this process; seconds per
    epoch and their ratio.
@@ -170,8 +171,8 @@ def main() -> None:
     s = report["stage"]
     log.info("stage: %.1f s wall, %d epochs (best %d), %.2f s per epoch; K=%d", s["wall_seconds"],
              s["epochs"], s["best_epoch"], s["seconds_per_epoch"], s["n_states"])
-    for split in ("train", "val", "test"):
-        log.info("  %-5s log-likelihood per bar: DSSM %.4f, HMM %.4f", split,
+    for split, role in (("train", "fitted"), ("val", "chose the epoch"), ("test", "held out")):
+        log.info("  %-5s (%s) log-likelihood per bar: DSSM %.4f, HMM %.4f", split, role,
                  s["dssm_ll_per_bar"][split], s["hmm_ll_per_bar"][split])
     report["lightning"] = lightning_overhead(2 if args.quick else 4)
     o = report["lightning"]

@@ -50,9 +50,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     write_json(report, args.metrics)
     for name, _, _ in args.model:
         block = report[name]
-        log.info("%s: K=%d, test %.4f nats/bar, largest share %.2f, mean dwell %.1f bars",
-                 name, block["n_states"], block["ll_per_bar"]["test"], block["largest_share"],
-                 block["dwell_mean_bars"])
+        log.info("%s: K=%d, test %.4f nats/bar (held out), val %.4f (used for model choice), "
+                 "largest share %.2f, mean dwell %.1f bars", name, block["n_states"],
+                 block["ll_per_bar"]["test"], block["ll_per_bar"]["val"],
+                 block["largest_share"], block["dwell_mean_bars"])
 
 
 if __name__ == "__main__":

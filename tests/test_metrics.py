@@ -37,16 +37,110 @@ def test_forecast_beats_persistence_on_a_deterministic_cycle() -> None:
     assert metrics.forecast_accuracy(filtered, states, segment, transmat, 1)["n"] == 28
 
 
-def test_block_bootstrap_draws_whole_blocks_that_wrap_around() -> None:
-    rng = np.random.default_rng(0)
-    idx = metrics.block_bootstrap_indices(50, block=7, n_boot=2000, rng=rng)
-    assert idx.shape == (2000, 50)
-    assert idx.min() >= 0 and idx.max() < 50
-    blocks = idx[:, :49].reshape(2000, 7, 7)  # the first 7 blocks are whole
-    np.testing.assert_array_equal(np.diff(blocks, axis=2) % 50, 1)
-    # Circular: the ends are drawn as often as the middle.
-    counts = np.bincount(idx.ravel(), minlength=50) / idx.size
-    np.testing.assert_allclose(counts, 1 / 50, rtol=0.05, atol=0)
+def garch_returns(rng: np.random.Generator, n_paths: int, n: int, *, alpha: float = 0.10,
+                  beta: float = 0.85) -> np.ndarray:
+    """GARCH(1,1) returns with unconditional variance 1 and mean 0, shape ``(n_paths, n)``:
+    uncorrelated, with volatility clustering."""
+    omega = 1.0 - alpha - beta
+    z = rng.standard_normal((n_paths, n))
+    out = np.empty((n_paths, n))
+    var = np.ones(n_paths)
+    for t in range(n):
+        out[:, t] = np.sqrt(var) * z[:, t]
+        var = omega + alpha * out[:, t] ** 2 + beta * var
+    return out
+
+
+def overlapping(returns: np.ndarray, horizon: int) -> np.ndarray:
+    """Forward ``horizon``-bar sums from every bar: shape ``(n_paths, n - horizon + 1)``."""
+    c = np.concatenate([np.zeros((len(returns), 1)), np.cumsum(returns, axis=1)], axis=1)
+    return c[:, horizon:] - c[:, :-horizon]
+
+
+def sd_of_mean(n: int, horizon: int) -> float:
+    """The exact SD of the mean of ``n`` overlapping sums of ``horizon`` uncorrelated unit
+    variance returns."""
+    lag = np.arange(-horizon + 1, horizon)
+    return float(np.sqrt(((n - np.abs(lag)) * (horizon - np.abs(lag))).sum()) / n)
+
+
+def interval_coverage(fwd: np.ndarray, horizon: int, *, block: int | None, n_boot: int,
+                      seed: int) -> tuple[float, float, list[int]]:
+    """Share of 95% intervals of the mean that cover the true 0, the mean half-width over
+    the exact SD of the mean, and the blocks (auto when ``block`` is None)."""
+    rng = np.random.default_rng(seed)
+    covered, half, blocks = [], [], []
+    for x in fwd:
+        b = metrics.block_length(x, horizon=horizon) if block is None else block
+        s = metrics.return_stats(x, horizon=horizon, bars_per_year=horizon, block=b,
+                                 n_boot=n_boot, rng=rng)
+        covered.append(s["mean_lo"] <= 0.0 <= s["mean_hi"])
+        half.append((s["mean_hi"] - s["mean_lo"]) / 2 / 1.959964)
+        blocks.append(b)
+    return float(np.mean(covered)), float(np.mean(half)) / sd_of_mean(fwd.shape[1], horizon), \
+        blocks
+
+
+def test_intervals_of_overlapping_day_returns_cover_the_mean() -> None:
+    """24-hour returns taken every hour, with clustered volatility: blocks of 24 bars (the
+    old default) make the interval about 0.8 of the width it needs; the automatic block
+    covers as it says. 200 markets of 4,000 hourly bars (about 30 s)."""
+    h = 24
+    fwd = overlapping(garch_returns(np.random.default_rng(11), 200, 4000 + h - 1), h)
+    coverage, width, blocks = interval_coverage(fwd, h, block=None, n_boot=400, seed=12)
+    assert 0.90 <= coverage <= 0.99
+    # The mean half-width against the exact SD of the mean: a precise check where the
+    # coverage of 200 intervals is a noisy one (its SE is 1.7 points).
+    assert 0.88 <= width <= 1.12
+    assert min(blocks) >= metrics.BLOCK_HORIZONS * h
+    # The old default on the same markets: intervals far too narrow.
+    _, narrow, _ = interval_coverage(fwd[:100], h, block=h, n_boot=200, seed=12)
+    assert narrow < 0.87
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("garch", [False, True])
+def test_intervals_cover_the_mean_on_a_long_split(garch: bool) -> None:
+    """As above at the size of the default data's test split (10,825 bars), 600 markets:
+    about 80 s on an idle core."""
+    h, n, rng = 24, 10825, np.random.default_rng(21)
+    returns = (garch_returns(rng, 600, n + h - 1) if garch
+               else rng.standard_normal((600, n + h - 1)))
+    coverage, width, _ = interval_coverage(overlapping(returns, h), h, block=None,
+                                           n_boot=400, seed=22)
+    assert 0.90 <= coverage <= 0.99
+    assert 0.88 <= width <= 1.12
+
+
+def test_block_length_is_politis_white_above_the_floor() -> None:
+    rng = np.random.default_rng(6)
+    iid = rng.standard_normal(5000)
+    assert metrics.block_length(iid, horizon=1) == metrics.BLOCK_HORIZONS
+    assert metrics.block_length(iid, horizon=24) == metrics.BLOCK_HORIZONS * 24
+    # A persistent series (AR(1) at 0.95) needs longer blocks than the floor.
+    ar = np.empty(5000)
+    ar[0] = iid[0]
+    for t in range(1, 5000):
+        ar[t] = 0.95 * ar[t - 1] + iid[t]
+    assert metrics.block_length(ar, horizon=1) > 30
+    # NaNs are left out; too short or constant a series gets the floor.
+    assert metrics.block_length(np.r_[ar, np.nan], horizon=1) == metrics.block_length(
+        ar, horizon=1)
+    assert metrics.block_length(iid[:10], horizon=2) == 2 * metrics.BLOCK_HORIZONS
+    assert metrics.block_length(np.ones(100), horizon=1) == metrics.BLOCK_HORIZONS
+
+
+def test_the_same_seed_gives_the_same_intervals() -> None:
+    returns = np.random.default_rng(7).normal(size=2000)
+    states = np.repeat([0, 1], 1000)
+
+    def stats(seed: int) -> dict:
+        return metrics.state_return_stats(returns, states, n_states=2, horizon=1,
+                                          bars_per_year=8760, block=50, n_boot=200,
+                                          rng=np.random.default_rng(seed))
+
+    assert stats(3) == stats(3)
+    assert stats(3)["0"]["mean_lo"] != stats(4)["0"]["mean_lo"]
 
 
 def test_state_stats_come_from_one_joint_resample() -> None:

@@ -12,6 +12,7 @@ from regimelab.exceptions import ParamsError
 from regimelab.params import (
     SECTIONS,
     DSSMParams,
+    EvaluateParams,
     FeaturesParams,
     IngestParams,
     SplitParams,
@@ -27,13 +28,25 @@ def test_project_params_load(project_root: Path) -> None:
         load_section(section, project_root / "params.yaml")
 
 
-@pytest.mark.parametrize("section", ["ingest", "features", "split", "scale", "dssm"])
+# The pipeline's defaults that differ from the library's (whose defaults keep the seed's v1
+# path): regimes from each bar's range, clipped at 4 standard deviations.
+PIPELINE_DEFAULTS = {"features": {"set": "range"}, "scale": {"clip": 4.0}}
+
+
+@pytest.mark.parametrize("section", ["ingest", "features", "split", "scale", "dssm", "evaluate",
+                                     "select", "hmm", "jump"])
 def test_committed_params_document_every_key_at_its_default(project_root: Path,
                                                            section: str) -> None:
     raw = yaml.safe_load((project_root / "params.yaml").read_text())
     cls = SECTIONS[section]
     assert set(raw[section]) == set(cls.__dataclass_fields__)
-    assert load_section(section, project_root / "params.yaml") == cls()
+    expected = from_mapping(cls, section, PIPELINE_DEFAULTS.get(section, {}))
+    assert load_section(section, project_root / "params.yaml") == expected
+
+
+def test_evaluate_block_is_auto_or_bars() -> None:
+    assert from_mapping(EvaluateParams, "evaluate", {}).block == "auto"
+    assert from_mapping(EvaluateParams, "evaluate", {"block": 120}).block == 120
 
 
 def test_unknown_key_names_itself() -> None:
@@ -78,6 +91,9 @@ def test_unknown_section(tmp_path: Path) -> None:
     ("dssm", DSSMParams, {"emission": "garch"}, r"dssm\.emission: got 'garch'"),
     ("dssm", DSSMParams, {"lr": 0}, r"dssm\.lr"),
     ("dssm", DSSMParams, {"accelerator": "tpu"}, r"dssm\.accelerator"),
+    ("evaluate", EvaluateParams, {"block": "politis"}, r"evaluate\.block: got 'politis'; "
+                                                      r"expected 'auto'"),
+    ("evaluate", EvaluateParams, {"block": 0}, r"evaluate\.block: got 0"),
 ])
 def test_bad_values_name_the_key(section: str, cls: type, values: dict, message: str) -> None:
     with pytest.raises(ParamsError, match=message):

@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -114,7 +115,10 @@ def test_regime_of_the_last_bar_equals_the_library(server: tuple[str, Prediction
 def test_malformed_requests_are_422(server: tuple[str, PredictionStore], body: dict,
                                     status: int, needle: str) -> None:
     code, answer = call(f"{server[0]}/regime", body)
-    assert code == status and needle in json.dumps(answer["detail"])
+    assert code == status and needle in answer["detail"]
+    # One shape for every error: a one-line detail; here each problem too.
+    assert answer["detail"].startswith("request: ") and "\n" not in answer["detail"]
+    assert answer["errors"] and set(answer["errors"][0]) == {"loc", "msg", "type"}
 
 
 def test_bars_the_model_cannot_use_are_422_with_a_message(
@@ -198,10 +202,85 @@ def test_a_symbol_whose_last_bar_is_invalid_is_refused(server: tuple[str, Predic
 def test_the_openapi_page_describes_the_request(server: tuple[str, PredictionStore]) -> None:
     code, spec = call(f"{server[0]}/openapi.json")
     assert code == 200
-    body = spec["paths"]["/regime"]["post"]["requestBody"]["content"]["application/json"]
+    post = spec["paths"]["/regime"]["post"]
+    body = post["requestBody"]["content"]["application/json"]
     bar = body["schema"]["properties"]["bars"]["items"]
     assert set(bar["required"]) == {"timestamp", "open", "high", "low", "close", "volume"}
+    for price in ("open", "high", "low", "close"):
+        assert bar["properties"][price]["exclusiveMinimum"] == 0
+    assert bar["properties"]["volume"]["minimum"] == 0
+    assert "pattern" in bar["properties"]["timestamp"]["anyOf"][0]
     assert "$defs" not in json.dumps(spec)
+    # Every answer is documented, each error with the one error shape.
+    assert set(post["responses"]) == {"200", "413", "422", "503"}
+    for code in ("413", "422", "503"):
+        ref = post["responses"][code]["content"]["application/json"]["schema"]["$ref"]
+        assert ref == "#/components/schemas/ErrorAnswer"
+    error = spec["components"]["schemas"]["ErrorAnswer"]
+    assert error["required"] == ["detail"] and error["properties"]["detail"]["type"] == "string"
+    one, several = post["responses"]["200"]["content"]["application/json"]["schema"]["anyOf"]
+    assert {"model_version", "timestamp", "state", "probabilities"} <= set(one["required"])
+    assert {"model_version", "symbols"} <= set(several["required"])
+    for path in ("/health", "/model"):
+        assert "model_version" in spec["paths"][path]["get"]["responses"]["200"]["content"][
+            "application/json"]["schema"]["required"]
+
+
+def test_the_service_keeps_to_its_schema_under_fuzzing(server: tuple[str, PredictionStore],
+                                                      recent: pd.DataFrame) -> None:
+    """Schemathesis against the running service (loopback): requests generated from the
+    OpenAPI schema, valid ones and broken ones, and two real requests, get no 500, and
+    every answer has a documented status and matches its documented schema.
+
+    A schema-valid request is never refused as malformed; it is not checked that it gets a
+    200: a generated one is almost never usable (its bars are at no fixed interval, its
+    dates are anywhere), and the 422 that says so is documented."""
+    schemathesis = pytest.importorskip("schemathesis")
+    from hypothesis import HealthCheck, Phase, given, settings
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_headers_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance,
+              response_headers_conformance, response_schema_conformance]
+    url, _ = server
+    schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
+    statuses: dict[tuple[str, str], set[int]] = {}
+    regime = schema["/regime"]["POST"]
+    for body in ({"bars": bars_json(recent)},
+                 {"bars": bars_json(recent) + [dict(r, symbol="OTHER")
+                                               for r in bars_json(recent.tail(100))]}):
+        assert regime.Case(body=body).call_and_validate(base_url=url, checks=checks
+                                                        ).status_code == 200
+    positive, negative = schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE
+
+    def fuzz(operation: Any, mode: Any) -> None:
+        seen = statuses.setdefault((operation.label, mode.value), set())
+
+        # Bounded: 100 bodies of each kind, 10-15 s in all; derandomized, no database.
+        @settings(max_examples=100, deadline=None, database=None, derandomize=True,
+                  phases=[Phase.explicit, Phase.generate],
+                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+        @given(case=operation.as_strategy(generation_mode=mode))
+        def run(case: Any) -> None:
+            response = case.call_and_validate(base_url=url, checks=checks)
+            seen.add(response.status_code)
+            if mode is positive and response.status_code == 422:
+                # Refused for what it means (its bars), never as malformed: the schema
+                # says what the validator accepts.
+                assert "errors" not in response.json(), response.json()
+
+        run()
+
+    for operation in (schema["/health"]["GET"], schema["/model"]["GET"], regime):
+        fuzz(operation, positive)
+    fuzz(regime, negative)  # the GETs have no parameters and no body: nothing to break
+    assert statuses[("POST /regime", "positive")] <= {200, 413, 422}
+    assert statuses[("POST /regime", "negative")] <= {413, 422}
 
 
 def test_several_symbols_get_one_answer_each(server: tuple[str, PredictionStore],

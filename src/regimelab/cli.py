@@ -140,7 +140,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
     if missing:
         raise InputDataError(f"--reference {args.reference}: no column {missing[0]!r}; "
                              "expected the scaled training split")
-    thresholds = Thresholds(psi=args.psi, ks=args.ks, ll_drop=args.ll_drop,
+    thresholds = Thresholds(psi=args.psi, ks=args.ks, ll_psi=args.ll_psi, ll_ks=args.ll_ks,
                             occupancy_tv=args.occupancy_tv)
     report = drift_report(model, reference,
                           observations(_bars(args.input), manifest, source=args.input),
@@ -212,7 +212,8 @@ def parser() -> argparse.ArgumentParser:
                        help="compare with a reference that is not the model's training data")
     defaults = Thresholds()
     for flag, help_ in (("psi", "largest PSI of a feature"), ("ks", "largest KS statistic"),
-                        ("ll_drop", "largest fall of the log-likelihood per bar, nats"),
+                        ("ll_psi", "largest PSI of the per-bar log-likelihoods (either way)"),
+                        ("ll_ks", "largest KS statistic of the per-bar log-likelihoods"),
                         ("occupancy_tv", "largest total variation of the state shares")):
         drift.add_argument(f"--{flag.replace('_', '-')}", type=float,
                            default=getattr(defaults, flag),

@@ -1,17 +1,22 @@
 """evaluate: one metrics block per model (the HMM, the DSSM, a one-Gaussian baseline).
 
-Each block describes the model on the held-out splits in the same units, so
-``dvc metrics diff`` and ``dvc exp show`` line experiments up key by key:
+Each block describes the model on the validation and test splits in the same
+units, so ``dvc metrics diff`` and ``dvc exp show`` line experiments up key by
+key:
 
-- fit: log-likelihood per bar on val and test (nats; AIC and BIC for the HMM);
+- fit: log-likelihood per bar on val and test (nats; AIC and BIC for the HMM).
+  Only test is held out: validation chose the DSSM's early stopping and best
+  checkpoint and breaks select-states' ties, so the file says so under
+  ``held_out``;
 - occupancy: each state's share of the evaluated split and the largest share;
 - persistence: mean and median dwell (bars), switches per 1,000 bars,
   stickiness (the transition matrix's mean diagonal), posterior entropy;
 - forecasts: the state 1 and 24 bars ahead from the filtered posterior and
   the transition matrix, against persistence;
 - returns: per state, the forward log return's mean, volatility and Sharpe
-  (annualised) at each horizon with block-bootstrap 95% intervals, and a
-  Kruskal-Wallis test across states.
+  (annualised) at each horizon with circular block bootstrap 95% intervals
+  (the block per horizon under ``bootstrap_block``), and a Kruskal-Wallis test
+  across states on every h-th bar.
 
 The state a forward return is grouped under is the **filtered** state at the
 close of bar t (``argmax p_filter_t``), which a trader would have known then.
@@ -21,6 +26,7 @@ measured into the label.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,7 +41,13 @@ from regimelab.params import EvaluateParams
 from regimelab.regimes import RegimeModel
 from regimelab.sequences import to_sequences
 
+log = logging.getLogger(__name__)
+
 KEYS = ["symbol", "timestamp"]
+# What each split's figures may be read as: validation took part in choosing the model.
+HELD_OUT = {"val": False, "test": True}
+HELD_OUT_NOTE = ("val chose the DSSM's early stopping and best checkpoint and breaks "
+                 "select-states' ties: it is not held out; only test is")
 
 
 def bars_per_year(bars: pd.DataFrame) -> float:
@@ -67,10 +79,44 @@ def _proba(table: pd.DataFrame, kind: str, k: int) -> np.ndarray:
     return table[[f"p_{kind}_{i}" for i in range(k)]].to_numpy()
 
 
+def bootstrap_blocks(returns: Mapping[int, np.ndarray], block: int | str) -> dict[int, int]:
+    """Bars per bootstrap block at each horizon: ``evaluate.block``, or with ``auto``
+    :func:`~regimelab.metrics.block_length` of that horizon's forward returns."""
+    blocks = {}
+    for h, fwd in returns.items():
+        blocks[h] = metrics.block_length(fwd, horizon=h) if block == "auto" else int(block)
+        if blocks[h] < metrics.BLOCK_HORIZONS * h:
+            log.warning("evaluate.block = %d bars is under %d horizons of %d bars: the "
+                        "intervals of overlapping h%d returns are too narrow", blocks[h],
+                        metrics.BLOCK_HORIZONS, h, h)
+    log.info("bootstrap blocks: %s", ", ".join(f"h{h} {b} bars" for h, b in blocks.items()))
+    return blocks
+
+
 def regime_block(table: pd.DataFrame, model: RegimeModel, *, returns: Mapping[int, np.ndarray],
                  per_year: float, step: pd.Timedelta, params: EvaluateParams,
-                 rng: np.random.Generator) -> dict[str, Any]:
-    """Occupancy, persistence, forecasts and per-state returns on one split's regimes."""
+                 blocks: Mapping[int, int], rng: np.random.Generator) -> dict[str, Any]:
+    """Occupancy, persistence, forecasts and per-state returns on one split's regimes.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        One split of a regimes table (``state``, ``segment``, ``timestamp``,
+        ``p_smooth_k``, ``p_filter_k``), in time order.
+    model : the fitted model
+    returns : dict
+        Per horizon h, the forward h-bar log return of each of ``table``'s bars,
+        shape ``(n_samples,)``.
+    per_year : float
+        Bars per year.
+    step : pandas.Timedelta
+        The bar interval.
+    params : the ``evaluate`` params
+    blocks : dict
+        Per horizon, bars per bootstrap block (:func:`bootstrap_blocks`).
+    rng : numpy.random.Generator
+        Draws the bootstrap blocks.
+    """
     k = model.n_states
     if f"p_filter_{k - 1}" not in table.columns or f"p_filter_{k}" in table.columns:
         raise ModelError(f"the regimes table does not have the model's {k} states; rerun the "
@@ -108,7 +154,7 @@ def regime_block(table: pd.DataFrame, model: RegimeModel, *, returns: Mapping[in
         block["returns"][f"h{h}"] = {
             "kruskal": metrics.kruskal_wallis(fwd[apart], live[apart]),
             **metrics.state_return_stats(fwd, live, n_states=k, horizon=h,
-                                         bars_per_year=per_year, block=params.block,
+                                         bars_per_year=per_year, block=blocks[h],
                                          n_boot=params.n_boot, rng=rng),
         }
     return block
@@ -116,7 +162,8 @@ def regime_block(table: pd.DataFrame, model: RegimeModel, *, returns: Mapping[in
 
 def baseline_block(frames: Mapping[str, pd.DataFrame], columns: list[str], *,
                    returns: Mapping[int, np.ndarray], per_year: float,
-                   params: EvaluateParams, rng: np.random.Generator) -> dict[str, Any]:
+                   params: EvaluateParams, blocks: Mapping[int, int],
+                   rng: np.random.Generator) -> dict[str, Any]:
     """One Gaussian (full covariance) fitted on train: the fit any regime model must beat,
     and the unconditional returns that per-state returns are read against."""
     X = frames["train"][columns].to_numpy(dtype=np.float64)
@@ -129,7 +176,7 @@ def baseline_block(frames: Mapping[str, pd.DataFrame], columns: list[str], *,
     }
     for h in params.horizons:
         block["returns"][f"h{h}"] = {"0": metrics.return_stats(
-            returns[h], horizon=h, bars_per_year=per_year, block=params.block,
+            returns[h], horizon=h, bars_per_year=per_year, block=blocks[h],
             n_boot=params.n_boot, rng=rng)}
     return block
 
@@ -166,7 +213,10 @@ def evaluate(
     rows = next(iter(regimes.values()))
     rows = rows.loc[rows["split"] == split, KEYS].reset_index(drop=True)
     returns = {h: forward_returns(rows, bars, h, step) for h in params.horizons}
-    report: dict[str, Any] = {"split": split, "bars": len(rows), "bars_per_year": per_year}
+    blocks = bootstrap_blocks(returns, params.block)
+    report: dict[str, Any] = {"split": split, "bars": len(rows), "bars_per_year": per_year,
+                              "held_out": {**HELD_OUT, "note": HELD_OUT_NOTE},
+                              "bootstrap_block": {f"h{h}": b for h, b in blocks.items()}}
     for name, model in models.items():
         table = regimes[name]
         part = table.loc[table["split"] == split].reset_index(drop=True)
@@ -188,14 +238,14 @@ def evaluate(
             X, lengths = to_sequences(frames["train"], columns)
             block["aic"], block["bic"] = model.aic(X, lengths), model.bic(X, lengths)
         block.update(regime_block(part, model, returns=returns, per_year=per_year, step=step,
-                                  params=params, rng=rng))
+                                  params=params, blocks=blocks, rng=rng))
         if truth is not None:
             merged = part[KEYS].merge(truth, on=KEYS, how="left", validate="one_to_one")
             block["truth"] = metrics.truth_scores(merged["regime"].to_numpy(),
                                                   part["state"].to_numpy())
         report[name] = block
     report["baseline"] = baseline_block(frames, columns, returns=returns, per_year=per_year,
-                                        params=params, rng=rng)
+                                        params=params, blocks=blocks, rng=rng)
     names = list(models)
     report["agreement"] = {}
     for i, a_name in enumerate(names):

@@ -440,7 +440,7 @@ class EvaluateParams:
     split: str = "test"
     horizons: tuple[int, ...] = (1, 24)
     n_boot: int = 1000
-    block: int = 24
+    block: int | str = "auto"
     max_share: float = 0.4
 
     def __post_init__(self) -> None:
@@ -450,8 +450,9 @@ class EvaluateParams:
                  "evaluate", "horizons", list(self.horizons), "a list of integers >= 1 (bars)")
         _require(_is_int(self.n_boot) and self.n_boot >= 100, "evaluate", "n_boot",
                  self.n_boot, "an integer >= 100 (bootstrap resamples)")
-        _require(_is_int(self.block) and self.block >= 1, "evaluate", "block", self.block,
-                 "an integer >= 1 (bars per bootstrap block)")
+        _require(self.block == "auto" or (_is_int(self.block) and self.block >= 1), "evaluate",
+                 "block", self.block, "'auto' (Politis-White, at least 5 horizons) or an "
+                 "integer >= 1 (bars per bootstrap block)")
         _require(_is_number(self.max_share) and 0 < self.max_share <= 1, "evaluate",
                  "max_share", self.max_share, "a share in (0, 1]")
 

@@ -40,6 +40,12 @@ class RegimeModel(Protocol):
     def filter_proba(self, X: np.ndarray, lengths: np.ndarray) -> np.ndarray: ...
     def score(self, X: np.ndarray, lengths: np.ndarray) -> float: ...
 
+    def loglik_per_bar(self, X: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """log p(x_t | x_1..t-1) of each bar, shape ``(n_samples,)``; like ``score``, only
+        where the family has a likelihood (a class without one sets
+        ``has_likelihood = False``)."""
+        ...
+
 
 def volatility_rule(columns: list[str], *, shared_covariance: bool = False) -> dict[str, Any]:
     """How states are ranked by volatility, given the feature columns.

@@ -6,9 +6,14 @@
   and the model version, one answer per symbol;
 - ``GET /health``; ``GET /model`` (the manifest).
 
-Bad input is a 422 with a message (a body over the size limit a 413), never a
-500. Each answer is appended to the prediction store. A request is cleaned
-and featurised with numpy (:func:`~regimelab.data.validate.clean_series`,
+Bad input is a 422 (a body over the size limit a 413, a store that cannot be
+written a 503), never a 500; every error answers ``{"detail": "<one line>"}``,
+plus ``errors`` (each problem's ``loc``, ``msg`` and ``type``) when the body is
+not JSON or does not match the request schema. The OpenAPI page documents
+every answer and the request's field constraints
+(:mod:`~regimelab.serve_schema`). Each answer is appended to the prediction
+store. A request is cleaned and featurised with numpy
+(:func:`~regimelab.data.validate.clean_series`,
 :func:`~regimelab.inference.latest_series`): a 500-bar request takes a few
 milliseconds where pandas' fixed costs took tens.
 """
@@ -35,13 +40,22 @@ from regimelab.data.validate import NAT, SeriesBars, clean_series
 from regimelab.exceptions import InputDataError, RegimelabError
 from regimelab.inference import latest_json, latest_series
 from regimelab.models import load_model, model_version, read_manifest
+from regimelab.serve_schema import (
+    ANSWERS,
+    DEFAULT_SYMBOL,
+    MAX_BARS,
+    MAX_BODY_BYTES,
+    Health,
+    ModelDescription,
+    RegimeAnswer,
+    RegimeAnswers,
+    RegimeRequestDoc,
+    documented,
+    inline_refs,
+)
 from regimelab.store import PredictionStore, StoreError
 
 log = logging.getLogger(__name__)
-
-MAX_BODY_BYTES = 2_000_000  # about 10,000 bars of JSON
-MAX_BARS = 10_000
-DEFAULT_SYMBOL = "INPUT"
 
 
 class Bar(TypedDict):
@@ -63,6 +77,14 @@ class RegimeRequest(TypedDict):
 # Typed dicts, not models: pydantic validates 500 bars into dicts in a third of the
 # time it takes to build 500 model instances.
 REQUEST = TypeAdapter(RegimeRequest)
+
+def validation_detail(errors: list[dict[str, Any]]) -> str:
+    """One line for pydantic's errors: the first one's place and message, and how many
+    more there are."""
+    first = errors[0]
+    where = ".".join(str(part) for part in first["loc"])
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"request: {where + ': ' if where else ''}{first['msg']}{more}"
 
 
 class BodyLimit:
@@ -174,22 +196,6 @@ def request_series(bars: list[Bar], *, source: str = "request") -> list[SeriesBa
     return [s for s in series if len(s)]
 
 
-def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
-    """A pydantic JSON schema with its ``$defs`` written in place, for an OpenAPI
-    document (which has no ``#/$defs`` to point to)."""
-    defs = schema.pop("$defs", {})
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref", "")
-            if ref.startswith("#/$defs/"):
-                return walk(defs[ref.removeprefix("#/$defs/")])
-            return {k: walk(v) for k, v in node.items()}
-        return [walk(v) for v in node] if isinstance(node, list) else node
-
-    return walk(schema)
-
-
 def create_app(model_folder: str | Path, *, store: PredictionStore | None = None,
                max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     """The application for one model folder, loaded once.
@@ -219,23 +225,36 @@ def create_app(model_folder: str | Path, *, store: PredictionStore | None = None
     async def user_error(request: Request, exc: RegimelabError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": str(exc)})
 
-    @app.get("/health")
+    @app.exception_handler(RequestValidationError)
+    async def malformed(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": [p if isinstance(p, int) else str(p) for p in e["loc"]],
+                   "msg": str(e["msg"]), "type": str(e["type"])} for e in exc.errors()]
+        return JSONResponse(status_code=422, content={"detail": validation_detail(errors),
+                                                      "errors": errors})
+
+    @app.get("/health", response_model=documented(Health),
+             summary="The service is up, and its model")
     def health() -> dict[str, Any]:
         return {"status": "ok", "model": manifest["model"], "n_states": model.n_states,
                 "model_version": version}
 
-    @app.get("/model")
+    @app.get("/model", response_model=documented(ModelDescription),
+             summary="The model's manifest and version")
     def describe() -> dict[str, Any]:
         return {**manifest, "model_version": version}
 
     # The body is parsed and validated in one pass by pydantic's JSON parser, about
-    # three times faster than FastAPI's json.loads then validation; the schema is
-    # declared for the OpenAPI page by hand. The handler runs on the event loop: the
+    # three times faster than FastAPI's json.loads then validation; the OpenAPI page
+    # shows serve_schema's documentation of it. The handler runs on the event loop: the
     # work is a few milliseconds of CPU, for which a thread pool adds only a hand-off.
     # The store is written in a worker thread: a remote database's round trip must
     # not hold up the loop.
-    @app.post("/regime", openapi_extra={"requestBody": {"required": True, "content": {
-        "application/json": {"schema": _inline_refs(REQUEST.json_schema())}}}})
+    @app.post("/regime", response_model=documented(RegimeAnswer | RegimeAnswers),
+              responses=ANSWERS,
+              summary="The regime of the last closed bar of each symbol",
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {"schema": inline_refs(
+                      RegimeRequestDoc.model_json_schema())}}}})
     async def regime(request: Request) -> dict[str, Any]:
         try:
             body = REQUEST.validate_json(await request.body())

@@ -107,6 +107,7 @@ def model_args(d: Path, out: Path) -> tuple[list[str], ...]:
                 "--report", str(out / "reports/diagnostics.csv")]
     monitor = ["--scaled", str(d / "scaled"), "--model", "hmm", str(out / "models/hmm"),
                "--model", "dssm", str(out / "models/dssm"),
+               "--model", "jump", str(out / "models/jump"),
                "--metrics", str(out / "metrics/monitor.json")]
     return select, train, dssm, jump, evaluate, diagnose, monitor
 
@@ -440,3 +441,8 @@ def test_monitor_reports_drift_of_the_test_split(outputs: Path) -> None:
             read(outputs / f"metrics/train_{name}.json")["log_likelihood_per_bar"]["test"],
             rtol=1e-12, atol=0)
         assert block["drift"] == bool(block["breaches"])
+    # A family without a likelihood: no fit view, the features and the regimes still.
+    jump = report["jump"]
+    assert jump["fit"] is None
+    assert set(jump["features"]) == set(spec_columns)
+    assert 0 <= jump["regimes"]["occupancy_tv"] <= 1

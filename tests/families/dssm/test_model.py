@@ -107,6 +107,22 @@ def test_sequences_are_scored_independently(model: RegimeDSSM, data: SimpleNames
     assert not np.isclose(model.score(data.X, np.array([1100])), both, rtol=1e-9, atol=0)
 
 
+def test_loglik_per_bar_sums_to_the_score_and_restarts_at_a_gap(
+        model: RegimeDSSM, data: SimpleNamespace) -> None:
+    per_bar = model.loglik_per_bar(data.X, data.lengths)
+    assert per_bar.shape == (len(data.X),) and np.isfinite(per_bar).all()
+    np.testing.assert_allclose(per_bar.sum(), model.score(data.X, data.lengths), rtol=1e-10,
+                               atol=0)
+    np.testing.assert_allclose(per_bar[600:], model.loglik_per_bar(data.X[600:], np.array([500])),
+                               rtol=1e-12, atol=1e-12)
+    # Causal: bars appended later leave the earlier values as they were.
+    np.testing.assert_allclose(per_bar[:300], model.loglik_per_bar(data.X[:300], np.array([300])),
+                               rtol=1e-12, atol=1e-12)
+    # Bar t's value is the growth of the forward pass's total from t - 1 to t.
+    grown = [model.score(data.X[:t], np.array([t])) for t in (299, 300)]
+    np.testing.assert_allclose(per_bar[299], grown[1] - grown[0], rtol=1e-9, atol=1e-9)
+
+
 def test_states_are_in_ascending_volatility(model: RegimeDSSM) -> None:
     order = model.state_order_
     assert order["statistic"] == "variance" and order["feature"] == RETURN

@@ -186,6 +186,46 @@ def test_filter_matches_a_plain_forward_recursion(
                                forward_reference(model, X, lengths), rtol=1e-7, atol=1e-10)
 
 
+def loglik_reference(model: RegimeHMM, X: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """log p(x_t | x_1..x_t-1) from the textbook forward recursion in log space: the growth
+    of log sum alpha_t from one bar to the next, restarting at each sequence."""
+    log_b = np.column_stack([
+        multivariate_normal(mean=model.means_[k], cov=model.covars_[k]).logpdf(X)
+        for k in range(model.n_states)])
+    log_a = np.log(model.transmat_)
+    out = []
+    for start, n in zip(np.cumsum(lengths) - lengths, lengths):
+        log_alpha = np.log(model.startprob_) + log_b[start]
+        totals = [np.logaddexp.reduce(log_alpha)]
+        for t in range(start + 1, start + n):
+            log_alpha = np.logaddexp.reduce(log_alpha[:, None] + log_a, axis=0) + log_b[t]
+            totals.append(np.logaddexp.reduce(log_alpha))
+        out.append(np.diff(totals, prepend=0.0))
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("outlier", [False, True])
+def test_loglik_per_bar_is_the_predictive_density_and_sums_to_the_score(
+        fitted3: tuple[RegimeHMM, np.ndarray, np.ndarray], outlier: bool) -> None:
+    model, X, lengths = fitted3
+    X = X.copy()
+    if outlier:
+        X[400] = 60.0  # every state's density underflows: the shift must be added back
+    per_bar = model.loglik_per_bar(X, lengths)
+    assert per_bar.shape == (len(X),)
+    np.testing.assert_allclose(per_bar.sum(), model.score(X, lengths), rtol=1e-10, atol=0)
+    np.testing.assert_allclose(per_bar, loglik_reference(model, X, lengths), rtol=1e-8,
+                               atol=1e-8)
+    # Causal, and each sequence starts afresh.
+    first = lengths[0]
+    np.testing.assert_allclose(per_bar[:first], model.loglik_per_bar(X[:first], lengths[:1]),
+                               rtol=1e-12, atol=0)
+    np.testing.assert_allclose(per_bar[first:], model.loglik_per_bar(X[first:], lengths[1:]),
+                               rtol=1e-12, atol=0)
+    assert not np.isclose(model.loglik_per_bar(X, np.array([len(X)]))[first], per_bar[first],
+                          rtol=1e-6, atol=0)
+
+
 # -- numerics ------------------------------------------------------------------------------
 
 

@@ -313,6 +313,17 @@ class RegimeDSSM:
         return float(sum(recursions.forward(t.log_start, t.log_trans, t.log_emit).log_likelihood
                          for t in self._terms(X, lengths)))
 
+    def loglik_per_bar(self, X: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Predictive log-likelihood of each bar, log p(x_t | x_1..t-1) in nats, shape
+        ``(n_samples,)``, restarting at each sequence; the values sum to :meth:`score`.
+
+        The forward pass's normaliser at t, with the row's largest log-emission that
+        the pass subtracts added back.
+        """
+        out = [np.log(recursions.forward(t.log_start, t.log_trans, t.log_emit).scaling)
+               + t.log_emit.max(axis=1) for t in self._terms(X, lengths)]
+        return np.concatenate(out) if out else np.empty(0)
+
     def _average_transmat(self, X: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """The transition matrix, or with ``transition='context'`` the average of the
         bar-by-bar matrices weighted by the smoothed probability of the state they leave."""

@@ -78,6 +78,19 @@ class StableGaussianHMM(GaussianHMM):
 
 
 
+    def loglik_per_bar(self, X: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """log p(x_t | x_1..t-1) of each row, restarting at each sequence: the forward
+        pass's normaliser at t, with the row's largest log-density added back."""
+        out = []
+        for sub_X in split_sequences(X, lengths):
+            log_frame = self._compute_log_likelihood(sub_X)
+            shift = log_frame.max(axis=1)
+            _, _, scaling = _hmmc.forward_scaling(self.startprob_, self.transmat_,
+                                                  np.exp(log_frame - shift[:, None]))
+            out.append(shift - np.log(scaling))  # hmmlearn's scaling is 1 / normaliser
+        return np.concatenate(out) if out else np.empty(0)
+
+
 def split_sequences(X: np.ndarray, lengths: np.ndarray | None) -> list[np.ndarray]:
     """``X`` cut into its gap-free sequences (the whole of it without ``lengths``)."""
     if lengths is None:

@@ -409,6 +409,12 @@ class RegimeHMM:
         """Total log-likelihood of ``X`` in nats."""
         return float(self.model_.score(X, _check_lengths(X, lengths)))
 
+    def loglik_per_bar(self, X: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Predictive log-likelihood of each bar, log p(x_t | x_1..t-1) in nats, shape
+        ``(n_samples,)``, restarting at each sequence; the values sum to :meth:`score`.
+        """
+        return self.model_.loglik_per_bar(X, _check_lengths(X, lengths))
+
     @property
     def n_parameters(self) -> int:
         """Free parameters, as hmmlearn counts them for AIC and BIC."""

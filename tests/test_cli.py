@@ -16,7 +16,7 @@ from regimelab.cli import main
 from regimelab.synth import make_market, write_market
 from tests.stages.test_model_stages import outputs, scaled  # noqa: F401  (fixtures)
 
-MODELS = ("hmm", "dssm")
+MODELS = ("hmm", "dssm", "jump")
 
 
 @pytest.fixture(autouse=True)
@@ -83,6 +83,11 @@ def test_infer_and_now_on_an_unseen_market(outputs: Path, unseen: Path, name: st
     np.testing.assert_allclose(row["probabilities"],
                                [last[f"p_filter_{i}"] for i in range(k)], rtol=0, atol=1e-12)
     assert row["bars"] == (out["segment"] == last["segment"]).sum()
+    # Every answer carries the regimes' names from the model folder.
+    names = json.loads((outputs / "models" / name / "manifest.json").read_text())[
+        "regime_names"]
+    assert row["regime"] == names[row["state"]] == last["regime_filtered"]
+    np.testing.assert_array_equal(out["regime"], np.asarray(names)[out["state"]])
 
 
 def test_now_prints_one_line_per_symbol(outputs: Path, unseen: Path,  # noqa: F811
@@ -201,6 +206,21 @@ def test_drift_exits_0_on_the_training_market_and_1_on_a_wilder_one(
     assert report["drift"] is True and report["fit"]["ll_drop"] > 1.0
     assert report["fit"]["direction"] == "lower" and report["fit"]["ll_ks"] > 0.2
     assert "drift: per-bar log-likelihoods moved lower" in proc.stderr
+
+
+def test_drift_of_a_model_without_a_likelihood_reads_features_and_regimes(
+        scaled: Path, outputs: Path, tmp_path: Path) -> None:  # noqa: F811
+    wild = make_market(900, n_regimes=3, random_state=4)
+    for col in ("open", "high", "low", "close"):
+        wild[col] = wild["close"].iloc[0] * (wild[col] / wild["close"].iloc[0]) ** 10
+    write_market(wild, tmp_path / "wild.csv")
+    proc = run_cli("drift", "--model", str(outputs / "models/jump"), "--input",
+                   str(tmp_path / "wild.csv"), "--reference",
+                   str(scaled / "scaled/train.parquet"))
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["fit"] is None and report["drift"] is True
+    assert any(": PSI " in b or ": KS " in b for b in report["breaches"])
 
 
 def test_drift_without_the_reference_is_one_line(outputs: Path, unseen: Path,  # noqa: F811

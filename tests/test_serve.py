@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import threading
@@ -39,11 +40,9 @@ def recent() -> pd.DataFrame:
     return make_market(400, n_regimes=3, random_state=33)
 
 
-@pytest.fixture(scope="module")
-def server(outputs: Path, tmp_path_factory: pytest.TempPathFactory  # noqa: F811
-           ) -> Iterator[tuple[str, PredictionStore]]:
-    store = PredictionStore(f"sqlite:///{tmp_path_factory.mktemp('store') / 'p.db'}")
-    app = create_app(outputs / "models/hmm", store=store, max_body_bytes=200_000)
+@contextlib.contextmanager
+def running(app: object) -> Iterator[str]:
+    """``app`` served by uvicorn on a free loopback port, in a thread; yields its URL."""
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -53,9 +52,20 @@ def server(outputs: Path, tmp_path_factory: pytest.TempPathFactory  # noqa: F811
             raise RuntimeError("the server did not start")
         time.sleep(0.05)
     port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}", store
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(outputs: Path, tmp_path_factory: pytest.TempPathFactory  # noqa: F811
+           ) -> Iterator[tuple[str, PredictionStore]]:
+    store = PredictionStore(f"sqlite:///{tmp_path_factory.mktemp('store') / 'p.db'}")
+    with running(create_app(outputs / "models/hmm", store=store,
+                            max_body_bytes=200_000)) as url:
+        yield url, store
 
 
 def call(url: str, body: object | None = None, *, raw: bytes | None = None
@@ -103,8 +113,25 @@ def test_regime_of_the_last_bar_equals_the_library(server: tuple[str, Prediction
                                expected[[f"p_filter_{i}" for i in range(k)]].astype(float),
                                rtol=0, atol=1e-12)
     assert answer["model_version"] == model_version(folder)
+    assert answer["regime"] == manifest["regime_names"][answer["state"]]
     stored = store.history()
     assert len(stored) == before + 1 and stored["source"].iloc[-1] == "serve"
+
+
+def test_a_jump_model_is_served_like_the_others(outputs: Path,  # noqa: F811
+                                                recent: pd.DataFrame) -> None:
+    folder = outputs / "models/jump"
+    with running(create_app(folder, store=None)) as url:
+        status, answer = call(f"{url}/regime", {"bars": bars_json(recent)})
+    assert status == 200, answer
+    manifest = read_manifest(folder)
+    bars = validate_bars(recent.assign(symbol="SYN", _file="request")).bars
+    expected = regimes(load_model(folder), observations(bars, manifest),
+                       manifest["features"]).iloc[-1]
+    assert answer["model"] == "jump" and answer["state"] == expected["state_filtered"]
+    assert answer["regime"] == manifest["regime_names"][answer["state"]]
+    # Hard labels: the filtered row is one-hot.
+    assert sorted(answer["probabilities"])[-1] == 1.0 and sum(answer["probabilities"]) == 1.0
 
 
 @pytest.mark.parametrize("body, status, needle", [

@@ -30,7 +30,7 @@ import pandas as pd
 from regimelab.data import ingest
 from regimelab.drift import Thresholds, drift_report
 from regimelab.exceptions import InputDataError
-from regimelab.inference import latest, latest_json, observations, regimes
+from regimelab.inference import latest, latest_json, observations, regime_names, regimes
 from regimelab.io import (
     json_text,
     read_parquet,
@@ -78,7 +78,8 @@ def cmd_infer(args: argparse.Namespace) -> None:
     manifest = read_manifest(args.model)
     model = load_model(args.model)
     table = observations(_bars(args.input), manifest, source=args.input)
-    out = regimes(model, table, manifest["features"], smoothed=args.smoothed)
+    out = regimes(model, table, manifest["features"], smoothed=args.smoothed,
+                  names=regime_names(manifest, model.n_states))
     _write(out, args.output)
     _record(args, out.drop(columns="state").rename(columns={"state_filtered": "state"}),
             "infer")
@@ -114,8 +115,9 @@ def cmd_now(args: argparse.Namespace) -> None:
         probs = "  ".join(f"{i}:{r[f'p_filter_{i}']:.3f}" for i in range(k))
         forming = (f"; {r['unclosed']} bar(s) not closed by {as_of.isoformat()} left out"
                    if r["unclosed"] else "")
-        sys.stdout.write(f"{r['symbol']} {r['timestamp'].isoformat()} state {r['state']} "
-                         f"(p = {r[f'p_filter_{r.state}']:.3f}; {probs}{forming})\n")
+        sys.stdout.write(f"{r['symbol']} {r['timestamp'].isoformat()} state {r['state']}, "
+                         f"{r['regime']} (p = {r[f'p_filter_{r.state}']:.3f}; "
+                         f"{probs}{forming})\n")
 
 
 def cmd_drift(args: argparse.Namespace) -> int:

@@ -63,14 +63,24 @@ def observations(bars: pd.DataFrame, manifest: dict[str, Any], *, source: str = 
     return Scaler.from_dict(manifest["scaler"]).transform(result.table)
 
 
+def regime_names(manifest: dict[str, Any], n_states: int) -> list[str]:
+    """The name of each state from a model folder's manifest (``state k`` for a folder
+    written before regimes had names)."""
+    names = manifest.get("regime_names")
+    if names is None or len(names) != n_states:
+        return [f"state {k}" for k in range(n_states)]
+    return [str(name) for name in names]
+
+
 def regimes(model: RegimeModel, table: pd.DataFrame, columns: list[str], *,
-            smoothed: bool = False) -> pd.DataFrame:
+            smoothed: bool = False, names: list[str] | None = None) -> pd.DataFrame:
     """States and posteriors of every bar of a scaled feature table.
 
     Columns: ``timestamp``, ``symbol``, ``segment``, ``state_filtered`` (the most
     probable state given bars up to t: what was knowable at its close),
-    ``state`` (the Viterbi path over the whole input), ``p_filter_0..K-1``, and
-    with ``smoothed`` the ``p_smooth_0..K-1`` given the whole input.
+    ``state`` (the Viterbi path over the whole input), with ``names`` their
+    names ``regime_filtered`` and ``regime``, ``p_filter_0..K-1``, and with
+    ``smoothed`` the ``p_smooth_0..K-1`` given the whole input.
     """
     X, lengths = to_sequences(table, columns)
     filtered = model.filter_proba(X, lengths)
@@ -81,6 +91,10 @@ def regimes(model: RegimeModel, table: pd.DataFrame, columns: list[str], *,
         "state_filtered": filtered.argmax(axis=1).astype(np.int64),
         "state": model.predict(X, lengths).astype(np.int64),
     })
+    if names is not None:
+        named = np.asarray(names, dtype=object)
+        out["regime_filtered"] = named[out["state_filtered"].to_numpy()]
+        out["regime"] = named[out["state"].to_numpy()]
     for k in range(model.n_states):
         out[f"p_filter_{k}"] = filtered[:, k]
     if smoothed:
@@ -177,8 +191,9 @@ def latest_series(model: RegimeModel, manifest: dict[str, Any], symbol: str,
     values.update(zip(scaler.columns_, scaled.T))
     X = np.ascontiguousarray(np.column_stack([values[c] for c in manifest["features"]]))
     proba = model.filter_proba(X, np.array([len(X)]))[-1]  # the filter alone: no Viterbi pass
+    state = int(proba.argmax())
     return {"timestamp": pd.Timestamp(int(ts_ns[-1]), tz="UTC"), "symbol": symbol,
-            "state": int(proba.argmax()),
+            "state": state, "regime": regime_names(manifest, model.n_states)[state],
             **{f"p_filter_{k}": float(p) for k, p in enumerate(proba)},
             "bars": len(X), "unclosed": unclosed}
 
@@ -187,7 +202,7 @@ def latest_json(row: Mapping[str, Any], n_states: int) -> dict[str, Any]:
     """One :func:`latest_series` row as JSON: what ``regimelab now --json`` prints and
     ``POST /regime`` answers, per symbol."""
     return {"symbol": str(row["symbol"]), "timestamp": row["timestamp"].isoformat(),
-            "state": int(row["state"]), "bars": int(row["bars"]),
+            "state": int(row["state"]), "regime": str(row["regime"]), "bars": int(row["bars"]),
             "unclosed": int(row["unclosed"]),
             "probabilities": [float(row[f"p_filter_{k}"]) for k in range(n_states)]}
 

@@ -55,6 +55,8 @@ class SymbolAnswer(BaseModel):
     symbol: str
     timestamp: str = Field(description="The bar's open time, ISO-8601 with its offset")
     state: int = Field(ge=0)
+    regime: str = Field(description="The state's name (calm bull, volatile bear, crash, ...), "
+                                    "from the model's training statistics")
     bars: int = Field(ge=1, description="Bars of its gap-free run that the filter read")
     unclosed: int = Field(ge=0, description="Bars left out: not closed by the server's clock")
     probabilities: list[float] = Field(description="The filtered P(state = k), k = 0..K-1")

@@ -148,7 +148,7 @@ def diagnose(
             out / f"{name}_pairs.csv", index=False)
         plots.regime_chart(first["timestamp"], first["close"].to_numpy(),
                            first["state"].to_numpy(), n_states=k, boundaries=starts,
-                           title=f"{label}: {first['symbol'].iloc[0]}, Viterbi states",
+                           title=f"{label}: {first['symbol'].iloc[0]}, hindsight states",
                            path=out / f"{name}_regimes.png", names=names)
         plots.regime_chart(part["timestamp"], part["close"].to_numpy(),
                            np.argmax(part[[f"p_filter_{i}" for i in range(k)]].to_numpy(),

@@ -127,6 +127,7 @@ def regime_block(table: pd.DataFrame, model: RegimeModel, *, returns: Mapping[in
     live = filtered.argmax(axis=1)
     shares = np.bincount(states, minlength=k) / len(states)
     _, lengths = metrics.runs(states, segment)
+    _, live_lengths = metrics.runs(live, segment)
     block: dict[str, Any] = {
         "n_states": k,
         "occupancy": metrics.by_state(shares),
@@ -135,6 +136,10 @@ def regime_block(table: pd.DataFrame, model: RegimeModel, *, returns: Mapping[in
         "dwell_mean_bars": float(lengths.mean()),
         "dwell_median_bars": float(np.median(lengths)),
         "switches_per_1000": metrics.switches_per_1000(states, segment),
+        # What a live user sees: the filtered state, known at each close.
+        "filtered": {"dwell_mean_bars": float(live_lengths.mean()),
+                     "dwell_median_bars": float(np.median(live_lengths)),
+                     "switches_per_1000": metrics.switches_per_1000(live, segment)},
         "stickiness": float(np.diag(model.transmat_).mean()),
         "entropy_filtered": metrics.mean_entropy(filtered),
         "entropy_smoothed": metrics.mean_entropy(_proba(table, "smooth", k)),
@@ -153,6 +158,8 @@ def regime_block(table: pd.DataFrame, model: RegimeModel, *, returns: Mapping[in
         apart = np.isfinite(fwd) & (np.arange(len(fwd)) % h == 0)
         block["returns"][f"h{h}"] = {
             "kruskal": metrics.kruskal_wallis(fwd[apart], live[apart]),
+            # Whether the regimes separate volatility: the same test on the returns' size.
+            "kruskal_abs": metrics.kruskal_wallis(np.abs(fwd[apart]), live[apart]),
             **metrics.state_return_stats(fwd, live, n_states=k, horizon=h,
                                          bars_per_year=per_year, block=blocks[h],
                                          n_boot=params.n_boot, rng=rng),

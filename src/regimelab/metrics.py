@@ -46,7 +46,8 @@ def switches_per_1000(states: np.ndarray, segment: np.ndarray) -> float:
 def mean_entropy(proba: np.ndarray) -> float:
     """Mean entropy of the posteriors in nats (0: certain; log K: no idea)."""
     p = np.clip(proba, 1e-300, 1.0)
-    return float(-(proba * np.log(p)).sum(axis=1).mean())
+    # + 0.0: hard labels give -0.0, which JSON would print as such.
+    return float(-(proba * np.log(p)).sum(axis=1).mean()) + 0.0
 
 
 def forecast_accuracy(filtered: np.ndarray, states: np.ndarray, segment: np.ndarray,

@@ -14,9 +14,9 @@ volatility, read off the bars the model put in it on the training split
 - **volatility**: the state's standard deviation of bar returns over the
   typical level, ``ratio``; the typical level is the geometric mean of the
   states' deviations weighted by their shares of the bars (the plain deviation
-  of all bars would be dominated by the most volatile state). ``calm`` below
-  :data:`CALM_BELOW`, ``volatile`` above :data:`VOLATILE_ABOVE`, no word in
-  between. The most volatile state,
+  of all bars would be dominated by the most volatile state). ``volatile``
+  above :data:`VOLATILE_ABOVE` (1.4), ``calm`` below its inverse (0.71), no
+  word in between. The most volatile state,
   if it is ``bear`` and its ratio is at least :data:`CRASH_ABOVE`, is
   ``crash``.
 
@@ -35,10 +35,10 @@ import numpy as np
 import pandas as pd
 from arch.bootstrap import IIDBootstrap
 
-#: Volatility ratio (state / the typical level) below which a state is calm.
-CALM_BELOW = 0.75
-#: Volatility ratio above which a state is volatile.
-VOLATILE_ABOVE = 1.5
+#: Volatility ratio above which a state is volatile (1.4 times the typical level)...
+VOLATILE_ABOVE = 1.4
+#: ... and below which it is calm: the same factor the other way, symmetric in log.
+CALM_BELOW = 1.0 / VOLATILE_ABOVE
 #: Volatility ratio from which the most volatile bear state is a crash.
 CRASH_ABOVE = 2.0
 #: Fewer episodes than this cannot give a state a direction.

@@ -362,7 +362,7 @@ class DSSMParams:
     gradient_clip: float = 1.0
     min_occupancy: float = 0.002
     accelerator: str = "cpu"
-    num_threads: int = 2
+    num_threads: int = 1
 
     def __post_init__(self) -> None:
         _require(self.init in ("hmm", "fresh"), "dssm", "init", self.init,

@@ -108,7 +108,7 @@ class RegimeDSSM:
                  stride: int = 224, burn_in: int = 32, batch_size: int = 32,
                  max_epochs: int = 40, patience: int = 5, lr: float = 1e-2,
                  weight_decay: float = 0.0, gradient_clip: float = 1.0,
-                 min_occupancy: float = 0.002, accelerator: str = "cpu", num_threads: int = 2,
+                 min_occupancy: float = 0.002, accelerator: str = "cpu", num_threads: int = 1,
                  random_state: int = 0) -> None:
         self.n_states = n_states
         self.hidden = hidden

@@ -54,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     result = run_selection(
         X, lengths, X_val, lengths_val, select=select, hmm=hmm, jump=jump, seed=seed,
         storage=storage, name=name, feature_names=columns,
+        collinear=read_json(Path(args.scaled) / "scaler.json").get("collinear"),
         min_dwell=min_dwell_bars(select, parse_timeframe(spec["base_timeframe"])))
     write_json(result, args.metrics)
     for criterion, table in {**criteria_tables(result), **scan_tables(result)}.items():

@@ -41,7 +41,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     trained = fit.train(frames, columns=spec["columns"], hmm=hmm, seed=model_params.seed,
                         n_states=resolved["n_states"],
                         covariance_type=resolved["covariance_type"],
-                        bars=read_parquet(args.bars))
+                        bars=read_parquet(args.bars),
+                        collinear=read_json(scaled / "scaler.json").get("collinear"))
     trained.model.save(args.model, manifest=manifest(
         spec=spec, scaler=read_json(scaled / "scaler.json"),
         train_sha256=sha256_file(scaled / "train.parquet"),

@@ -292,3 +292,31 @@ def test_the_edge_flag_says_where_the_criterion_is_best(tmp_path: Path) -> None:
     tables = scan_tables(stable)
     np.testing.assert_array_equal(tables["scan"]["n_states"], [2, 3])
     assert list(tables["persistence"].columns) == ["penalty", "k2", "k3", "min_dwell"]
+
+
+def test_full_covariances_over_collinear_features_are_refused(tmp_path: Path) -> None:
+    bars = make_market(900, n_regimes=2, random_state=2)
+    X, lengths, X_val, lengths_val = log_range_split(bars)
+    twin = np.hstack([X, X + 1e-3 * np.random.default_rng(0).standard_normal(X.shape)])
+    twin_val = np.hstack([X_val, X_val])
+    collinear = [["a", "b", 0.9999]]
+    with pytest.raises(ModelError, match="features a and b correlate at \\+0.9999.*"
+                                         "hmm.allow_collinear"):
+        evaluate_candidate(twin, lengths, twin_val, lengths_val, n_states=2,
+                           covariance_type="full", hmm=HMMParams(n_init=1), seed=0,
+                           collinear=collinear)
+    # Diagonal covariances are fine, and so is a full one the user insists on.
+    evaluate_candidate(twin, lengths, twin_val, lengths_val, n_states=2, covariance_type="diag",
+                       hmm=HMMParams(n_init=1), seed=0, collinear=collinear)
+    evaluate_candidate(twin, lengths, twin_val, lengths_val, n_states=2, covariance_type="full",
+                       hmm=HMMParams(n_init=1, allow_collinear=True), seed=0,
+                       collinear=collinear)
+    result = run_selection(
+        twin, lengths, twin_val, lengths_val,
+        select=SelectParams(grid=GridParams(n_states=(2,), covariance_type=("diag", "full")),
+                            criterion="bic", resamples=1, penalties=(5.0,)),
+        hmm=HMMParams(n_init=1), seed=0, storage=f"sqlite:///{tmp_path}/s.db", name="twin",
+        collinear=collinear)
+    assert result["candidates"]["k2_full"]["status"] == "pruned"
+    assert "correlate" in result["candidates"]["k2_full"]["failed"]
+    assert result["choice"]["covariance_type"] == "diag"

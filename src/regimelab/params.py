@@ -316,8 +316,11 @@ class HMMParams:
     n_continue: int = 2
     min_state_bars: int = 20
     init_smoothing: int = 8
+    allow_collinear: bool = False
 
     def __post_init__(self) -> None:
+        _require(isinstance(self.allow_collinear, bool), "hmm", "allow_collinear",
+                 self.allow_collinear, "true or false")
         _require(_is_int(self.n_init) and self.n_init >= 1, "hmm", "n_init", self.n_init,
                  "an integer >= 1")
         _require(_is_int(self.n_iter) and self.n_iter >= 1, "hmm", "n_iter", self.n_iter,

@@ -49,7 +49,7 @@ from threadpoolctl import threadpool_limits
 from regimelab import __version__
 from regimelab.choice import choose, score_to_minimise
 from regimelab.exceptions import ModelError, ParamsError
-from regimelab.families.hmm.fit import make_hmm
+from regimelab.families.hmm.fit import check_collinear, make_hmm
 from regimelab.params import COVARIANCE_TYPES, HMMParams, JumpParams, SelectParams
 from regimelab.scan import choose_n_states, scan_state_count
 
@@ -64,9 +64,13 @@ SHARED_STUDY_WAIT_S = 6 * 3600.0
 def evaluate_candidate(
     X: np.ndarray, lengths: np.ndarray, X_val: np.ndarray, lengths_val: np.ndarray, *,
     n_states: int, covariance_type: str, hmm: HMMParams, seed: int,
-    feature_names: list[str] | None = None,
+    feature_names: list[str] | None = None, collinear: list | None = None,
 ) -> dict[str, Any]:
     """Fit one candidate and return its scores.
+
+    A full or tied covariance over the scaler's ``collinear`` pairs is refused
+    (a ModelError: the candidate is recorded as pruned) unless
+    ``hmm.allow_collinear``.
 
     Returns
     -------
@@ -76,6 +80,7 @@ def evaluate_candidate(
         and ``failed_restarts``. Nothing that varies between runs (such as
         timings), so the metrics file is reproducible.
     """
+    check_collinear(covariance_type, collinear, allow=hmm.allow_collinear)
     model = make_hmm(n_states, covariance_type, hmm=hmm, seed=seed).fit(
         X, lengths, feature_names=feature_names)
     train_ll = model.log_likelihood_
@@ -201,7 +206,7 @@ def run_selection(
     X: np.ndarray, lengths: np.ndarray, X_val: np.ndarray, lengths_val: np.ndarray, *,
     select: SelectParams, hmm: HMMParams, seed: int, storage: str, name: str,
     jump: JumpParams | None = None, min_dwell: float = 24.0,
-    feature_names: list[str] | None = None,
+    feature_names: list[str] | None = None, collinear: list | None = None,
 ) -> dict[str, Any]:
     """Search the HMM grid with Optuna, scan the regimes, and choose a model.
 
@@ -214,7 +219,8 @@ def run_selection(
     storage : an Optuna storage URL (``sqlite:///...`` or ``postgresql://...``)
     name : the study name (see :func:`study_name`)
     min_dwell : the median run, in bars, the scan calibrates the jump penalty to
-        (see :func:`min_dwell_bars`)
+        (see :func:`regimelab.choice.min_dwell_bars`)
+    collinear : the scaler's collinear pairs: full covariances over them are refused
 
     Returns
     -------
@@ -265,7 +271,8 @@ def run_selection(
         row = evaluate_candidate(X, lengths, X_val, lengths_val,
                                  n_states=trial.params["n_states"],
                                  covariance_type=trial.params["covariance_type"],
-                                 hmm=hmm, seed=seed, feature_names=feature_names)
+                                 hmm=hmm, seed=seed, feature_names=feature_names,
+                                 collinear=collinear)
         return row, time.perf_counter() - start
 
     # Ask-and-tell: this thread asks Optuna for trials and reports them, the pool fits.

@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import pandas as pd
 
+from regimelab.exceptions import ModelError
 from regimelab.families.base import Trained, decode_splits, describe_chain, name_regimes
 from regimelab.families.hmm.model import RegimeHMM
 from regimelab.metrics import by_state
@@ -25,6 +26,26 @@ def candidate_seed(seed: int, n_states: int, covariance_type: str) -> int:
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
+def check_collinear(covariance_type: str, collinear: list | None, *, allow: bool) -> None:
+    """Refuse a full (or tied) covariance over features that move together.
+
+    ``collinear`` is the scaler's list of ``[a, b, correlation]`` pairs beyond its
+    threshold on train (``scaler.json``): a full covariance over such a pair is
+    nearly singular, and its log-likelihood grows without describing regimes.
+
+    Raises
+    ------
+    ModelError
+        Unless ``allow`` (``hmm.allow_collinear``) or the covariance is diagonal.
+    """
+    if covariance_type in ("full", "tied") and collinear and not allow:
+        a, b, r = collinear[0]
+        raise ModelError(
+            f"covariance_type {covariance_type}: features {a} and {b} correlate at {r:+.4f} "
+            "on train, so a full covariance over them is nearly singular; drop one "
+            "(features.columns), use diag, or set hmm.allow_collinear: true")
+
+
 def make_hmm(n_states: int, covariance_type: str, *, hmm: HMMParams, seed: int) -> RegimeHMM:
     """A :class:`RegimeHMM` configured from the ``hmm`` params for one candidate."""
     return RegimeHMM(n_states, covariance_type=covariance_type, n_init=hmm.n_init,
@@ -39,7 +60,7 @@ def make_hmm(n_states: int, covariance_type: str, *, hmm: HMMParams, seed: int) 
 def train(
     frames: dict[str, pd.DataFrame], *, columns: list[str], n_states: int,
     covariance_type: str, hmm: HMMParams, seed: int,
-    bars: pd.DataFrame | None = None,
+    bars: pd.DataFrame | None = None, collinear: list | None = None,
 ) -> Trained:
     """Fit on ``frames['train']`` and decode every split.
 
@@ -55,7 +76,10 @@ def train(
     bars : pandas.DataFrame, optional
         The clean bars: each state's name comes from its training bars' returns
         (:mod:`regimelab.naming`); without them the states are not named.
+    collinear : list, optional
+        The scaler's collinear pairs (see :func:`check_collinear`).
     """
+    check_collinear(covariance_type, collinear, allow=hmm.allow_collinear)
     X, lengths = to_sequences(frames["train"], columns)
     model = make_hmm(n_states, covariance_type, hmm=hmm, seed=seed).fit(
         X, lengths, feature_names=columns)

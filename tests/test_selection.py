@@ -241,25 +241,33 @@ def test_resolve_model(selection: dict[str, Any], n_states: int | str, covarianc
     params = ModelParams(n_states=n_states, covariance_type=covariance_type)
     assert resolve_model(selection, params) == {"n_states": expected[0],
                                                 "covariance_type": expected[1],
-                                                "jump_penalty": None}
+                                                "jump_penalty": None,
+                                                "jump_penalty_n_states": None}
 
 
 def test_auto_takes_the_recorded_choice(selection: dict[str, Any]) -> None:
     selection["choice"] = {"n_states": 4, "covariance_type": "full"}
     assert resolve_model(selection, ModelParams()) == {"n_states": 4, "covariance_type": "full",
-                                                       "jump_penalty": None}
+                                                       "jump_penalty": None,
+                                                       "jump_penalty_n_states": None}
 
 
 def test_the_stability_choice_takes_its_count_and_the_scan_s_penalty(
         selection: dict[str, Any]) -> None:
-    selection.update(criterion="stability",
-                     choice={"n_states": 4, "covariance_type": "full"},
-                     scan={"k3": {"jump_penalty": 2.0}, "k4": {"jump_penalty": 10.0}})
+    scan = {f"k{k}": {"status": "complete", "n_states": k, "jump_penalty": p}
+            for k, p in ((3, 2.0), (4, 10.0))}
+    selection.update(criterion="stability", scan=scan,
+                     choice={"n_states": 4, "covariance_type": "full"})
     assert resolve_model(selection, ModelParams()) == {
-        "n_states": 4, "covariance_type": "full", "jump_penalty": 10.0}
+        "n_states": 4, "covariance_type": "full", "jump_penalty": 10.0,
+        "jump_penalty_n_states": 4}
     # A fixed count takes its own penalty, and its best covariance type by BIC.
     assert resolve_model(selection, ModelParams(n_states=3)) == {
-        "n_states": 3, "covariance_type": "diag", "jump_penalty": 2.0}
+        "n_states": 3, "covariance_type": "diag", "jump_penalty": 2.0,
+        "jump_penalty_n_states": 3}
+    # One the scan did not reach takes the nearest scanned count's.
+    assert resolve_model(selection, ModelParams(n_states=7))["jump_penalty"] == 10.0
+    assert resolve_model(selection, ModelParams(n_states=2))["jump_penalty_n_states"] == 3
 
 
 def test_min_dwell_auto_is_a_day_of_intraday_bars() -> None:

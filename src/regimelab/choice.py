@@ -84,6 +84,11 @@ def resolve_model(selection: dict[str, Any], model: ModelParams) -> dict[str, An
     n_states = int(model.n_states if model.n_states != "auto" else picked["n_states"])
     cov = (model.covariance_type if model.covariance_type != "auto"
            else picked["covariance_type"])
-    scanned = selection.get("scan", {}).get(f"k{n_states}", {})
+    # A count the scan did not reach takes the penalty of the nearest count it did (the
+    # fewer states on a tie): persistence calibrated at a neighbouring count.
+    scan = {r["n_states"]: r for r in selection.get("scan", {}).values()
+            if r.get("status") == "complete"}
+    nearest = min(scan, key=lambda k: (abs(k - n_states), k)) if scan else None
     return {"n_states": n_states, "covariance_type": str(cov),
-            "jump_penalty": scanned.get("jump_penalty")}
+            "jump_penalty": None if nearest is None else scan[nearest]["jump_penalty"],
+            "jump_penalty_n_states": nearest}

@@ -59,30 +59,49 @@ def name_regimes(model: RegimeModel, frame: pd.DataFrame, columns: list[str],
                        frame["segment"].to_numpy(), n_states=model.n_states, seed=seed)
 
 
-def decode_splits(model: RegimeModel, frames: dict[str, pd.DataFrame], columns: list[str],
-                  *, names: list[str] | None = None
-                  ) -> tuple[dict[str, float], pd.DataFrame, dict[str, np.ndarray]]:
+@dataclass(frozen=True)
+class Decoded:
     """What every trained model reports about each split, whichever family it is.
 
-    Returns
-    -------
-    ll_per_bar : dict
-        Log-likelihood per bar of each split, in nats; empty for a family without
-        a likelihood.
-    regimes : pandas.DataFrame
-        The regimes table of every split.
-    occupancy : dict
-        Each split's share of bars per state (the most likely path), shape ``(K,)``.
+    ``ll_per_bar``: log-likelihood per bar of each split in nats (empty for a
+    family without a likelihood); ``regimes``: the regimes table of every split;
+    ``occupancy``: each split's share of bars per state (the most likely path),
+    shape ``(K,)``; ``naming``: :func:`name_regimes`' result, or None without bars.
+    """
+
+    ll_per_bar: dict[str, float]
+    regimes: pd.DataFrame
+    occupancy: dict[str, np.ndarray]
+    naming: dict[str, Any] | None
+
+    @property
+    def names_by_state(self) -> dict[str, str]:
+        """``{"0": "calm bull", ...}`` for the metrics file (empty without names)."""
+        if self.naming is None:
+            return {}
+        return {str(k): name for k, name in enumerate(self.naming["names"])}
+
+
+def decode_splits(model: RegimeModel, frames: dict[str, pd.DataFrame], columns: list[str],
+                  *, bars: pd.DataFrame | None = None, seed: int = 0) -> Decoded:
+    """Score, name and decode every split (see :class:`Decoded`).
+
+    Given the clean ``bars``, the states are named from the training split
+    (:func:`name_regimes`, its bootstrap seeded by ``seed``) and the regimes
+    table carries each bar's ``regime``.
     """
     ll_per_bar = {}
     if model.has_likelihood:
         for name, frame in frames.items():
             X, lengths = to_sequences(frame, columns)
             ll_per_bar[name] = model.score(X, lengths) / len(X)
-    regimes = regimes_table(model, frames, columns, names=names)
+    naming = (None if bars is None
+              else name_regimes(model, frames["train"], columns, bars, seed=seed))
+    regimes = regimes_table(model, frames, columns,
+                            names=None if naming is None else naming["names"])
     occupancy = {name: np.bincount(part["state"], minlength=model.n_states) / len(part)
                  for name, part in regimes.groupby("split", sort=False)}
-    return ll_per_bar, regimes, occupancy
+    return Decoded(ll_per_bar, regimes, occupancy, naming)
 
 
 def manifest(*, spec: dict[str, Any], scaler: dict[str, Any], train_sha256: str,

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from regimelab.exceptions import ModelError
-from regimelab.families.base import Trained, decode_splits, describe_chain, name_regimes
+from regimelab.families.base import Trained, decode_splits, describe_chain
 from regimelab.families.dssm.model import RegimeDSSM
 from regimelab.metrics import by_state
 from regimelab.params import DSSMParams
@@ -112,10 +112,9 @@ def train(
         model, frames["train"], columns, reference)
     if aligned is not None:
         model.state_order_ = aligned
-    naming = (None if bars is None
-              else name_regimes(model, frames["train"], columns, bars, seed=seed))
-    names = None if naming is None else naming["names"]
-    ll_per_bar, regimes, occupancy = decode_splits(model, frames, columns, names=names)
+    decoded = decode_splits(model, frames, columns, bars=bars, seed=seed)
+    ll_per_bar, regimes, occupancy = decoded.ll_per_bar, decoded.regimes, decoded.occupancy
+
     # Collapse is judged on the bars the model was fitted to: a rare regime (a crash) may
     # well be absent from a later split without any fault of the model.
     smallest = float(occupancy["train"].min())
@@ -143,9 +142,9 @@ def train(
         "collapsed_epochs": model.collapsed_epochs_,
         **describe_chain(model.transmat_),
         "state_order": model.state_order_,
-        "regime_names": {} if names is None else {str(k): n for k, n in enumerate(names)},
+        "regime_names": decoded.names_by_state,
     }
     log.info("DSSM K=%d: train %.4f, val %.4f, test %.4f nats/bar (start %.4f); %d epochs, "
              "best %d", n_states, ll_per_bar["train"], ll_per_bar["val"], ll_per_bar["test"],
              metrics["init_log_likelihood_per_bar"], model.epochs_, model.best_epoch_)
-    return Trained(model=model, metrics=metrics, regimes=regimes, naming=naming)
+    return Trained(model=model, metrics=metrics, regimes=regimes, naming=decoded.naming)

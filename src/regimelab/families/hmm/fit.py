@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from regimelab.exceptions import ModelError
-from regimelab.families.base import Trained, decode_splits, describe_chain, name_regimes
+from regimelab.families.base import Trained, decode_splits, describe_chain
 from regimelab.families.hmm.model import RegimeHMM
 from regimelab.metrics import by_state
 from regimelab.params import COVARIANCE_TYPES, HMMParams
@@ -83,10 +83,9 @@ def train(
     X, lengths = to_sequences(frames["train"], columns)
     model = make_hmm(n_states, covariance_type, hmm=hmm, seed=seed).fit(
         X, lengths, feature_names=columns)
-    naming = (None if bars is None
-              else name_regimes(model, frames["train"], columns, bars, seed=seed))
-    names = None if naming is None else naming["names"]
-    ll_per_bar, regimes, shares = decode_splits(model, frames, columns, names=names)
+    decoded = decode_splits(model, frames, columns, bars=bars, seed=seed)
+    ll_per_bar, regimes, shares = decoded.ll_per_bar, decoded.regimes, decoded.occupancy
+
     occupancy = {name: by_state(values) for name, values in shares.items()}
     metrics = {
         "n_states": n_states,
@@ -104,7 +103,7 @@ def train(
         **describe_chain(model.transmat_),
         "occupancy": occupancy,
         "state_order": model.state_order_,
-        "regime_names": {} if names is None else {str(k): n for k, n in enumerate(names)},
+        "regime_names": decoded.names_by_state,
     }
     history = pd.DataFrame({
         "iteration": np.arange(1, len(model.history_) + 1),
@@ -113,4 +112,5 @@ def train(
     log.info("HMM K=%d %s: train %.4f, val %.4f, test %.4f nats/bar; %d EM iterations%s",
              n_states, covariance_type, ll_per_bar["train"], ll_per_bar["val"],
              ll_per_bar["test"], model.n_iter_, "" if model.converged_ else " (not converged)")
-    return Trained(model=model, metrics=metrics, regimes=regimes, history=history, naming=naming)
+    return Trained(model=model, metrics=metrics, regimes=regimes, history=history,
+                   naming=decoded.naming)

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from regimelab.exceptions import ParamsError
-from regimelab.families.base import Trained, decode_splits, describe_chain, name_regimes
+from regimelab.families.base import Trained, decode_splits, describe_chain
 from regimelab.families.jump.model import RegimeJump
 from regimelab.metrics import by_state
 from regimelab.params import JumpParams
@@ -24,13 +24,18 @@ LIBRARIES = ("numba", "scikit-learn")
 def resolve_penalty(jump: JumpParams, resolved: dict[str, Any]) -> float:
     """``jump.jump_penalty``, or for ``auto`` select-states' penalty calibrated for the
     resolved state count (the smallest whose validation regimes last
-    ``select.min_dwell`` bars)."""
+    ``select.min_dwell`` bars); for a count the scan did not reach, the nearest
+    scanned count's, with a warning."""
     if jump.jump_penalty != "auto":
         return float(jump.jump_penalty)
     if resolved.get("jump_penalty") is None:
-        raise ParamsError(f"jump.jump_penalty: 'auto', but select-states scanned no "
-                          f"{resolved['n_states']}-state jump model; put "
-                          f"{resolved['n_states']} in select.grid.n_states or set a number")
+        raise ParamsError("jump.jump_penalty: 'auto', but select-states scanned no jump model "
+                          "(select-states' metrics have no scan); rerun it or set a number")
+    if resolved.get("jump_penalty_n_states") != resolved["n_states"]:
+        log.warning("jump.jump_penalty: auto, but select-states did not scan %d states: taking "
+                    "the penalty calibrated for %d (%g); put %d in select.grid.n_states to "
+                    "calibrate its own", resolved["n_states"], resolved["jump_penalty_n_states"],
+                    resolved["jump_penalty"], resolved["n_states"])
     return float(resolved["jump_penalty"])
 
 
@@ -65,10 +70,9 @@ def train(frames: dict[str, pd.DataFrame], *, columns: list[str], n_states: int,
     X, lengths = to_sequences(frames["train"], columns)
     model = make_jump(n_states, jump=jump, jump_penalty=jump_penalty, seed=seed).fit(
         X, lengths, feature_names=columns)
-    naming = (None if bars is None
-              else name_regimes(model, frames["train"], columns, bars, seed=seed))
-    names = None if naming is None else naming["names"]
-    _, regimes, shares = decode_splits(model, frames, columns, names=names)
+    decoded = decode_splits(model, frames, columns, bars=bars, seed=seed)
+    regimes, shares = decoded.regimes, decoded.occupancy
+
     objective = {}
     for name, frame in frames.items():
         X_split, lengths_split = to_sequences(frame, columns)
@@ -85,9 +89,9 @@ def train(frames: dict[str, pd.DataFrame], *, columns: list[str], n_states: int,
         **describe_chain(model.transmat_),
         "occupancy": {name: by_state(values) for name, values in shares.items()},
         "state_order": model.state_order_,
-        "regime_names": {} if names is None else {str(k): n for k, n in enumerate(names)},
+        "regime_names": decoded.names_by_state,
     }
     log.info("jump model K=%d lambda=%g%s: objective per bar train %.4f, val %.4f, test %.4f; "
              "%d iterations", n_states, jump_penalty, " (continuous)" if jump.cont else "",
              objective["train"], objective["val"], objective["test"], model.n_iter_)
-    return Trained(model=model, metrics=metrics, regimes=regimes, naming=naming)
+    return Trained(model=model, metrics=metrics, regimes=regimes, naming=decoded.naming)

@@ -157,22 +157,26 @@ def test_filtered_posteriors_ignore_future_bars(
                            atol=0)
 
 
-def forward_reference(model: RegimeHMM, X: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """P(state_t | x_1..x_t) by the textbook forward recursion in log space."""
+def log_alphas(model: RegimeHMM, X: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+    """The textbook forward recursion in log space: log alpha_t of each sequence, each of
+    shape (n, K), restarting at each sequence."""
     log_b = np.column_stack([
         multivariate_normal(mean=model.means_[k], cov=model.covars_[k]).logpdf(X)
         for k in range(model.n_states)])
     log_a = np.log(model.transmat_)
     out = []
     for start, n in zip(np.cumsum(lengths) - lengths, lengths):
-        log_alpha = np.log(model.startprob_) + log_b[start]
-        rows = [log_alpha]
+        rows = [np.log(model.startprob_) + log_b[start]]
         for t in range(start + 1, start + n):
-            log_alpha = np.logaddexp.reduce(log_alpha[:, None] + log_a, axis=0) + log_b[t]
-            rows.append(log_alpha)
-        rows = np.array(rows)
-        out.append(np.exp(rows - np.logaddexp.reduce(rows, axis=1, keepdims=True)))
-    return np.concatenate(out)
+            rows.append(np.logaddexp.reduce(rows[-1][:, None] + log_a, axis=0) + log_b[t])
+        out.append(np.array(rows))
+    return out
+
+
+def forward_reference(model: RegimeHMM, X: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """P(state_t | x_1..x_t): each log alpha_t normalised."""
+    return np.concatenate([np.exp(rows - np.logaddexp.reduce(rows, axis=1, keepdims=True))
+                           for rows in log_alphas(model, X, lengths)])
 
 
 @pytest.mark.parametrize("outlier", [False, True])
@@ -187,21 +191,9 @@ def test_filter_matches_a_plain_forward_recursion(
 
 
 def loglik_reference(model: RegimeHMM, X: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """log p(x_t | x_1..x_t-1) from the textbook forward recursion in log space: the growth
-    of log sum alpha_t from one bar to the next, restarting at each sequence."""
-    log_b = np.column_stack([
-        multivariate_normal(mean=model.means_[k], cov=model.covars_[k]).logpdf(X)
-        for k in range(model.n_states)])
-    log_a = np.log(model.transmat_)
-    out = []
-    for start, n in zip(np.cumsum(lengths) - lengths, lengths):
-        log_alpha = np.log(model.startprob_) + log_b[start]
-        totals = [np.logaddexp.reduce(log_alpha)]
-        for t in range(start + 1, start + n):
-            log_alpha = np.logaddexp.reduce(log_alpha[:, None] + log_a, axis=0) + log_b[t]
-            totals.append(np.logaddexp.reduce(log_alpha))
-        out.append(np.diff(totals, prepend=0.0))
-    return np.concatenate(out)
+    """log p(x_t | x_1..x_t-1): the growth of log sum alpha_t from one bar to the next."""
+    return np.concatenate([np.diff(np.logaddexp.reduce(rows, axis=1), prepend=0.0)
+                           for rows in log_alphas(model, X, lengths)])
 
 
 @pytest.mark.parametrize("outlier", [False, True])

@@ -203,8 +203,8 @@ class RegimeDSSM:
                lengths_val: np.ndarray, log_dir: str | Path | None, progress_bar: bool) -> None:
         # Lightning is imported here rather than with the module: loading a trained
         # model for inference needs none of it, and importing it takes seconds.
-        import pytorch_lightning as pl
-        from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+        import lightning.pytorch as pl
+        from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
         from regimelab.families.dssm.data import WindowDataModule, make_windows
         from regimelab.families.dssm.module import DSSMModule, EpochHistory
@@ -240,7 +240,7 @@ class RegimeDSSM:
             with warnings.catch_warnings():
                 # The windows are in memory: loader workers would only add start-up time.
                 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-                # pytorch-lightning 2.6 calls a torch API that torch 2.13 deprecates.
+                # Lightning 2.6 calls a torch API that torch 2.13 deprecates.
                 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
                 trainer.fit(module, datamodule=data)
             best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)

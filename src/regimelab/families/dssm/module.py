@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-import pytorch_lightning as pl
+import lightning.pytorch as pl
 import torch
 
 from regimelab.families.dssm.net import DSSMNet

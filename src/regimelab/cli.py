@@ -216,7 +216,7 @@ def _verbosity() -> argparse.ArgumentParser:
     return options
 
 
-def _path(action: argparse.Action, kind: dict[str, str]) -> None:
+def _path(action: argparse.Action, kind: dict[str, Any]) -> None:
     """What the shell completes for an option: files or folders."""
     action.complete = kind  # type: ignore[attr-defined]  # shtab reads this attribute
 

@@ -115,7 +115,7 @@ class BodyLimit:
         self.app = app
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -126,7 +126,7 @@ class BodyLimit:
             return
         seen = 0
 
-        async def limited() -> dict:
+        async def limited() -> dict[str, Any]:
             nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
@@ -142,17 +142,19 @@ class BodyLimit:
 _EARLIEST, _LATEST = np.datetime64("1678-01-01", "s"), np.datetime64("2262-04-11", "s")
 
 
-def _whole_seconds_utc(values: list[str]) -> np.ndarray | None:
+def _whole_seconds_utc(values: list[str | int | float]) -> np.ndarray | None:
     """``YYYY-MM-DDTHH:MM:SS`` strings in UTC (``Z``, ``+00:00`` or no zone), as numpy
     parses them in a tenth of pandas' time; None for anything else."""
-    suffix = values[0][19:] if isinstance(values[0], str) else None
-    if suffix not in ("Z", "+00:00", ""):
+    first = values[0]
+    suffix = first[19:] if isinstance(first, str) else None
+    if suffix is None or suffix not in ("Z", "+00:00", ""):
         return None
     size = 19 + len(suffix)
-    if not all(isinstance(v, str) and len(v) == size and v.endswith(suffix) for v in values):
+    texts = [v for v in values if isinstance(v, str) and len(v) == size and v.endswith(suffix)]
+    if len(texts) < len(values):
         return None
     try:
-        stamps = np.array([v[:19] for v in values], dtype="datetime64[s]")
+        stamps = np.array([v[:19] for v in texts], dtype="datetime64[s]")
     except ValueError:
         return None
     # Out of nanosecond range is a bad timestamp, as in ingest.
@@ -171,8 +173,9 @@ def request_timestamps(values: list[str | int | float]) -> np.ndarray:
     fast = _whole_seconds_utc(values)
     if fast is not None:
         return fast
-    if all(isinstance(v, str) and v[4:5] == "-" for v in values):
-        parsed = parse_text_timestamps([v.strip() for v in values])
+    texts = [v for v in values if isinstance(v, str)]
+    if len(texts) == len(values) and all(v[4:5] == "-" for v in texts):
+        parsed = parse_text_timestamps([v.strip() for v in texts])
     else:
         parsed = parse_timestamps(pd.Series([str(v) for v in values], dtype=object))
     return parsed.to_numpy(dtype="datetime64[ns]").view("int64")

@@ -356,21 +356,22 @@ class RegimeDSSM:
 
     def permute(self, order: np.ndarray) -> None:
         """Renumber the states: new state ``i`` is old state ``order[i]``."""
-        order = torch.as_tensor(np.asarray(order, dtype=np.int64))
+        order = np.asarray(order, dtype=np.int64)
+        index = torch.as_tensor(order)
         k = self.n_states
         net = self.net_
         with torch.no_grad():
             for name in ("start_logits", "means", "chol_lower", "chol_log_diag"):
                 param = getattr(net, name)
-                param.copy_(param[order])
-            net.trans_logits.copy_(net.trans_logits[order][:, order])
+                param.copy_(param[index])
+            net.trans_logits.copy_(net.trans_logits[index][:, index])
             if net.trans_head is not None:  # its outputs are the K x K logits, row-major
                 weight = net.trans_head.weight.view(k, k, -1)
-                net.trans_head.weight.copy_(weight[order][:, order].reshape(k * k, -1))
+                net.trans_head.weight.copy_(weight[index][:, index].reshape(k * k, -1))
                 bias = net.trans_head.bias.view(k, k)
-                net.trans_head.bias.copy_(bias[order][:, order].reshape(-1))
+                net.trans_head.bias.copy_(bias[index][:, index].reshape(-1))
         if hasattr(self, "transmat_"):
-            self.transmat_ = self.transmat_[np.ix_(order.numpy(), order.numpy())]
+            self.transmat_ = self.transmat_[np.ix_(order, order)]
         self._attach(net)
 
     # -- persistence ---------------------------------------------------------------------

@@ -446,6 +446,17 @@ def test_serve_with_two_workers_shares_the_port_and_the_store(
     assert len(history) == 4 and set(history["source"]) == {"serve"}
 
 
+def test_serve_without_the_access_log(outputs: Path, tmp_path: Path) -> None:  # noqa: F811
+    port = free_port()
+    command = [sys.executable, "-m", "regimelab", "serve", "--model",
+               str(outputs / "models/jump"), "--port", str(port), "--no-store",
+               "--no-access-log"]
+    with server(command, port, tmp_path / "log"):
+        assert get(port, "/model")[0] == 200
+    log = (tmp_path / "log").read_text()
+    assert f"Uvicorn running on http://127.0.0.1:{port}" in log and "GET /" not in log
+
+
 @pytest.fixture(scope="module")
 def recent_json() -> list[dict]:
     bars = make_market(300, n_regimes=3, random_state=5)

@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine:
 #   make repro   build .venv and run the whole DVC pipeline on the default data
-#   make test    build .venv and run the test suite
+#   make test    build .venv, type-check src/ (mypy) and run the test suite
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # Stage commands in dvc.yaml call `python`: put the project's interpreter first.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install repro test test-all lint bench clean
+.PHONY: install repro test test-all typecheck lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,11 +23,15 @@ install: $(STAMP)
 repro: install
 	dvc repro
 
-test: install
+test: install typecheck
 	python -m pytest -m "not slow"
 
-test-all: install
+test-all: install typecheck
 	python -m pytest
+
+# mypy over the library, as [tool.mypy] in pyproject.toml configures it.
+typecheck: install
+	python -m mypy
 
 lint: install
 	ruff check src stages tests benchmarks

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pytorch_lightning import seed_everything
+from lightning.pytorch import seed_everything
 
 from regimelab.choice import resolve_model
 from regimelab.families.base import manifest

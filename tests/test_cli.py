@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
 import io
 import json
+import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +23,7 @@ import pandas as pd
 import pytest
 
 from regimelab.cli import main
+from regimelab.store import PredictionStore
 from regimelab.synth import make_market, write_market
 from tests.stages.test_model_stages import outputs, scaled  # noqa: F401  (fixtures)
 
@@ -281,3 +292,175 @@ def test_drift_refuses_a_reference_that_is_not_the_training_data(
     forced = run_cli("drift", "--model", str(outputs / "models/hmm"), "--input", str(unseen),
                      "--reference", str(scaled / "features.parquet"), "--force")
     assert forced.returncode in (0, 1) and "Traceback" not in forced.stderr
+
+
+# The conventions of a command-line tool: version, python -m, verbosity, completion, and
+# the server run by uvicorn's own command line.
+
+def test_python_m_regimelab_prints_the_installed_version() -> None:
+    proc = subprocess.run([sys.executable, "-m", "regimelab", "--version"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"regimelab {importlib.metadata.version('regimelab')}\n"
+
+
+@pytest.mark.parametrize("before, after, info, debug", [
+    ([], [], True, False),
+    (["-v"], [], True, True),
+    (["-q"], [], False, False),
+    ([], ["-q"], False, False),  # after the command's name too
+])
+def test_v_and_q_set_what_is_logged(outputs: Path, unseen: Path, tmp_path: Path,  # noqa: F811
+                                    before: list[str], after: list[str], info: bool,
+                                    debug: bool) -> None:
+    proc = subprocess.run([sys.executable, "-m", "regimelab", *before, "infer", "--model",
+                           str(outputs / "models/hmm"), "--input", str(unseen), "--output",
+                           str(tmp_path / "r.parquet"), "--no-store", *after],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert ("INFO regimelab.cli: " in proc.stderr) is info
+    # -v: which model answered, line by line.
+    assert ("DEBUG regimelab.cli: " in proc.stderr and "gaussian_hmm model" in proc.stderr
+            ) is debug
+
+
+def test_bash_completes_commands_options_and_paths(tmp_path: Path) -> None:
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash on this machine")
+    script = subprocess.run([sys.executable, "-m", "regimelab", "--print-completion", "bash"],
+                            capture_output=True, text=True, check=True).stdout
+    (tmp_path / "completion.bash").write_text(script)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "bars.csv").write_text("")
+
+    def complete(*words: str) -> list[str]:
+        line = " ".join(("regimelab", *words))
+        proc = subprocess.run(
+            [bash, "-c", f'source completion.bash; COMP_WORDS=({line}); '
+                         f'COMP_CWORD={len(words)}; COMP_LINE="{line}"; '
+                         'COMP_POINT=${#COMP_LINE}; _shtab_regimelab; '
+                         'printf "%s\\n" "${COMPREPLY[@]}"'],
+            capture_output=True, text=True, check=True, cwd=tmp_path)
+        return proc.stdout.split()
+
+    assert complete("in") == ["infer"]
+    assert complete("serve", "--wo") == ["--workers"]
+    assert complete("now", "--model", "mo") == ["models"]
+    assert complete("infer", "--input", "ba") == ["bars.csv"]
+    zsh = subprocess.run([sys.executable, "-m", "regimelab", "--print-completion", "zsh"],
+                         capture_output=True, text=True, check=True).stdout
+    assert zsh.startswith("#compdef regimelab") and "--no-access-log" in zsh
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get(port: int, path: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@contextlib.contextmanager
+def server(command: list[str], port: int, log: Path, **env: str) -> Iterator[None]:
+    """A server process until /health answers; stopped as Ctrl+C stops it. Its output
+    goes to ``log`` (uvicorn writes its access log on stdout, the rest on stderr)."""
+    with log.open("w") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, **env})
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if get(port, "/health")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.25)
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_uvicorn_serves_the_app_factory_with_an_access_log(outputs: Path,  # noqa: F811
+                                                           tmp_path: Path) -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "--factory", "regimelab.serve:create_app",
+               "--port", str(port)]
+    with server(command, port, tmp_path / "log", REGIMELAB_MODEL=str(outputs / "models/hmm"),
+                REGIMELAB_NO_STORE="1"):
+        status, health = get(port, "/health")
+        assert status == 200 and health["model"] == "gaussian_hmm"
+        assert get(port, "/nothing")[0] == 404
+    log = (tmp_path / "log").read_text()
+    assert '"GET /health HTTP/1.1" 200' in log and '"GET /nothing HTTP/1.1" 404' in log
+
+
+def test_the_app_factory_without_a_model_is_one_line(tmp_path: Path) -> None:
+    """uvicorn's start-up failure status (3), so its worker supervisor gives up rather
+    than start the workers again and again."""
+    env = {k: v for k, v in os.environ.items() if k != "REGIMELAB_MODEL"}
+    proc = subprocess.run([sys.executable, "-m", "uvicorn", "--factory",
+                           "regimelab.serve:create_app", "--port", str(free_port()),
+                           "--workers", "2"], capture_output=True, text=True, check=False,
+                          env=env, timeout=120)
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.count("error: $REGIMELAB_MODEL is not set; set it to a model folder") == 2
+    assert "failed to start, stopping the parent process" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "uvicorn", "--factory",
+                           "regimelab.serve:create_app", "--port", str(free_port())],
+                          capture_output=True, text=True, check=False, env=env, timeout=120)
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: $REGIMELAB_MODEL is not set")
+
+
+def test_serve_with_two_workers_shares_the_port_and_the_store(
+        outputs: Path, recent_json: list[dict], tmp_path: Path, store: str) -> None:  # noqa: F811
+    port = free_port()
+    command = [sys.executable, "-m", "regimelab", "serve", "--model",
+               str(outputs / "models/hmm"), "--port", str(port), "--workers", "2"]
+    with server(command, port, tmp_path / "log"):
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/regime",
+                                         data=json.dumps({"bars": recent_json}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        for _ in range(4):
+            with urllib.request.urlopen(request, timeout=20) as answer:
+                assert answer.status == 200
+    log = (tmp_path / "log").read_text()
+    assert log.count("Started server process") == 2, log
+    assert log.count('"POST /regime HTTP/1.1" 200') == 4
+    # Both workers append to the store the parent process was given ($REGIMELAB_STORE).
+    history = PredictionStore(store).history()
+    assert len(history) == 4 and set(history["source"]) == {"serve"}
+
+
+def test_serve_without_the_access_log(outputs: Path, tmp_path: Path) -> None:  # noqa: F811
+    port = free_port()
+    command = [sys.executable, "-m", "regimelab", "serve", "--model",
+               str(outputs / "models/jump"), "--port", str(port), "--no-store",
+               "--no-access-log"]
+    with server(command, port, tmp_path / "log"):
+        assert get(port, "/model")[0] == 200
+    log = (tmp_path / "log").read_text()
+    assert f"Uvicorn running on http://127.0.0.1:{port}" in log and "GET /" not in log
+
+
+@pytest.fixture(scope="module")
+def recent_json() -> list[dict]:
+    bars = make_market(300, n_regimes=3, random_state=5)
+    return [{"timestamp": ts.isoformat(), "open": o, "high": h, "low": lo, "close": c,
+             "volume": v}
+            for ts, o, h, lo, c, v in bars[["timestamp", "open", "high", "low", "close",
+                                            "volume"]].itertuples(index=False)]

@@ -18,12 +18,14 @@ import pandas as pd
 import pytest
 import uvicorn
 
+from regimelab import serve
 from regimelab.data import validate_bars
 from regimelab.data.readers import parse_timestamps
 from regimelab.inference import observations, regimes
 from regimelab.models import load_model, model_version, read_manifest
 from regimelab.serve import create_app, request_timestamps
-from regimelab.store import PredictionStore
+from regimelab.serve_schema import ErrorAnswer
+from regimelab.store import PredictionStore, StoreError
 from regimelab.synth import make_market
 from tests.stages.test_model_stages import outputs, scaled  # noqa: F401  (fixtures)
 
@@ -239,8 +241,8 @@ def test_the_openapi_page_describes_the_request(server: tuple[str, PredictionSto
     assert "pattern" in bar["properties"]["timestamp"]["anyOf"][0]
     assert "$defs" not in json.dumps(spec)
     # Every answer is documented, each error with the one error shape.
-    assert set(post["responses"]) == {"200", "413", "422", "503"}
-    for code in ("413", "422", "503"):
+    assert set(post["responses"]) == {"200", "413", "422", "500", "503"}
+    for code in ("413", "422", "500", "503"):
         ref = post["responses"][code]["content"]["application/json"]["schema"]["$ref"]
         assert ref == "#/components/schemas/ErrorAnswer"
     error = spec["components"]["schemas"]["ErrorAnswer"]
@@ -249,8 +251,58 @@ def test_the_openapi_page_describes_the_request(server: tuple[str, PredictionSto
     assert {"model_version", "timestamp", "state", "probabilities"} <= set(one["required"])
     assert {"model_version", "symbols"} <= set(several["required"])
     for path in ("/health", "/model"):
-        assert "model_version" in spec["paths"][path]["get"]["responses"]["200"]["content"][
-            "application/json"]["schema"]["required"]
+        responses = spec["paths"][path]["get"]["responses"]
+        assert "model_version" in responses["200"]["content"]["application/json"]["schema"][
+            "required"]
+        assert responses["500"]["content"]["application/json"]["schema"]["$ref"] == (
+            "#/components/schemas/ErrorAnswer")
+
+
+def test_every_error_has_the_one_shape(server: tuple[str, PredictionStore],
+                                       outputs: Path,  # noqa: F811
+                                       recent: pd.DataFrame,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whoever answers (the router, the body limit, validation, the model, the store or a
+    bug), an error is ErrorAnswer: a one-line ``detail``, and ``errors`` only for a body
+    that does not match the schema."""
+    url, store = server
+    valid = {"bars": bars_json(recent)}
+    answers = {
+        "no such path": (404, call(f"{url}/regimes", valid)),
+        "wrong method": (405, call(f"{url}/health", valid)),
+        "too large": (413, call(f"{url}/regime", {"bars": bars_json(pd.concat([recent] * 3))})),
+        "malformed": (422, call(f"{url}/regime", {"bars": []})),
+        "unusable": (422, call(f"{url}/regime", {"bars": bars_json(recent.tail(1))})),
+    }
+
+    def cannot_write(*args: object, **kwargs: object) -> int:
+        raise StoreError("prediction store sqlite:///p.db: cannot write (disk I/O error)")
+
+    monkeypatch.setattr(store, "append", cannot_write)
+    answers["store"] = (503, call(f"{url}/regime", valid))
+    monkeypatch.undo()
+
+    def bug(*args: object, **kwargs: object) -> None:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(serve, "latest_series", bug)
+    # A server of its own, stopped before the test ends: it logs the bug's traceback
+    # from its thread, and Python 3.11's traceback formatting (ast.parse, for the
+    # carets) must not race a later test's imports.
+    with running(create_app(outputs / "models/hmm", store=None)) as own:
+        answers["bug"] = (500, call(f"{own}/regime", valid))
+    for what, (expected, (status, answer)) in answers.items():
+        assert status == expected, (what, answer)
+        ErrorAnswer.model_validate(answer, strict=True)
+        assert set(answer) <= {"detail", "errors"}, what
+        assert answer["detail"] and "\n" not in answer["detail"], what
+        assert ("errors" in answer) is (what == "malformed"), what
+    assert answers["no such path"][1][1]["detail"].startswith("/regimes: no such path")
+    assert answers["wrong method"][1][1]["detail"] == (
+        "POST /health: method not allowed; expected GET")
+    assert answers["store"][1][1]["detail"].startswith("prediction store ")
+    assert answers["bug"][1][1]["detail"] == (
+        "internal error (ZeroDivisionError); see the server's log")
 
 
 def test_the_service_keeps_to_its_schema_under_fuzzing(server: tuple[str, PredictionStore],

@@ -5,8 +5,14 @@
     regimelab infer --model models/hmm --input bars.csv [--output regimes.parquet] [--smoothed]
     regimelab now   --model models/dssm --input recent.csv [--lookback 500] [--as-of T] [--json]
     regimelab drift --model models/hmm --input recent.csv [--output drift.json]
-    regimelab serve --model models/hmm [--host 127.0.0.1] [--port 8080]
+    regimelab serve --model models/hmm [--host 127.0.0.1] [--port 8080] [--workers 1]
     regimelab history [--model models/hmm] [--symbol BTCUSDT] [--limit 100] [--csv]
+
+``python -m regimelab`` is the same command. ``-v`` logs debug lines too, ``-q``
+only warnings and errors (``-qq`` errors only), before or after the command's
+name; ``--version`` prints the installed version. ``--print-completion bash``
+(or ``zsh``, ``tcsh``, ``fish``, ``powershell``) prints a shell completion script,
+e.g. in ~/.bashrc: ``eval "$(regimelab --print-completion bash)"``.
 
 Every prediction of infer, now and serve is appended to the prediction store
 (``--store URL``; default ``$REGIMELAB_STORE`` or ``sqlite:///predictions.db``;
@@ -24,9 +30,12 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+import shtab
 
+from regimelab import __version__
 from regimelab.data import ingest
 from regimelab.drift import Thresholds, drift_report
 from regimelab.exceptions import InputDataError
@@ -40,6 +49,7 @@ from regimelab.io import (
     write_parquet,
 )
 from regimelab.models import load_model, model_version, read_manifest
+from regimelab.regimes import RegimeModel
 from regimelab.stage import run
 from regimelab.store import PredictionStore
 
@@ -62,6 +72,16 @@ def _write(table: pd.DataFrame, output: str | None) -> None:
         raise InputDataError(f"--output {output}: expected a .parquet, .csv or .csv.gz name")
 
 
+def _model(folder: str) -> tuple[dict[str, Any], RegimeModel]:
+    """A model folder's manifest and model."""
+    manifest = read_manifest(folder)
+    model = load_model(folder)
+    log.debug("%s: %s model %s, %d states, features %s, trained with regimelab %s", folder,
+              manifest["model"], model_version(folder), model.n_states,
+              ", ".join(manifest["features"]), manifest["regimelab_version"])
+    return manifest, model
+
+
 def _store(args: argparse.Namespace) -> PredictionStore | None:
     return None if args.no_store else PredictionStore(args.store)
 
@@ -75,8 +95,7 @@ def _record(args: argparse.Namespace, table: pd.DataFrame, source: str) -> None:
 
 
 def cmd_infer(args: argparse.Namespace) -> None:
-    manifest = read_manifest(args.model)
-    model = load_model(args.model)
+    manifest, model = _model(args.model)
     table = observations(_bars(args.input), manifest, source=args.input)
     out = regimes(model, table, manifest["features"], smoothed=args.smoothed,
                   names=regime_names(manifest, model.n_states))
@@ -102,8 +121,7 @@ def _as_of(value: str | None) -> pd.Timestamp:
 
 def cmd_now(args: argparse.Namespace) -> None:
     as_of = _as_of(args.as_of)
-    manifest = read_manifest(args.model)
-    model = load_model(args.model)
+    manifest, model = _model(args.model)
     rows = latest(model, _bars(args.input), manifest, lookback=args.lookback, as_of=as_of,
                   source=args.input)
     _record(args, rows, "now")
@@ -121,8 +139,7 @@ def cmd_now(args: argparse.Namespace) -> None:
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
-    manifest = read_manifest(args.model)
-    model = load_model(args.model)
+    manifest, model = _model(args.model)
     if not Path(args.reference).is_file():
         raise InputDataError(f"--reference {args.reference}: no such file; pass the scaled "
                              "training split the model was fitted on")
@@ -159,7 +176,8 @@ def cmd_drift(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> None:
     from regimelab.serve import serve
 
-    serve(args.model, host=args.host, port=args.port, store=_store(args))
+    serve(args.model, host=args.host, port=args.port, store=_store(args),
+          workers=args.workers, log_level=log_level(args), access_log=args.access_log)
 
 
 def cmd_history(args: argparse.Namespace) -> None:
@@ -180,21 +198,59 @@ def _store_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--no-store", action="store_true", help="store no predictions")
 
 
+def log_level(args: argparse.Namespace) -> int:
+    """INFO, a step lower for each ``-v`` and higher for each ``-q`` (DEBUG to ERROR)."""
+    steps = getattr(args, "quiet", 0) - getattr(args, "verbose", 0)
+    return min(max(logging.INFO + 10 * steps, logging.DEBUG), logging.ERROR)
+
+
+def _verbosity() -> argparse.ArgumentParser:
+    """-v and -q, for the top level and each command: ``regimelab -q now ...`` and
+    ``regimelab now ... -q`` both work (SUPPRESS: a command without them leaves the
+    top level's count alone)."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                         help="log debug lines too")
+    options.add_argument("-q", "--quiet", action="count", default=argparse.SUPPRESS,
+                         help="log only warnings and errors; -qq only errors")
+    return options
+
+
+def _path(action: argparse.Action, kind: dict[str, Any]) -> None:
+    """What the shell completes for an option: files or folders."""
+    action.complete = kind  # type: ignore[attr-defined]  # shtab reads this attribute
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="regimelab", description=__doc__,
+    verbosity = _verbosity()
+    top = argparse.ArgumentParser(prog="regimelab", description=__doc__, parents=[verbosity],
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    shtab.add_argument_to(top, ["--print-completion"],
+                          help="print a completion script for this shell and exit")
     sub = top.add_subparsers(dest="command", required=True)
-    infer = sub.add_parser("infer", help="states and posteriors of every bar of new data")
-    infer.add_argument("--model", required=True, help="a model folder (models/hmm, models/dssm)")
-    infer.add_argument("--input", required=True, help="bars: CSV, CSV.gz or Parquet (or a glob)")
-    infer.add_argument("--output", help=".parquet, .csv or .csv.gz (default: CSV on stdout)")
+
+    def command(name: str, help_: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_, parents=[verbosity])
+
+    def model_option(command: argparse.ArgumentParser, required: bool = True,
+                     help_: str | None = None) -> None:
+        _path(command.add_argument("--model", required=required, help=help_),
+              shtab.DIRECTORY)
+
+    infer = command("infer", "states and posteriors of every bar of new data")
+    model_option(infer, help_="a model folder (models/hmm, models/dssm)")
+    _path(infer.add_argument("--input", required=True,
+                             help="bars: CSV, CSV.gz or Parquet (or a glob)"), shtab.FILE)
+    _path(infer.add_argument("--output", help=".parquet, .csv or .csv.gz (default: CSV on "
+                                              "stdout)"), shtab.FILE)
     infer.add_argument("--smoothed", action="store_true",
                        help="also the smoothed posteriors (given the whole input: not causal)")
     _store_options(infer)
     infer.set_defaults(func=cmd_infer)
-    now = sub.add_parser("now", help="the regime of the last closed bar")
-    now.add_argument("--model", required=True)
-    now.add_argument("--input", required=True, help="recent bars")
+    now = command("now", "the regime of the last closed bar")
+    model_option(now)
+    _path(now.add_argument("--input", required=True, help="recent bars"), shtab.FILE)
     now.add_argument("--lookback", type=int, default=500,
                      help="bars the filter reads, up to the last one (default 500), after "
                           "the features' warm-up")
@@ -203,13 +259,13 @@ def parser() -> argparse.ArgumentParser:
     now.add_argument("--json", action="store_true", help="JSON instead of one line a symbol")
     _store_options(now)
     now.set_defaults(func=cmd_now)
-    drift = sub.add_parser("drift", help="recent bars against the training data; exit 1 "
-                                         "on drift")
-    drift.add_argument("--model", required=True)
-    drift.add_argument("--input", required=True, help="recent bars")
-    drift.add_argument("--reference", default="data/scaled/train.parquet",
-                       help="the scaled training split (default data/scaled/train.parquet)")
-    drift.add_argument("--output", help="report (JSON); default stdout")
+    drift = command("drift", "recent bars against the training data; exit 1 on drift")
+    model_option(drift)
+    _path(drift.add_argument("--input", required=True, help="recent bars"), shtab.FILE)
+    _path(drift.add_argument("--reference", default="data/scaled/train.parquet",
+                             help="the scaled training split (default "
+                                  "data/scaled/train.parquet)"), shtab.FILE)
+    _path(drift.add_argument("--output", help="report (JSON); default stdout"), shtab.FILE)
     drift.add_argument("--force", action="store_true",
                        help="compare with a reference that is not the model's training data")
     defaults = Thresholds()
@@ -221,16 +277,21 @@ def parser() -> argparse.ArgumentParser:
                            default=getattr(defaults, flag),
                            help=f"{help_} (default {getattr(defaults, flag)})")
     drift.set_defaults(func=cmd_drift)
-    srv = sub.add_parser("serve", help="POST /regime, GET /health, GET /model over HTTP")
-    srv.add_argument("--model", required=True)
+    srv = command("serve", "POST /regime, GET /health, GET /model over HTTP")
+    model_option(srv)
     srv.add_argument("--host", default="127.0.0.1",
                      help="address to bind (default loopback; 0.0.0.0 exposes it)")
     srv.add_argument("--port", type=int, default=8080)
+    srv.add_argument("--workers", type=int, default=1,
+                     help="server processes sharing the port, each with the model loaded "
+                          "(default 1); several should share a database store, not SQLite")
+    srv.add_argument("--no-access-log", dest="access_log", action="store_false",
+                     help="no log line per request (uvicorn's access log, at INFO)")
     _store_options(srv)
     srv.set_defaults(func=cmd_serve)
-    hist = sub.add_parser("history", help="the stored predictions")
+    hist = command("history", "the stored predictions")
     hist.add_argument("--store", help="prediction store URL")
-    hist.add_argument("--model", help="only this model folder's predictions")
+    model_option(hist, required=False, help_="only this model folder's predictions")
     hist.add_argument("--symbol")
     hist.add_argument("--limit", type=int, help="the last N predictions")
     hist.add_argument("--csv", action="store_true", help="CSV instead of a table")
@@ -246,13 +307,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser().error("--port: expected an integer in [0, 65535]")
     if getattr(args, "limit", None) is not None and args.limit < 1:
         parser().error("--limit: expected an integer >= 1")
+    if getattr(args, "workers", 1) < 1:
+        parser().error("--workers: expected an integer >= 1")
     status = 0
 
     def call(_: object) -> None:
         nonlocal status
         status = args.func(args) or 0
 
-    return run(call) or status
+    return run(call, level=log_level(args)) or status
 
 
 if __name__ == "__main__":

@@ -60,7 +60,8 @@ def feature_profile(frame: pd.DataFrame, states: np.ndarray, columns: list[str],
     return means, pd.Series(f_stat, index=columns)
 
 
-def _long(model: str, kind: str, values: Mapping[tuple[str, str], float]) -> list[dict]:
+def _long(model: str, kind: str, values: Mapping[tuple[str, str], float]
+          ) -> list[dict[str, Any]]:
     return [{"model": model, "table": kind, "row": row, "column": col, "value": float(v)}
             for (row, col), v in values.items()]
 
@@ -75,7 +76,7 @@ def diagnostics_rows(name: str, model: RegimeModel, table: pd.DataFrame, means: 
                                     for i in range(k) for j in range(k)})
     rows += _long(name, "stationary", {(str(i), "p"): v
                                        for i, v in enumerate(stationary_distribution(transmat))})
-    dwell = {}
+    dwell: dict[tuple[str, str], float] = {}
     for s in range(k):
         lengths = run_lengths[run_states == s]
         dwell[(str(s), "runs")] = len(lengths)

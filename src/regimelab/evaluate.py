@@ -38,7 +38,7 @@ from sklearn.metrics import adjusted_rand_score
 from regimelab import metrics
 from regimelab.exceptions import ModelError
 from regimelab.params import EvaluateParams
-from regimelab.regimes import RegimeModel
+from regimelab.regimes import HasInformationCriteria, HasObjective, RegimeModel
 from regimelab.sequences import to_sequences
 
 log = logging.getLogger(__name__)
@@ -239,9 +239,10 @@ def evaluate(
                 # Never an invented likelihood: the rows stay empty, and the family's
                 # own objective per bar (lower is better) stands beside them.
                 block["ll_per_bar"][s] = None
-                block.setdefault("objective_per_bar", {})[s] = (
-                    model.objective(X, lengths) / len(X))
-        if hasattr(model, "aic"):
+                if isinstance(model, HasObjective):
+                    block.setdefault("objective_per_bar", {})[s] = (
+                        model.objective(X, lengths) / len(X))
+        if isinstance(model, HasInformationCriteria):
             X, lengths = to_sequences(frames["train"], columns)
             block["aic"], block["bic"] = model.aic(X, lengths), model.bic(X, lengths)
         block.update(regime_block(part, model, returns=returns, per_year=per_year, step=step,

@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 import pandas as pd
 import yaml
@@ -51,11 +51,11 @@ def format_timeframe(delta: pd.Timedelta) -> str:
     return f"{seconds}s"
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -488,7 +488,7 @@ def from_mapping(cls: type[T], section: str, raw: Any) -> T:
         raise ParamsError(
             f"{section}.{unknown[0]}: unknown key; allowed keys are {', '.join(sorted(fields))}"
         )
-    values = {}
+    values: dict[str, Any] = {}
     for key, value in raw.items():
         default = fields[key].default
         if dataclasses.is_dataclass(default):

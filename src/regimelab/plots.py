@@ -1,7 +1,9 @@
 """matplotlib figures of a regime model, written as PNG byte-for-byte reproducibly.
 
 Each function draws one figure from plain arrays and tables and saves it
-atomically; none reads files. States keep one colour each in every figure
+atomically; none reads files. Figures are built as :class:`matplotlib.figure.Figure`
+objects, never through pyplot: importing this module leaves a notebook's backend
+alone, and no figure outlives its function. States keep one colour each in every figure
 (state 0, the calmest, is the first colour), so a chart and a heatmap can be
 read together.
 """
@@ -10,25 +12,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")  # no display: files only
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from regimelab.io import atomic_path  # noqa: E402
+from regimelab.io import atomic_path
 
 # Calm to turbulent: blues and greens first, reds last (tab10 reordered, then tab20).
 _PALETTE = ["#1f77b4", "#2ca02c", "#17becf", "#bcbd22", "#ff7f0e", "#9467bd", "#d62728",
-            "#8c564b", "#e377c2", "#7f7f7f"] + [plt.get_cmap("tab20")(i) for i in range(20)]
+            "#8c564b", "#e377c2", "#7f7f7f"] + [matplotlib.colormaps["tab20"](i) for i in range(20)]
 
 
-def state_colors(n_states: int) -> list:
+def state_colors(n_states: int) -> list[Any]:
     """One colour per state, the same in every figure."""
     return [_PALETTE[k % len(_PALETTE)] for k in range(n_states)]
 
@@ -37,14 +37,14 @@ def save(fig: Figure, path: str | os.PathLike[str]) -> None:
     """Write ``fig`` as PNG without the metadata that would change between runs."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
 
 
 def transition_heatmap(transmat: np.ndarray, *, title: str, path: str | os.PathLike[str]
                        ) -> None:
     """The transition matrix with each probability written in its cell."""
     k = len(transmat)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * k, 0.8 + 0.7 * k))
+    fig = Figure(figsize=(1.0 + 0.75 * k, 0.8 + 0.7 * k))
+    ax = fig.subplots()
     image = ax.imshow(transmat, cmap="Blues", vmin=0.0, vmax=1.0)
     for i in range(k):
         for j in range(k):
@@ -70,7 +70,8 @@ def regime_chart(timestamps: pd.Series, close: np.ndarray, states: np.ndarray, *
                  names: Sequence[str] | None = None) -> None:
     """Log close with the background shaded by state; ``boundaries`` mark the splits."""
     x = timestamps.to_numpy()
-    fig, ax = plt.subplots(figsize=(12, 4))
+    fig = Figure(figsize=(12, 4))
+    ax = fig.subplots()
     log_close = np.log(close)
     low, high = float(log_close.min()), float(log_close.max())
     pad = 0.05 * (high - low or 1.0)
@@ -83,7 +84,7 @@ def regime_chart(timestamps: pd.Series, close: np.ndarray, states: np.ndarray, *
     for name, when in boundaries:
         ax.axvline(when, color="black", linestyle="--", linewidth=0.8)
         ax.text(when, high + pad, f" {name}", va="top", fontsize=8)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c, alpha=0.5) for c in state_colors(n_states)]
+    handles = [Rectangle((0, 0), 1, 1, color=c, alpha=0.5) for c in state_colors(n_states)]
     ax.legend(handles, state_labels(n_states, names), loc="upper left", fontsize=7,
               ncol=min(n_states, 8))
     ax.set(ylabel="log close", title=title, ylim=(low - pad, high + pad))
@@ -97,7 +98,8 @@ def posteriors(timestamps: pd.Series, filtered: np.ndarray, smoothed: np.ndarray
     """Filtered (causal) above smoothed (hindsight) state probabilities, stacked."""
     x = timestamps.to_numpy()
     colors = state_colors(filtered.shape[1])
-    fig, axes = plt.subplots(2, 1, figsize=(12, 5), sharex=True)
+    fig = Figure(figsize=(12, 5))
+    axes = fig.subplots(2, 1, sharex=True)
     for ax, proba, name in ((axes[0], filtered, "filtered: bars up to t"),
                             (axes[1], smoothed, "smoothed: the whole split")):
         ax.stackplot(x, proba.T, colors=colors, linewidth=0)
@@ -117,7 +119,8 @@ def dwell_histograms(run_states: np.ndarray, run_lengths: np.ndarray, transmat: 
     k = len(transmat)
     cols = min(k, 4)
     rows = -(-k // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+    fig = Figure(figsize=(3.2 * cols, 2.6 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for state, ax in zip(range(k), axes.flat):
         lengths = run_lengths[run_states == state]
         top = int(np.percentile(lengths, 99)) + 1 if len(lengths) else 10
@@ -141,7 +144,8 @@ def feature_heatmap(values: pd.DataFrame, *, title: str, path: str | os.PathLike
                     cmap: str = "RdBu_r", centre: float | None = 0.0) -> None:
     """A states x features table (e.g. mean z-scores) with the values in the cells."""
     data = values.to_numpy(dtype=float)
-    fig, ax = plt.subplots(figsize=(1.5 + 0.9 * data.shape[1], 1.2 + 0.5 * data.shape[0]))
+    fig = Figure(figsize=(1.5 + 0.9 * data.shape[1], 1.2 + 0.5 * data.shape[0]))
+    ax = fig.subplots()
     if centre is None:
         image = ax.imshow(data, cmap=cmap, aspect="auto")
     else:
@@ -163,7 +167,8 @@ def importance_bars(scores: pd.Series, *, title: str, xlabel: str,
                     path: str | os.PathLike[str]) -> None:
     """Horizontal bars, the largest at the top."""
     ordered = scores.sort_values()
-    fig, ax = plt.subplots(figsize=(7, 0.9 + 0.35 * len(ordered)))
+    fig = Figure(figsize=(7, 0.9 + 0.35 * len(ordered)))
+    ax = fig.subplots()
     ax.barh(ordered.index, ordered.to_numpy(), color="#1f77b4")
     ax.set(title=title, xlabel=xlabel)
     ax.tick_params(axis="y", labelsize=7)
@@ -177,7 +182,8 @@ def selection_curves(table: pd.DataFrame, *, path: str | os.PathLike[str]) -> No
     ``table``: one row per candidate with ``n_states``, ``covariance_type``, ``bic``,
     ``aic`` and ``val_ll_per_bar``.
     """
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig = Figure(figsize=(13, 3.6))
+    axes = fig.subplots(1, 3)
     for ax, key, label in zip(axes, ("bic", "aic", "val_ll_per_bar"),
                               ("BIC (lower is better)", "AIC (lower is better)",
                                "validation log-likelihood per bar")):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -45,6 +45,22 @@ class RegimeModel(Protocol):
         where the family has a likelihood (a class without one sets
         ``has_likelihood = False``)."""
         ...
+
+
+@runtime_checkable
+class HasObjective(Protocol):
+    """A family without a likelihood: its own objective stands beside the empty
+    likelihood rows (losses plus penalties, lower is better)."""
+
+    def objective(self, X: np.ndarray, lengths: np.ndarray) -> float: ...
+
+
+@runtime_checkable
+class HasInformationCriteria(Protocol):
+    """A family with a parameter count: AIC and BIC on the training split."""
+
+    def aic(self, X: np.ndarray, lengths: np.ndarray) -> float: ...
+    def bic(self, X: np.ndarray, lengths: np.ndarray) -> float: ...
 
 
 def volatility_rule(columns: list[str], *, shared_covariance: bool = False) -> dict[str, Any]:

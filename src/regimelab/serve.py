@@ -6,11 +6,20 @@
   and the model version, one answer per symbol;
 - ``GET /health``; ``GET /model`` (the manifest).
 
+``regimelab serve --model F [--workers N]`` runs it; so does uvicorn itself, with
+its own options, through the app factory::
+
+    REGIMELAB_MODEL=models/hmm uvicorn --factory regimelab.serve:create_app --workers 4
+
+where ``$REGIMELAB_MODEL`` names the model folder, ``$REGIMELAB_STORE`` the
+prediction store (as for the CLI) and ``REGIMELAB_NO_STORE=1`` keeps none.
+
 Bad input is a 422 (a body over the size limit a 413, a store that cannot be
-written a 503), never a 500; every error answers ``{"detail": "<one line>"}``,
-plus ``errors`` (each problem's ``loc``, ``msg`` and ``type``) when the body is
-not JSON or does not match the request schema. The OpenAPI page documents
-every answer and the request's field constraints
+written a 503), never a 500; every error, these and the 404, 405 and 500
+that the framework answers, is :class:`~regimelab.serve_schema.ErrorAnswer`:
+``{"detail": "<one line>"}``, plus ``errors`` (each problem's ``loc``, ``msg``
+and ``type``) when the body is not JSON or does not match the request schema.
+The OpenAPI page documents every answer and the request's field constraints
 (:mod:`~regimelab.serve_schema`). Each answer is appended to the prediction
 store. A request is cleaned and featurised with numpy
 (:func:`~regimelab.data.validate.clean_series`,
@@ -22,6 +31,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any, NotRequired
 
@@ -45,6 +56,7 @@ from regimelab.serve_schema import (
     DEFAULT_SYMBOL,
     MAX_BARS,
     MAX_BODY_BYTES,
+    SERVER_ERROR,
     Health,
     ModelDescription,
     RegimeAnswer,
@@ -53,9 +65,17 @@ from regimelab.serve_schema import (
     documented,
     inline_refs,
 )
+from regimelab.store import ENV as STORE_ENV
 from regimelab.store import PredictionStore, StoreError
 
 log = logging.getLogger(__name__)
+
+#: The environment variables the app factory reads (``create_app()`` without a folder).
+MODEL_ENV = "REGIMELAB_MODEL"
+NO_STORE_ENV = "REGIMELAB_NO_STORE"
+# uvicorn's exit status for an application that cannot start: its worker supervisor
+# then stops, where any other status has it start the worker again, and again.
+_STARTUP_FAILURE = 3
 
 
 class Bar(TypedDict):
@@ -95,7 +115,7 @@ class BodyLimit:
         self.app = app
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -106,7 +126,7 @@ class BodyLimit:
             return
         seen = 0
 
-        async def limited() -> dict:
+        async def limited() -> dict[str, Any]:
             nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
@@ -122,17 +142,19 @@ class BodyLimit:
 _EARLIEST, _LATEST = np.datetime64("1678-01-01", "s"), np.datetime64("2262-04-11", "s")
 
 
-def _whole_seconds_utc(values: list[str]) -> np.ndarray | None:
+def _whole_seconds_utc(values: list[str | int | float]) -> np.ndarray | None:
     """``YYYY-MM-DDTHH:MM:SS`` strings in UTC (``Z``, ``+00:00`` or no zone), as numpy
     parses them in a tenth of pandas' time; None for anything else."""
-    suffix = values[0][19:] if isinstance(values[0], str) else None
-    if suffix not in ("Z", "+00:00", ""):
+    first = values[0]
+    suffix = first[19:] if isinstance(first, str) else None
+    if suffix is None or suffix not in ("Z", "+00:00", ""):
         return None
     size = 19 + len(suffix)
-    if not all(isinstance(v, str) and len(v) == size and v.endswith(suffix) for v in values):
+    texts = [v for v in values if isinstance(v, str) and len(v) == size and v.endswith(suffix)]
+    if len(texts) < len(values):
         return None
     try:
-        stamps = np.array([v[:19] for v in values], dtype="datetime64[s]")
+        stamps = np.array([v[:19] for v in texts], dtype="datetime64[s]")
     except ValueError:
         return None
     # Out of nanosecond range is a bad timestamp, as in ingest.
@@ -151,8 +173,9 @@ def request_timestamps(values: list[str | int | float]) -> np.ndarray:
     fast = _whole_seconds_utc(values)
     if fast is not None:
         return fast
-    if all(isinstance(v, str) and v[4:5] == "-" for v in values):
-        parsed = parse_text_timestamps([v.strip() for v in values])
+    texts = [v for v in values if isinstance(v, str)]
+    if len(texts) == len(values) and all(v[4:5] == "-" for v in texts):
+        parsed = parse_text_timestamps([v.strip() for v in texts])
     else:
         parsed = parse_timestamps(pd.Series([str(v) for v in values], dtype=object))
     return parsed.to_numpy(dtype="datetime64[ns]").view("int64")
@@ -196,26 +219,58 @@ def request_series(bars: list[Bar], *, source: str = "request") -> list[SeriesBa
     return [s for s in series if len(s)]
 
 
-def create_app(model_folder: str | Path, *, store: PredictionStore | None = None,
+def create_app(model_folder: str | Path | None = None, *,
+               store: PredictionStore | None = None,
                max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     """The application for one model folder, loaded once.
 
     Parameters
     ----------
-    model_folder : path
+    model_folder : path, optional
+        None is the app factory of ``uvicorn --factory regimelab.serve:create_app``:
+        the folder is ``$REGIMELAB_MODEL``, the store ``$REGIMELAB_STORE`` (None with
+        ``REGIMELAB_NO_STORE=1``); a mistake there ends the process with one
+        ``error:`` line and uvicorn's start-up failure status (3), so that its worker
+        supervisor stops rather than restarts the workers.
     store : PredictionStore, optional
         Where answers are appended; None keeps none.
     max_body_bytes : int
         Larger request bodies get a 413 before they are parsed.
     """
+    if model_folder is None:
+        return _app_from_environment(max_body_bytes)
     folder = str(model_folder)
     manifest = read_manifest(folder)
     model = load_model(folder)
     version = model_version(folder)
     # The first pass compiles or loads the DSSM's compiled loop: before the first request.
     model.filter_proba(np.zeros((2, len(manifest["features"]))), np.array([2]))
-    app = FastAPI(title="regimelab", version=manifest["regimelab_version"])
+    app = FastAPI(title="regimelab", version=manifest["regimelab_version"],
+                  responses={500: SERVER_ERROR})
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+
+    # The router's own errors, with a detail that says what was expected (its own
+    # say "Not Found"). The 413 raised while a body arrives is FastAPI's default
+    # answer to an HTTPException, already the error shape.
+    @app.exception_handler(404)
+    async def no_such_path(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(status_code=404, content={
+            "detail": f"{request.url.path}: no such path; expected /regime, /health, "
+                      "/model, /docs or /openapi.json"})
+
+    @app.exception_handler(405)
+    async def wrong_method(request: Request, exc: Exception) -> JSONResponse:
+        allowed = getattr(exc, "headers", None) or {}
+        return JSONResponse(status_code=405, headers=allowed, content={
+            "detail": f"{request.method} {request.url.path}: method not allowed; expected "
+                      f"{allowed.get('Allow', 'another method')}"})
+
+    # A bug in regimelab: the traceback goes to the server's log (uvicorn logs what
+    # Starlette re-raises), the client gets the error shape rather than plain text.
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(status_code=500, content={
+            "detail": f"internal error ({type(exc).__name__}); see the server's log"})
 
     @app.exception_handler(StoreError)
     async def store_error(request: Request, exc: StoreError) -> JSONResponse:
@@ -277,19 +332,69 @@ def create_app(model_folder: str | Path, *, store: PredictionStore | None = None
     return app
 
 
-def serve(model_folder: str | Path, *, host: str = "127.0.0.1", port: int = 8080,
-          store: PredictionStore | None = None) -> None:
-    """Run the application with uvicorn until interrupted (loopback unless told)."""
-    import uvicorn
-
-    app = create_app(model_folder, store=store)
+def _settle() -> None:
+    """What a server process does once its application is loaded."""
     # What is loaded now lives as long as the server: out of the collector's way, a
     # full collection no longer walks torch's and pandas' objects during a request.
     gc.collect()
     gc.freeze()
+
+
+def _app_from_environment(max_body_bytes: int) -> FastAPI:
+    """``uvicorn --factory``'s application: see :func:`create_app`."""
+    try:
+        folder = os.environ.get(MODEL_ENV, "")
+        if not folder:
+            raise InputDataError(f"${MODEL_ENV} is not set; set it to a model folder "
+                                 "(models/hmm, models/dssm, ...) to serve")
+        keep_none = os.environ.get(NO_STORE_ENV, "") not in ("", "0")
+        app = create_app(folder, store=None if keep_none else PredictionStore(),
+                         max_body_bytes=max_body_bytes)
+    except RegimelabError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        raise SystemExit(_STARTUP_FAILURE) from None
+    # The process is the server's: as in serve(), BLAS keeps to one thread for good.
+    threadpool_limits(1)
+    _settle()
+    log.info("serving %s (process %d)", folder, os.getpid())
+    return app
+
+
+def serve(model_folder: str | Path, *, host: str = "127.0.0.1", port: int = 8080,
+          store: PredictionStore | None = None, workers: int = 1,
+          log_level: int = logging.INFO, access_log: bool = True) -> None:
+    """Run the application with uvicorn until interrupted (loopback unless told).
+
+    Parameters
+    ----------
+    workers : int
+        Server processes on one socket. With more than one, each loads the model
+        through the app factory, told the folder and the store by this process's
+        environment (``$REGIMELAB_MODEL``, ``$REGIMELAB_STORE``, ``$REGIMELAB_NO_STORE``).
+    log_level : int
+        uvicorn's: INFO shows its start-up lines and, with ``access_log``, one line
+        per request.
+    """
+    import uvicorn
+
+    options: dict[str, Any] = {"host": host, "port": port, "access_log": access_log,
+                               "log_level": logging.getLevelName(log_level).lower()}
+    if workers > 1:
+        read_manifest(model_folder)  # a wrong folder is one error here, not one per worker
+        os.environ[MODEL_ENV] = str(Path(model_folder).resolve())
+        if store is None:
+            os.environ[NO_STORE_ENV] = "1"
+        else:
+            os.environ[STORE_ENV] = store.url
+            os.environ.pop(NO_STORE_ENV, None)
+        log.info("serving %s on http://%s:%d with %d workers", model_folder, host, port,
+                 workers)
+        uvicorn.run("regimelab.serve:create_app", factory=True, workers=workers, **options)
+        return
+    app = create_app(model_folder, store=store)
+    _settle()
     log.info("serving %s on http://%s:%d", model_folder, host, port)
     # A request's matrices are a few hundred rows: BLAS threads would only spin and
     # take the cores from the event loop (and from other processes).
     with threadpool_limits(1):
-        uvicorn.run(app, host=host, port=port, log_level="warning")
-
+        uvicorn.run(app, **options)

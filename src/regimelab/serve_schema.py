@@ -104,7 +104,8 @@ class Problem(BaseModel):
 
 
 class ErrorAnswer(BaseModel):
-    """Every error's answer."""
+    """Every error's answer: the documented 413, 422, 500 and 503, and the 404 and 405
+    of a path or method the service does not have."""
 
     detail: str = Field(description="One line: what is wrong and what was expected")
     errors: list[Problem] | None = Field(
@@ -124,6 +125,10 @@ ANSWERS: dict[int | str, dict[str, Any]] = {
                 "last one invalid or not closed yet)"),
     503: _error("The prediction store cannot be written"),
 }
+
+#: Every path's 500: a bug in regimelab, whose traceback is in the server's log.
+SERVER_ERROR = _error("A bug in regimelab: the detail names the exception; the server's "
+                      "log has its traceback")
 
 
 def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:

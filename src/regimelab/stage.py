@@ -17,14 +17,17 @@ EXIT_USER_ERROR = 2
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    """Log to stderr as ``LEVEL name: message``."""
+    """Log to stderr as ``LEVEL name: message``, from ``level`` up (unless the process
+    has set up logging already)."""
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
 
 
-def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> int:
-    """Call ``main(argv)``; return 0, or 2 after a one-line message for a user's mistake."""
-    setup_logging()
+def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None, *,
+        level: int = logging.INFO) -> int:
+    """Call ``main(argv)`` with logging from ``level`` up; return 0, or 2 after a one-line
+    message for a user's mistake."""
+    setup_logging(level)
     try:
         main(argv)
     except RegimelabError as exc:

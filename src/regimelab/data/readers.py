@@ -109,7 +109,7 @@ def _looks_numeric(values: list[str]) -> bool:
 def _read_csv(path: Path) -> pd.DataFrame:
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
-        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:  # type: ignore[operator]
+        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
             first = fh.readline()
     except (OSError, EOFError) as exc:
         raise InputDataError(f"{path}: cannot be read ({exc})") from None

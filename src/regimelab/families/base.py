@@ -110,7 +110,7 @@ def manifest(*, spec: dict[str, Any], scaler: dict[str, Any], train_sha256: str,
     """What inference needs to rebuild the observations the model saw, and to name them.
 
     ``libraries`` are the distributions whose versions the family's results
-    depend on (``hmmlearn``; ``torch`` and ``pytorch-lightning``; ...);
+    depend on (``hmmlearn``; ``torch`` and ``lightning``; ...);
     ``naming`` is :func:`name_regimes`' result (``regime_names`` in the manifest,
     one per state, and the statistics behind them).
     """

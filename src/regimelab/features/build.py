@@ -207,7 +207,7 @@ def make_spec(params: FeaturesParams, defs: list[FeatureDef], base: pd.Timedelta
     """The feature spec: enough to rebuild exactly these columns from new bars."""
     max_gap = resolve_max_gap(params)
     history, align = _history(defs, max_gap)
-    features = []
+    features: list[dict[str, Any]] = []
     for d in defs:
         ratio = _ns(parse_timeframe(d.timeframe)) // _ns(base)
         # A window in time also holds the bars of a bridged gap before it, so

@@ -325,7 +325,7 @@ REGIME_KINDS = ("ewm_return", "ewm_downside", "ewm_sortino")
 
 def halflives_at(p: FeaturesParams, timeframe: str) -> tuple[int, ...]:
     """The regime set's half-lives, in bars of ``timeframe``."""
-    if p.halflives != "auto":
+    if not isinstance(p.halflives, str):  # params allow "auto" or integers
         return tuple(p.halflives)
     period = parse_timeframe(timeframe)
     day = pd.Timedelta(days=1)

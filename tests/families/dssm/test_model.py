@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -261,3 +263,31 @@ def test_recovers_regimes_with_clustering_at_least_as_well_as_the_hmm(seed: int)
     assert dssm_ari >= hmm_ari, (dssm_ari, hmm_ari)
     test = X[n_val:]
     assert dssm.score(test, one[2]) > hmm.score(test, one[2])
+
+
+def test_training_logs_its_curves_through_dvclive_on_lightning(data: SimpleNamespace,
+                                                               hmm: RegimeHMM,
+                                                               tmp_path: Path) -> None:
+    """DVCLive's logger subclasses ``lightning.pytorch``'s Logger when ``lightning`` is
+    installed: the trainer must be that package's too, or the logger is refused."""
+    model = RegimeDSSM(3, **{**QUICK, "max_epochs": 2}).fit(
+        data.X, data.lengths, X_val=data.X_val, lengths_val=data.lengths_val, init=hmm,
+        feature_names=COLUMNS, log_dir=tmp_path / "dvclive")
+    curves = tmp_path / "dvclive" / "plots" / "metrics"
+    logged = {p.relative_to(curves).as_posix() for p in curves.rglob("*.tsv")}
+    assert {"train/loss.tsv", "val/loss.tsv"} <= logged
+    rows = (curves / "val" / "loss.tsv").read_text().strip().splitlines()
+    assert len(rows) == 1 + model.epochs_
+
+
+def test_only_lightning_pytorch_is_loaded() -> None:
+    """The package is ``lightning``; the standalone ``pytorch_lightning`` is never imported
+    (a second copy of the trainer's classes that DVCLive's logger does not subclass)."""
+    code = ("import sys; import regimelab.families.dssm.module, regimelab.families.dssm.data;"
+            "import dvclive.lightning, lightning.pytorch as pl;"
+            "assert issubclass(dvclive.lightning.DVCLiveLogger, pl.loggers.Logger);"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pytorch_lightning'))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import lightning.pytorch as pl
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -92,10 +92,10 @@ class WindowDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.seed = seed
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader[tuple[torch.Tensor, ...]]:
         generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(_dataset(self.train), batch_size=self.batch_size, shuffle=True,
                           generator=generator)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader[tuple[torch.Tensor, ...]]:
         return DataLoader(_dataset(self.val), batch_size=self.batch_size, shuffle=False)

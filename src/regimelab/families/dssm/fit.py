@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 #: Distributions whose versions the fitted weights depend on (for the manifest).
-LIBRARIES = ("torch", "pytorch-lightning")
+LIBRARIES = ("torch", "lightning")
 
 
 def make_dssm(n_states: int, *, dssm: DSSMParams, seed: int) -> RegimeDSSM:

@@ -154,7 +154,7 @@ def _transposed(weight: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(_array(weight).T)
 
 
-_NO_HEAD = (np.zeros((1, 0)), np.zeros(0))
+_NO_HEAD: tuple[np.ndarray, np.ndarray] = (np.zeros((1, 0)), np.zeros(0))
 
 
 class NumpyPass:

@@ -203,8 +203,8 @@ class RegimeDSSM:
                lengths_val: np.ndarray, log_dir: str | Path | None, progress_bar: bool) -> None:
         # Lightning is imported here rather than with the module: loading a trained
         # model for inference needs none of it, and importing it takes seconds.
-        import pytorch_lightning as pl
-        from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+        import lightning.pytorch as pl
+        from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
         from regimelab.families.dssm.data import WindowDataModule, make_windows
         from regimelab.families.dssm.module import DSSMModule, EpochHistory
@@ -240,7 +240,7 @@ class RegimeDSSM:
             with warnings.catch_warnings():
                 # The windows are in memory: loader workers would only add start-up time.
                 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-                # pytorch-lightning 2.6 calls a torch API that torch 2.13 deprecates.
+                # Lightning 2.6 calls a torch API that torch 2.13 deprecates.
                 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
                 trainer.fit(module, datamodule=data)
             best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
@@ -356,21 +356,22 @@ class RegimeDSSM:
 
     def permute(self, order: np.ndarray) -> None:
         """Renumber the states: new state ``i`` is old state ``order[i]``."""
-        order = torch.as_tensor(np.asarray(order, dtype=np.int64))
+        order = np.asarray(order, dtype=np.int64)
+        index = torch.as_tensor(order)
         k = self.n_states
         net = self.net_
         with torch.no_grad():
             for name in ("start_logits", "means", "chol_lower", "chol_log_diag"):
                 param = getattr(net, name)
-                param.copy_(param[order])
-            net.trans_logits.copy_(net.trans_logits[order][:, order])
+                param.copy_(param[index])
+            net.trans_logits.copy_(net.trans_logits[index][:, index])
             if net.trans_head is not None:  # its outputs are the K x K logits, row-major
                 weight = net.trans_head.weight.view(k, k, -1)
-                net.trans_head.weight.copy_(weight[order][:, order].reshape(k * k, -1))
+                net.trans_head.weight.copy_(weight[index][:, index].reshape(k * k, -1))
                 bias = net.trans_head.bias.view(k, k)
-                net.trans_head.bias.copy_(bias[order][:, order].reshape(-1))
+                net.trans_head.bias.copy_(bias[index][:, index].reshape(-1))
         if hasattr(self, "transmat_"):
-            self.transmat_ = self.transmat_[np.ix_(order.numpy(), order.numpy())]
+            self.transmat_ = self.transmat_[np.ix_(order, order)]
         self._attach(net)
 
     # -- persistence ---------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-import pytorch_lightning as pl
+import lightning.pytorch as pl
 import torch
 
 from regimelab.families.dssm.net import DSSMNet
@@ -63,9 +63,9 @@ class DSSMModule(pl.LightningModule):
                  prog_bar=stage == "val")
         before = self._occupancy.get(stage)
         self._occupancy[stage] = occupancy.detach() + (0 if before is None else before)
-        if stage == "train" and self.hparams.stickiness > 0:
+        if stage == "train" and self.hparams["stickiness"] > 0:
             log_stay = torch.diagonal(torch.log_softmax(self.net.trans_logits, dim=-1))
-            return loss - self.hparams.stickiness / self.net.n_states * log_stay.sum()
+            return loss - self.hparams["stickiness"] / self.net.n_states * log_stay.sum()
         return loss
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
@@ -83,13 +83,13 @@ class DSSMModule(pl.LightningModule):
         if share is None:
             return
         self.log("train/min_occupancy", min(share))
-        low = [k for k, value in enumerate(share) if value < self.hparams.min_occupancy]
+        low = [k for k, value in enumerate(share) if value < self.hparams["min_occupancy"]]
         if low:
             self.collapsed_epochs += 1
             log.warning("epoch %d: state(s) %s (numbered as in the starting HMM) below "
                         "dssm.min_occupancy = %g of the training bars (smallest %.4f)",
                         self.current_epoch, low,
-                        self.hparams.min_occupancy, min(share))
+                        self.hparams["min_occupancy"], min(share))
 
     def on_validation_epoch_end(self) -> None:
         share = self._shares("val")
@@ -105,8 +105,8 @@ class DSSMModule(pl.LightningModule):
             {"params": [p for name, p in named if not name.startswith(_CONTEXT)],
              "weight_decay": 0.0},
             {"params": [p for name, p in named if name.startswith(_CONTEXT)],
-             "weight_decay": self.hparams.weight_decay},
-        ], lr=self.hparams.lr)
+             "weight_decay": self.hparams["weight_decay"]},
+        ], lr=self.hparams["lr"])
 
 
 class EpochHistory(pl.Callback):

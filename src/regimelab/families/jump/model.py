@@ -365,7 +365,7 @@ class RegimeJump:
                       self.n_states, restart.index, value, n_iter)
             results[restart.index] = (centres, labels)
         if not results:
-            largest = max(r.smallest_state for r in restarts)
+            largest = max(r.smallest_state for r in restarts if r.smallest_state is not None)
             raise ModelError(
                 f"every restart left a state with fewer than jump.min_state_bars = "
                 f"{self.min_state_bars} bars (at best {largest:.1f}); lower jump.jump_penalty "
@@ -474,6 +474,11 @@ class RegimeJump:
         """Always raises: a jump model has no likelihood (``has_likelihood`` is False)."""
         raise ModelError("RegimeJump.score: jump models have no likelihood; use objective() "
                          "(losses plus penalties, lower is better) and check has_likelihood")
+
+    def loglik_per_bar(self, X: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Always raises, as :meth:`score` does: no likelihood, so none per bar."""
+        raise ModelError("RegimeJump.loglik_per_bar: jump models have no likelihood; use "
+                         "objective() and check has_likelihood")
 
     def objective(self, X: np.ndarray, lengths: np.ndarray) -> float:
         """The objective of the optimal path on ``X``: losses plus penalties, summed

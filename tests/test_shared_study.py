@@ -274,3 +274,50 @@ def test_the_prediction_store_works_on_postgresql(postgres_db: str) -> None:
     assert reader.history(model="models/dssm").empty
     writer.engine.dispose()
     reader.engine.dispose()
+
+
+def test_a_result_whose_trial_was_taken_over_meanwhile_is_dropped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that was silent past the grace period (a suspended machine) and comes back
+    finds its trial failed and queued again: it drops its result and the retry stands."""
+    import warnings
+
+    from regimelab import selection
+    from regimelab.params import GridParams, HMMParams, SelectParams
+
+    storage = sqlite_url(tmp_path)
+    evaluate = selection.evaluate_candidate
+    calls: list[tuple[int, str]] = []
+
+    def taken_over(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        point = (kwargs["n_states"], kwargs["covariance_type"])
+        calls.append(point)
+        if calls.count(point) == 1 and point == (2, "diag"):
+            # What another worker's fail_stale_trials does to this trial, meanwhile.
+            rdb = optuna.storages.RDBStorage(storage)
+            study = optuna.load_study(study_name="late", storage=rdb)
+            [mine] = [t for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+                      if (t.params["n_states"], t.params["covariance_type"]) == point]
+            rdb.set_trial_state_values(rdb.get_trial_id_from_study_id_trial_number(
+                rdb.get_study_id_from_name("late"), mine.number), optuna.trial.TrialState.FAIL)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.RetryHeartbeatStaleTrialCallback()(study, mine)
+            rdb.engine.dispose()
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(selection, "evaluate_candidate", taken_over)
+    X = np.random.default_rng(1).normal(size=(300, 1))
+    select = SelectParams(grid=GridParams(n_states=(2, 3), covariance_type=("diag",)),
+                          criterion="bic", resamples=1, penalties=(5.0,), n_jobs=1)
+    result = selection.run_selection(X, np.array([300]), X, np.array([300]), select=select,
+                                     hmm=HMMParams(n_init=1), seed=0, storage=storage,
+                                     name="late")
+    assert sorted(calls) == [(2, "diag"), (2, "diag"), (3, "diag")]
+    assert {k: c["status"] for k, c in result["candidates"].items()} == {
+        "k2_diag": "complete", "k3_diag": "complete"}
+    monkeypatch.setattr(selection, "evaluate_candidate", evaluate)
+    alone = selection.run_selection(X, np.array([300]), X, np.array([300]), select=select,
+                                    hmm=HMMParams(n_init=1), seed=0,
+                                    storage=f"sqlite:///{tmp_path / 'alone.db'}", name="late")
+    assert result == alone

@@ -233,7 +233,10 @@ class _Heartbeat:
             with self._lock:
                 trial_ids = sorted(self._trial_ids)
             for trial_id in trial_ids:
-                self._storage.record_heartbeat(trial_id)
+                try:
+                    self._storage.record_heartbeat(trial_id)
+                except Exception as exc:  # a database hiccup must not stop the beating
+                    log.warning("heartbeat of trial id %d not recorded: %s", trial_id, exc)
 
 
 def _take_over_stale(study: optuna.Study) -> None:
@@ -283,7 +286,7 @@ def _tell(study: optuna.Study, trial: optuna.Trial, future: Future, *, criterion
         log.warning("%s K=%d %s rejected: %s", progress, k, cov, exc)
         return
     except BaseException:
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
         raise
     for key, value in row.items():
         trial.set_user_attr(key, value)
@@ -469,14 +472,21 @@ def run_selection(
                 for future in sorted(finished, key=lambda f: running[f].number):
                     trial = running.pop(future)
                     done += 1
-                    _tell(study, trial, future, criterion=select.criterion,
-                          progress=f"[{done}/{n_trials}]")
                     heartbeat.remove(trial)
+                    try:
+                        _tell(study, trial, future, criterion=select.criterion,
+                              progress=f"[{done}/{n_trials}]")
+                    except optuna.exceptions.UpdateFinishedTrialError:
+                        # Another worker heard no heartbeat for HEARTBEAT_GRACE_S (this
+                        # machine was suspended, say), failed the trial and queued its
+                        # point again: that retry's result stands, not this one.
+                        log.warning("trial %d was taken over by another worker; its result "
+                                    "here is dropped", trial.number)
     finally:
         # An error or an interrupt must not leave trials RUNNING in a shared study,
         # where other workers would wait for them.
         for trial in running.values():
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
 
     candidates: dict[str, dict[str, Any]] = {}
     for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):

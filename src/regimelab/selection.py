@@ -445,7 +445,8 @@ def run_selection(
                                  collinear=collinear)
         return row, time.perf_counter() - start
 
-    # Ask-and-tell: this thread asks Optuna for trials and reports them, the pool fits, and
+    # Ask-and-tell: this thread asks Optuna for trials and reports them, the pool fits.
+    # Asking from one thread keeps a worker from racing itself for a queued trial, and
     # hmmlearn's E-step and numpy release the GIL, so threads use the cores.
     done = 0
     workers = _workers(select.n_jobs)

@@ -28,8 +28,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
+import threading
 import time
+import warnings
 from concurrent.futures import (
     ALL_COMPLETED,
     FIRST_COMPLETED,
@@ -41,9 +42,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
 import optuna
 import pandas as pd
+import sqlalchemy
 from threadpoolctl import threadpool_limits
 
 from regimelab import __version__
@@ -59,6 +62,16 @@ log = logging.getLogger(__name__)
 STORAGE_ENV = "REGIMELAB_OPTUNA_STORAGE"
 # Another machine may still be running trials of a shared study; wait this long at most.
 SHARED_STUDY_WAIT_S = 6 * 3600.0
+# A worker records a heartbeat for each trial it runs this often (seconds). A trial whose
+# heartbeat is older than the grace period belongs to a worker that died (killed, machine
+# lost): the next worker that looks fails it and queues its grid point again.
+HEARTBEAT_INTERVAL_S = 30
+HEARTBEAT_GRACE_S = 300
+# How often a worker with nothing left to fit looks at a shared study again (seconds).
+POLL_S = 10.0
+# Optuna's retries of a dead worker's trial: a point that kills its worker this often
+# (out of memory, say) stays failed rather than killing every worker in turn.
+MAX_RETRIES = 3
 
 
 def evaluate_candidate(
@@ -128,6 +141,134 @@ def fresh_sqlite_storage(path: Path) -> str:
     return f"sqlite:///{path.as_posix()}"
 
 
+def _sqlite_no_implicit_begin(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" event issues BEGIN instead
+
+
+def _sqlite_begin_immediate(connection: sqlalchemy.Connection) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's database storage at ``url``, ready for several workers on one study.
+
+    Trials record heartbeats (see :data:`HEARTBEAT_INTERVAL_S`), and a trial
+    whose heartbeat is older than :data:`HEARTBEAT_GRACE_S` is failed by the
+    next worker that looks and queued again (Optuna's
+    ``RetryHeartbeatStaleTrialCallback``, at most :data:`MAX_RETRIES` times).
+
+    On SQLite every transaction takes the write lock when it begins (``BEGIN
+    IMMEDIATE``, SQLAlchemy's recipe): pysqlite otherwise reads outside any
+    transaction, so two processes could both read a queued trial as waiting and
+    both claim it. PostgreSQL's ``SELECT ... FOR UPDATE``, which Optuna uses
+    when it claims a trial, needs no help.
+    """
+    sqlite = url.startswith("sqlite")
+    for attempt in range(1, 4):
+        try:
+            with warnings.catch_warnings():
+                # Heartbeats and their retry callback are marked experimental in Optuna.
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(
+                    url, engine_kwargs={"connect_args": {"timeout": 60.0}} if sqlite else None,
+                    heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=HEARTBEAT_GRACE_S,
+                    heartbeat_stale_trial_callback=(
+                        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)))
+            break
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
+                sqlalchemy.exc.OperationalError) as exc:
+            # Workers that start together on a new database race to create Optuna's
+            # tables; the loser finds them made when it tries again.
+            if attempt == 3 or (isinstance(exc, sqlalchemy.exc.OperationalError)
+                                and "already exists" not in str(exc)):
+                raise
+            time.sleep(1.0)
+    if sqlite:
+        sqlalchemy.event.listen(storage.engine, "connect", _sqlite_no_implicit_begin)
+        sqlalchemy.event.listen(storage.engine, "begin", _sqlite_begin_immediate)
+        storage.engine.dispose()  # connections opened before the listeners go
+    return storage
+
+
+class _Heartbeat:
+    """Records a heartbeat for each trial this worker runs, every ``interval`` seconds.
+
+    Optuna's own heartbeat thread runs only inside ``Study.optimize``; the
+    selection asks and tells, so it beats for itself.
+    """
+
+    def __init__(self, storage: optuna.storages.RDBStorage, study_id: int,
+                 interval: float) -> None:
+        self._storage, self._study_id, self._interval = storage, study_id, interval
+        self._trial_ids: set[int] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="optuna-heartbeat",
+                                        daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def add(self, trial: optuna.Trial) -> None:
+        # The first beat at once: a trial without any heartbeat is never taken as stale.
+        trial_id = self._storage.get_trial_id_from_study_id_trial_number(self._study_id,
+                                                                         trial.number)
+        self._storage.record_heartbeat(trial_id)
+        with self._lock:
+            self._trial_ids.add(trial_id)
+
+    def remove(self, trial: optuna.Trial) -> None:
+        trial_id = self._storage.get_trial_id_from_study_id_trial_number(self._study_id,
+                                                                         trial.number)
+        with self._lock:
+            self._trial_ids.discard(trial_id)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._interval):
+            with self._lock:
+                trial_ids = sorted(self._trial_ids)
+            for trial_id in trial_ids:
+                try:
+                    self._storage.record_heartbeat(trial_id)
+                except Exception as exc:  # a database hiccup must not stop the beating
+                    log.warning("heartbeat of trial id %d not recorded: %s", trial_id, exc)
+
+
+def _take_over_stale(study: optuna.Study) -> None:
+    """Fail the trials of workers that stopped beating, and queue their points again."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def _point(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    # A queued trial keeps its point in system_attrs until a worker claims it.
+    return trial.system_attrs.get("fixed_params", trial.params)
+
+
+def _earlier_holder(study: optuna.Study, trial: optuna.Trial) -> int | None:
+    """The number of an earlier trial of the same grid point that has not failed, if any.
+
+    Of the trials of one point, only the lowest-numbered that has not failed is
+    fitted. Two workers that start together can both queue a point (Optuna's
+    ``skip_if_exists`` looks, then inserts), and the grid sampler adds a trial
+    when another worker took the last queued one between our look and our ask.
+    Each worker applies the rule after its own claim, so of two claims at the
+    same time the later-numbered sees the other and stands down.
+    """
+    point = trial.params
+    for other in study.get_trials(deepcopy=False):
+        if (other.number < trial.number and other.state != optuna.trial.TrialState.FAIL
+                and _point(other) == point):
+            return other.number
+    return None
+
+
 def _relative_cost(n_states: int, covariance_type: str) -> float:
     """Rough cost of fitting a candidate, for scheduling only."""
     return n_states * (3.0 if covariance_type in ("full", "tied") else 1.0)
@@ -145,7 +286,7 @@ def _tell(study: optuna.Study, trial: optuna.Trial, future: Future, *, criterion
         log.warning("%s K=%d %s rejected: %s", progress, k, cov, exc)
         return
     except BaseException:
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
         raise
     for key, value in row.items():
         trial.set_user_attr(key, value)
@@ -156,8 +297,9 @@ def _tell(study: optuna.Study, trial: optuna.Trial, future: Future, *, criterion
 
 
 def _workers(n_jobs: int) -> int:
-    # The cores this process may use (a container or taskset may allow fewer than exist).
-    return len(os.sched_getaffinity(0)) if n_jobs == -1 else n_jobs
+    # The cores this process may use: joblib counts the CPU affinity and a container's CPU
+    # quota, and works on every platform (os.sched_getaffinity is Linux only).
+    return joblib.cpu_count() if n_jobs == -1 else n_jobs
 
 
 def _make_sampler(select: SelectParams, seed: int) -> optuna.samplers.BaseSampler:
@@ -234,37 +376,65 @@ def run_selection(
     n_trials = select.n_trials or grid_size
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study = optuna.create_study(storage=storage, study_name=name, direction="minimize",
+        rdb = open_storage(storage)
+        study = optuna.create_study(storage=rdb, study_name=name, direction="minimize",
                                     sampler=_make_sampler(select, seed), load_if_exists=True)
     except Exception as exc:  # SQLAlchemy/driver errors come in many types
         raise ParamsError(f"select.storage: cannot open {storage!r} "
                           f"({type(exc).__name__}: {exc})") from None
 
     states = optuna.trial.TrialState
-    if select.sampler == "grid":
-        # Queue the grid, costliest first, so the workers finish together. A shared study
-        # may already hold a point (another machine queued it): it is not queued twice.
-        present = {(t.params.get("n_states"), t.params.get("covariance_type"))
-                   for t in study.get_trials(deepcopy=False)}
+    grid_mode = select.sampler == "grid"
+    if grid_mode:
+        # Queue the grid, costliest first, so the workers finish together. A point that a
+        # shared study already holds (queued, running or done by another worker) is not
+        # queued again; a queued trial keeps its point in system_attrs, not in params.
         grid = sorted(((k, c) for k in select.grid.n_states for c in select.grid.covariance_type),
                       key=lambda kc: (-_relative_cost(*kc), kc[0], kc[1]))
         for k, cov in grid:
-            if (k, cov) not in present:
-                study.enqueue_trial({"n_states": k, "covariance_type": cov})
+            study.enqueue_trial({"n_states": k, "covariance_type": cov}, skip_if_exists=True)
     asked = 0
 
     def next_trial() -> optuna.Trial | None:
         nonlocal asked
-        if select.sampler == "grid":
-            if not study.get_trials(deepcopy=False, states=(states.WAITING,)):
+        while True:
+            _take_over_stale(study)
+            waiting = study.get_trials(deepcopy=False, states=(states.WAITING,))
+            if not waiting and (grid_mode or asked >= n_trials):
                 return None
-        elif asked >= n_trials:
-            return None
-        asked += 1
-        trial = study.ask()
-        trial.suggest_categorical("n_states", list(select.grid.n_states))
-        trial.suggest_categorical("covariance_type", list(select.grid.covariance_type))
-        return trial
+            asked += 1
+            with warnings.catch_warnings():
+                # Optuna's heartbeat thread runs in Study.optimize only; _Heartbeat beats here.
+                warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+                trial = study.ask()
+            trial.suggest_categorical("n_states", list(select.grid.n_states))
+            trial.suggest_categorical("covariance_type", list(select.grid.covariance_type))
+            if not grid_mode or (holder := _earlier_holder(study, trial)) is None:
+                return trial
+            log.debug("trial %d: K=%d %s is trial %d's point; not fitted twice", trial.number,
+                      trial.params["n_states"], trial.params["covariance_type"], holder)
+            trial.set_user_attr("duplicate_of", holder)
+            study.tell(trial, state=states.FAIL)
+
+    def others_running() -> bool:
+        """Wait while other workers run trials; True when some came back to the queue."""
+        waited = 0.0
+        while True:
+            _take_over_stale(study)
+            if study.get_trials(deepcopy=False, states=(states.WAITING,)):
+                return True
+            others = study.get_trials(deepcopy=False, states=(states.RUNNING,))
+            if not others:
+                return False
+            if waited >= SHARED_STUDY_WAIT_S:
+                raise ModelError(
+                    f"select-states: {len(others)} trial(s) of study {name} are still running "
+                    f"elsewhere after {waited / 3600:.0f} h; a worker may have died without "
+                    "heartbeats: delete them from the study or use a new select.storage")
+            log.info("waiting for %d trial(s) that other workers are running in %s",
+                     len(others), name)
+            time.sleep(POLL_S)
+            waited += POLL_S
 
     def fit(trial: optuna.Trial) -> tuple[dict[str, Any], float]:
         start = time.perf_counter()
@@ -276,48 +446,53 @@ def run_selection(
         return row, time.perf_counter() - start
 
     # Ask-and-tell: this thread asks Optuna for trials and reports them, the pool fits.
-    # Asking from one thread keeps SQLite safe (two threads could pop the same queued
-    # trial), and hmmlearn's E-step and numpy release the GIL, so threads use the cores.
+    # Asking from one thread keeps a worker from racing itself for a queued trial, and
+    # hmmlearn's E-step and numpy release the GIL, so threads use the cores.
     done = 0
     workers = _workers(select.n_jobs)
     # TPE proposes from what it has been told: asking in batches and telling in trial
     # order keeps its proposals independent of which fit happens to finish first.
     batches = select.sampler == "tpe"
     running: dict[Future, optuna.Trial] = {}
+    heartbeat = _Heartbeat(rdb, rdb.get_study_id_from_name(name), HEARTBEAT_INTERVAL_S)
     try:
-        with threadpool_limits(1), ThreadPoolExecutor(max_workers=workers) as pool:
+        with (heartbeat, threadpool_limits(1),
+              ThreadPoolExecutor(max_workers=workers) as pool):
             while True:
                 while (not batches or not running) and len(running) < workers:
                     if (trial := next_trial()) is None:
                         break
+                    heartbeat.add(trial)
                     running[pool.submit(fit, trial)] = trial
                 if not running:
+                    if others_running():
+                        continue
                     break
                 finished, _ = wait(running, return_when=ALL_COMPLETED if batches
                                    else FIRST_COMPLETED)
                 for future in sorted(finished, key=lambda f: running[f].number):
                     trial = running.pop(future)
                     done += 1
-                    _tell(study, trial, future, criterion=select.criterion,
-                          progress=f"[{done}/{n_trials}]")
+                    heartbeat.remove(trial)
+                    try:
+                        _tell(study, trial, future, criterion=select.criterion,
+                              progress=f"[{done}/{n_trials}]")
+                    except optuna.exceptions.UpdateFinishedTrialError:
+                        # Another worker heard no heartbeat for HEARTBEAT_GRACE_S (this
+                        # machine was suspended, say), failed the trial and queued its
+                        # point again: that retry's result stands, not this one.
+                        log.warning("trial %d was taken over by another worker; its result "
+                                    "here is dropped", trial.number)
     finally:
         # An error or an interrupt must not leave trials RUNNING in a shared study,
         # where other workers would wait for them.
         for trial in running.values():
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-    waited = 0.0
-    while others := study.get_trials(deepcopy=False, states=(states.RUNNING,)):
-        if waited >= SHARED_STUDY_WAIT_S:
-            raise ModelError(f"select-states: {len(others)} trial(s) of study {name} are still "
-                             f"running elsewhere after {waited / 3600:.0f} h; a worker may have "
-                             "died: delete them from the study or use a new select.storage")
-        log.info("waiting for %d trial(s) that other workers are running in %s", len(others),
-                 name)
-        time.sleep(10.0)
-        waited += 10.0
+            study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
 
     candidates: dict[str, dict[str, Any]] = {}
     for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        if "duplicate_of" in trial.user_attrs or not trial.params:
+            continue  # a point's second trial, never fitted (see _earlier_holder)
         key = f"k{trial.params['n_states']}_{trial.params['covariance_type']}"
         if key in candidates and candidates[key]["status"] == "complete":
             continue  # a grid point two workers both ran: the results are the same

@@ -39,10 +39,10 @@ from typing import Annotated, Any, NotRequired
 import numpy as np
 import pandas as pd
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import Field, TypeAdapter, ValidationError
-from starlette.concurrency import run_in_threadpool
 from threadpoolctl import threadpool_limits
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 

@@ -56,7 +56,7 @@ def test_match_brute_force_enumeration(varying: bool) -> None:
 
 
 def test_constant_transitions_give_the_same_answer_either_way() -> None:
-    """hmmlearn's compiled path (one matrix) and the numpy loop (one per bar) agree."""
+    """One matrix for every bar and the same matrix given bar by bar agree."""
     n, k = 400, 4
     log_start, log_trans, log_emit = random_terms(2, n, k, varying=False)
     tiled = np.broadcast_to(log_trans, (n, k, k)).copy()

@@ -1,8 +1,9 @@
 """Forward, backward and Viterbi recursions with transitions that may change every bar.
 
-The DSSM's inference, in float64 numpy, for one gap-free sequence at a time.
-When the transition matrix is the same at every bar, hmmlearn's compiled
-recursions do the work; otherwise a numpy loop over the bars does.
+The DSSM's inference, in float64, for one gap-free sequence at a time, in
+compiled loops of the project's own (numba): one kernel serves a transition
+matrix that is the same at every bar and one per bar, and relies on no
+library's private internals.
 
 Inputs of every function:
 
@@ -16,8 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
-from hmmlearn import _hmmc
 
 
 @dataclass(frozen=True)
@@ -32,56 +33,104 @@ class Forward:
     trans: np.ndarray  # (K, K) or (T, K, K)
 
 
+def _per_bar(trans: np.ndarray) -> np.ndarray:
+    """Transitions as ``(T, K, K)`` or, when the same every bar, ``(1, K, K)``: the
+    kernels read row ``t`` of the first and row 0 of the second."""
+    return np.ascontiguousarray(trans[None] if trans.ndim == 2 else trans, dtype=np.float64)
+
+
+@numba.njit(cache=True, nogil=True)
+def _forward(start: np.ndarray, trans: np.ndarray, emit: np.ndarray, filtered: np.ndarray,
+             norm: np.ndarray) -> None:  # pragma: no cover (compiled)
+    n, k = emit.shape
+    varying = trans.shape[0] > 1
+    alpha = np.empty(k)
+    for j in range(k):
+        alpha[j] = start[j] * emit[0, j]
+    for t in range(n):
+        if t:
+            row = t if varying else 0
+            for j in range(k):
+                total = 0.0
+                for i in range(k):
+                    total += filtered[t - 1, i] * trans[row, i, j]
+                alpha[j] = total * emit[t, j]
+        total = 0.0
+        for j in range(k):
+            total += alpha[j]
+        norm[t] = total
+        for j in range(k):
+            filtered[t, j] = alpha[j] / total
+
+
+@numba.njit(cache=True, nogil=True)
+def _backward(trans: np.ndarray, emit: np.ndarray, norm: np.ndarray, beta: np.ndarray
+              ) -> None:  # pragma: no cover (compiled)
+    n, k = emit.shape
+    varying = trans.shape[0] > 1
+    for j in range(k):
+        beta[n - 1, j] = 1.0
+    for t in range(n - 2, -1, -1):
+        row = t + 1 if varying else 0
+        for i in range(k):
+            total = 0.0
+            for j in range(k):
+                total += trans[row, i, j] * emit[t + 1, j] * beta[t + 1, j]
+            beta[t, i] = total / norm[t + 1]
+
+
+@numba.njit(cache=True, nogil=True)
+def _viterbi(log_start: np.ndarray, log_trans: np.ndarray, log_emit: np.ndarray,
+             path: np.ndarray) -> None:  # pragma: no cover (compiled)
+    n, k = log_emit.shape
+    varying = log_trans.shape[0] > 1
+    back = np.zeros((n, k), dtype=np.int64)
+    delta = log_start + log_emit[0]
+    new = np.empty(k)
+    for t in range(1, n):
+        row = t if varying else 0
+        for j in range(k):
+            # The first best predecessor, as numpy's argmax takes it.
+            best, arg = delta[0] + log_trans[row, 0, j], 0
+            for i in range(1, k):
+                score = delta[i] + log_trans[row, i, j]
+                if score > best:
+                    best, arg = score, i
+            back[t, j] = arg
+            new[j] = best + log_emit[t, j]
+        delta[:] = new
+    last = 0
+    for j in range(1, k):
+        if delta[j] > delta[last]:
+            last = j
+    path[n - 1] = last
+    for t in range(n - 1, 0, -1):
+        path[t - 1] = back[t, path[t]]
+
+
 def forward(log_start: np.ndarray, log_trans: np.ndarray, log_emit: np.ndarray) -> Forward:
     """Scaled forward pass; exact log-likelihood in nats and filtered posteriors."""
     shift = log_emit.max(axis=1, keepdims=True)
     emit = np.exp(log_emit - shift)
-    start, trans = np.exp(log_start), np.exp(log_trans)
-    if trans.ndim == 2:
-        log_prob, filtered, scaling = _hmmc.forward_scaling(start, trans, emit)
-        # hmmlearn's scaling holds 1 / normaliser.
-        return Forward(float(log_prob + shift.sum()), filtered, 1.0 / scaling, emit, trans)
+    trans = np.exp(log_trans)
     n, k = emit.shape
-    filtered = np.empty((n, k))
-    norm = np.empty(n)
-    alpha = start * emit[0]
-    for t in range(n):
-        if t:
-            alpha = (alpha @ trans[t]) * emit[t]
-        norm[t] = alpha.sum()
-        alpha = alpha / norm[t]
-        filtered[t] = alpha
+    filtered, norm = np.empty((n, k)), np.empty(n)
+    _forward(np.exp(np.asarray(log_start, dtype=np.float64)), _per_bar(trans), emit,
+             filtered, norm)
     return Forward(float(np.log(norm).sum() + shift.sum()), filtered, norm, emit, trans)
 
 
 def smooth(fwd: Forward) -> np.ndarray:
     """P(z_t | x_1..T), shape ``(T, K)``, from a forward pass and the backward pass."""
-    if fwd.trans.ndim == 2:
-        start = np.full(fwd.trans.shape[0], 1.0 / fwd.trans.shape[0])  # unused by the pass
-        beta = _hmmc.backward_scaling(start, fwd.trans, fwd.emit, 1.0 / fwd.scaling)
-    else:
-        n, k = fwd.emit.shape
-        beta = np.empty((n, k))
-        beta[-1] = 1.0
-        for t in range(n - 2, -1, -1):
-            beta[t] = fwd.trans[t + 1] @ (fwd.emit[t + 1] * beta[t + 1]) / fwd.scaling[t + 1]
+    beta = np.empty_like(fwd.emit)
+    _backward(_per_bar(fwd.trans), fwd.emit, fwd.scaling, beta)
     post = fwd.filtered * beta
     return post / post.sum(axis=1, keepdims=True)
 
 
 def viterbi(log_start: np.ndarray, log_trans: np.ndarray, log_emit: np.ndarray) -> np.ndarray:
     """Most likely state path, shape ``(T,)``."""
-    if log_trans.ndim == 2:
-        return _hmmc.viterbi(np.exp(log_start), np.exp(log_trans), log_emit)[1]
-    n, k = log_emit.shape
-    back = np.empty((n, k), dtype=np.int64)
-    delta = log_start + log_emit[0]
-    for t in range(1, n):
-        scores = delta[:, None] + log_trans[t]
-        back[t] = scores.argmax(axis=0)
-        delta = scores[back[t], np.arange(k)] + log_emit[t]
-    path = np.empty(n, dtype=np.int64)
-    path[-1] = int(delta.argmax())
-    for t in range(n - 1, 0, -1):
-        path[t - 1] = back[t, path[t]]
+    path = np.empty(len(log_emit), dtype=np.int64)
+    _viterbi(np.asarray(log_start, dtype=np.float64), _per_bar(log_trans),
+             np.ascontiguousarray(log_emit, dtype=np.float64), path)
     return path

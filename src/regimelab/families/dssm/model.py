@@ -202,7 +202,9 @@ class RegimeDSSM:
     def _initial_hmm(self, X: np.ndarray, lengths: np.ndarray) -> Any:
         from regimelab.families.hmm.model import RegimeHMM
 
+        # The same floor as the DSSM's (the HMM needs one: its default without).
         return RegimeHMM(self.n_states, covariance_type="full", n_init=3,
+                         min_covar=self.min_covar if self.min_covar > 0 else 1e-3,
                          random_state=self.random_state).fit(X, lengths)
 
     def _train(self, net: DSSMNet, X: np.ndarray, lengths: np.ndarray, X_val: np.ndarray,

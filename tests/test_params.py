@@ -91,6 +91,9 @@ def test_unknown_section(tmp_path: Path) -> None:
     ("dssm", DSSMParams, {"emission": "garch"}, r"dssm\.emission: got 'garch'"),
     ("dssm", DSSMParams, {"lr": 0}, r"dssm\.lr"),
     ("dssm", DSSMParams, {"accelerator": "tpu"}, r"dssm\.accelerator"),
+    ("dssm", DSSMParams, {"min_covar": -1e-3}, r"dssm\.min_covar: got -0\.001; expected a "
+                                               r"number >= 0"),
+    ("dssm", DSSMParams, {"min_covar": "auto"}, r"dssm\.min_covar: got 'auto'"),
     ("evaluate", EvaluateParams, {"block": "politis"}, r"evaluate\.block: got 'politis'; "
                                                       r"expected 'auto'"),
     ("evaluate", EvaluateParams, {"block": 0}, r"evaluate\.block: got 0"),

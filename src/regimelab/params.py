@@ -353,6 +353,7 @@ class DSSMParams:
     transition: str = "static"
     emission: str = "scale"
     max_log_scale: float = 1.0
+    min_covar: float = 1e-3
     stickiness: float = 0.0
     window: int = 256
     stride: int = 224
@@ -378,6 +379,9 @@ class DSSMParams:
                  "'scale' (the past scales each regime's spread) or 'static'")
         _require(_is_number(self.max_log_scale) and self.max_log_scale > 0, "dssm",
                  "max_log_scale", self.max_log_scale, "a positive number")
+        _require(_is_number(self.min_covar) and 0 <= self.min_covar < float("inf"), "dssm",
+                 "min_covar", self.min_covar, "a number >= 0 (hmm.min_covar's default 1e-3 "
+                 "compares the families like with like; 0: no floor)")
         _require(_is_number(self.stickiness) and self.stickiness >= 0, "dssm", "stickiness",
                  self.stickiness, "a number >= 0 (0: no sticky prior; 1 about doubles the "
                  "expected dwell)")

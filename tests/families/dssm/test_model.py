@@ -135,7 +135,8 @@ def test_states_are_in_ascending_volatility(model: RegimeDSSM) -> None:
 def test_permuting_states_changes_names_not_the_model(model: RegimeDSSM,
                                                       data: SimpleNamespace) -> None:
     other = RegimeDSSM(3, **QUICK, transition="context")
-    other._attach(type(model.net_)(3, 3, hidden=8, transition="context").double())
+    other._attach(type(model.net_)(3, 3, hidden=8, transition="context",
+                                   min_covar=model.min_covar).double())
     other.net_.load_state_dict(model.net_.state_dict())
     other._attach(other.net_)
     order = np.array([2, 0, 1])
@@ -168,6 +169,26 @@ def test_save_and_load_round_trip(model: RegimeDSSM, data: SimpleNamespace,
     assert loaded.score(data.X, data.lengths) == model.score(data.X, data.lengths)
     np.testing.assert_array_equal(loaded.transmat_, model.transmat_)
     assert json.loads((tmp_path / "manifest.json").read_text())["note"] == "test"
+
+
+def test_the_floor_is_saved_and_a_model_from_before_it_loads_without_one(
+        model: RegimeDSSM, data: SimpleNamespace, tmp_path: Path) -> None:
+    assert model.min_covar == 1e-3  # the default, hmm.min_covar's
+    assert np.linalg.eigvalsh(model.covars_).min() >= model.min_covar
+    model.save(tmp_path, manifest={})
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["settings"]["min_covar"] == 1e-3
+    loaded = RegimeDSSM.load(tmp_path)
+    assert loaded.net_.min_covar == 1e-3
+    assert loaded.score(data.X, data.lengths) == model.score(data.X, data.lengths)
+    # Saved before dssm.min_covar: the same weights mean the model without a floor.
+    del manifest["settings"]["min_covar"]
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    old = RegimeDSSM.load(tmp_path)
+    assert old.min_covar == 0.0 and old.net_.min_covar == 0.0
+    np.testing.assert_allclose(old.covars_, model.covars_ - 1e-3 * np.eye(3), rtol=0,
+                               atol=1e-14)
+    assert old.score(data.X, data.lengths) != model.score(data.X, data.lengths)
 
 
 def test_load_refuses_what_does_not_match(model: RegimeDSSM, tmp_path: Path) -> None:

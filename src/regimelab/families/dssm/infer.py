@@ -57,21 +57,68 @@ def _affine(w_t: np.ndarray, x: np.ndarray, bias: np.ndarray, out: np.ndarray
 
 
 @numba.njit(cache=True, nogil=True)
+def _floored_log_density(chol: np.ndarray, scale2: np.ndarray, min_covar: float,
+                         diff: np.ndarray, cov: np.ndarray, fac: np.ndarray, z: np.ndarray
+                         ) -> float:  # pragma: no cover (compiled)
+    """``log N(diff; 0, L diag(scale2) L^T + min_covar I)`` for one state and bar.
+
+    ``chol`` (D, D) is L (lower); ``cov``, ``fac`` and ``z`` are work arrays. The
+    covariance's lower triangle, its Cholesky factor and the forward solve are
+    written out in a fixed order.
+    """
+    d = diff.shape[0]
+    for a in range(d):
+        for b in range(a + 1):
+            acc = 0.0
+            for c in range(b + 1):  # both rows of L are zero beyond their own index
+                acc += chol[a, c] * chol[b, c] * scale2[c]
+            cov[a, b] = acc + (min_covar if a == b else 0.0)
+    log_det = 0.0
+    for a in range(d):
+        for b in range(a + 1):
+            acc = cov[a, b]
+            for c in range(b):
+                acc -= fac[a, c] * fac[b, c]
+            if a == b:
+                fac[a, a] = math.sqrt(acc)
+                log_det += math.log(fac[a, a])
+            else:
+                fac[a, b] = acc / fac[b, b]
+    quad = 0.0
+    for a in range(d):
+        acc = diff[a]
+        for c in range(a):
+            acc -= fac[a, c] * z[c]
+        z[a] = acc / fac[a, a]
+        quad += z[a] * z[a]
+    return -0.5 * (d * LOG_2PI + quad) - log_det
+
+
+@numba.njit(cache=True, nogil=True)
 def _context_loop(white: np.ndarray, sq: np.ndarray, base: np.ndarray, log_det: np.ndarray,
                   start: np.ndarray, log_static: np.ndarray, trans_logits: np.ndarray,
                   w_ih_t: np.ndarray, b_ih: np.ndarray, w_hh_t: np.ndarray, b_hh: np.ndarray,
                   scale_w_t: np.ndarray, scale_b: np.ndarray, trans_w_t: np.ndarray,
-                  trans_b: np.ndarray, max_log_scale: float, log_emit: np.ndarray,
+                  trans_b: np.ndarray, max_log_scale: float, chol: np.ndarray,
+                  diff: np.ndarray, min_covar: float, log_emit: np.ndarray,
                   log_trans: np.ndarray) -> None:  # pragma: no cover (compiled)
     """Fill ``log_emit`` (T, K) and, with a transition head, ``log_trans`` (T, K, K).
 
     Weights come transposed (``w_t = w.T``); a head with no outputs
-    (``scale_b`` or ``trans_b`` empty) means the net has no such head.
+    (``scale_b`` or ``trans_b`` empty) means the net has no such head. With a
+    scale head and ``min_covar > 0`` each bar's covariance
+    ``L_k S_t^2 L_k^T + min_covar I`` is factorised afresh from ``chol`` (K, D, D),
+    the L_k, and ``diff`` (T, K, D), the bars less each regime's mean.
     """
     n, k, d = sq.shape
     hid = w_hh_t.shape[0]
     has_scale = scale_b.shape[0] > 0
     has_trans = trans_b.shape[0] > 0
+    floored = has_scale and min_covar > 0.0
+    scale2 = np.zeros(d)
+    cov = np.zeros((d, d))
+    fac = np.zeros((d, d))
+    z = np.zeros(d)
     h = np.zeros(hid)
     alpha = np.zeros(k)
     prior = np.zeros(k)
@@ -90,11 +137,17 @@ def _context_loop(white: np.ndarray, sq: np.ndarray, base: np.ndarray, log_det: 
                 s[j] = max_log_scale * math.tanh(s[j] / max_log_scale)
                 s_sum += s[j]
                 inv_scale2[j] = math.exp(-2.0 * s[j])
-            for i in range(k):
-                acc = 0.0
-                for j in range(d):
-                    acc += sq[t, i, j] * inv_scale2[j]
-                log_emit[t, i] = -0.5 * (d * LOG_2PI + acc) - log_det[i] - s_sum
+                scale2[j] = math.exp(2.0 * s[j])
+            if floored:
+                for i in range(k):
+                    log_emit[t, i] = _floored_log_density(chol[i], scale2, min_covar,
+                                                          diff[t, i], cov, fac, z)
+            else:
+                for i in range(k):
+                    acc = 0.0
+                    for j in range(d):
+                        acc += sq[t, i, j] * inv_scale2[j]
+                    log_emit[t, i] = -0.5 * (d * LOG_2PI + acc) - log_det[i] - s_sum
         else:
             for i in range(k):
                 log_emit[t, i] = base[t, i]
@@ -162,15 +215,19 @@ class NumpyPass:
 
     def __init__(self, net: DSSMNet) -> None:
         with torch.no_grad():
-            chol = _array(net.cholesky())
             self.n_states = net.n_states
             self.n_features = net.n_features
             self.max_log_scale = float(net.max_log_scale)
+            self.min_covar = float(net.min_covar)
             self.means = _array(net.means)
-            self.chol = chol
+            # chol: the L_k; base: the factor of the covariance with no context and the
+            # floor, which whitens what the GRU reads (the same as chol with no floor).
+            self.chol = _array(net.cholesky())
+            base = _array(net.base_cholesky())
+            self.covariances = _array(net.covariances())
             self.inv_chol = np.stack([solve_triangular(c, np.eye(self.n_features), lower=True)
-                                      for c in chol])
-            self.log_det = np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
+                                      for c in base])
+            self.log_det = np.log(np.diagonal(base, axis1=1, axis2=2)).sum(axis=1)
             self.log_start = log_softmax(_array(net.start_logits))
             self.trans_logits = _array(net.trans_logits)
             # The compiled loop takes each weight matrix transposed.
@@ -190,7 +247,8 @@ class NumpyPass:
         """
         k, d = self.n_states, self.n_features
         # white[t, k] = L_k^-1 (x_t - mu_k), shape (T, K, D)
-        white = np.ascontiguousarray(np.matmul((X[:, None, :] - self.means)[..., None, :],
+        diff = X[:, None, :] - self.means  # (T, K, D)
+        white = np.ascontiguousarray(np.matmul(diff[..., None, :],
                                                self.inv_chol.transpose(0, 2, 1))[..., 0, :])
         sq = white**2
         base = -0.5 * (d * LOG_2PI + sq.sum(axis=2)) - self.log_det  # (T, K): no context
@@ -203,6 +261,8 @@ class NumpyPass:
         _context_loop(white, sq, base, self.log_det, np.exp(self.log_start), log_static,
                       self.trans_logits, *self.gru,
                       *(self.scale or _NO_HEAD), *(self.trans or _NO_HEAD),
-                      self.max_log_scale, log_emit, log_trans)
+                      self.max_log_scale, self.chol,
+                      np.ascontiguousarray(diff) if self.min_covar > 0 else np.zeros((0, k, d)),
+                      self.min_covar, log_emit, log_trans)
         return Terms(self.log_start, log_trans if self.trans is not None else log_static,
                      log_emit)

@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 
 WEIGHTS = "weights.safetensors"
 
-_PARAM_NAMES = ("n_states", "hidden", "transition", "emission", "max_log_scale", "stickiness",
-                "window",
+_PARAM_NAMES = ("n_states", "hidden", "transition", "emission", "max_log_scale", "min_covar",
+                "stickiness", "window",
                 "stride", "burn_in", "batch_size", "max_epochs", "patience", "lr",
                 "weight_decay", "gradient_clip", "min_occupancy", "accelerator", "num_threads",
                 "random_state")
@@ -80,6 +80,11 @@ class RegimeDSSM:
         Whether the context scales the emissions' spread.
     max_log_scale : float
         Bound on the context's log-scale of each feature.
+    min_covar : float
+        Added to the diagonal of every emission covariance, the context's included,
+        as :class:`RegimeHMM` adds its ``min_covar`` after every M-step (the same
+        default), so the two families are regularised alike. A model saved before
+        the floor existed loads with 0.
     stickiness : float
         A sticky Dirichlet prior on the chain, as :class:`RegimeHMM`'s: 1 about
         doubles an average regime's expected dwell (see :class:`DSSMModule`).
@@ -104,7 +109,7 @@ class RegimeDSSM:
 
     def __init__(self, n_states: int, *, hidden: int = 32, transition: str = "static",
                  emission: str = "scale", max_log_scale: float = 1.0,
-                 stickiness: float = 0.0, window: int = 256,
+                 min_covar: float = 1e-3, stickiness: float = 0.0, window: int = 256,
                  stride: int = 224, burn_in: int = 32, batch_size: int = 32,
                  max_epochs: int = 40, patience: int = 5, lr: float = 1e-2,
                  weight_decay: float = 0.0, gradient_clip: float = 1.0,
@@ -115,6 +120,7 @@ class RegimeDSSM:
         self.transition = transition
         self.emission = emission
         self.max_log_scale = max_log_scale
+        self.min_covar = min_covar
         self.stickiness = stickiness
         self.window = window
         self.stride = stride
@@ -137,7 +143,7 @@ class RegimeDSSM:
     def _new_net(self, n_features: int) -> DSSMNet:
         return DSSMNet(self.n_states, n_features, hidden=self.hidden,
                        transition=self.transition, emission=self.emission,
-                       max_log_scale=self.max_log_scale)
+                       max_log_scale=self.max_log_scale, min_covar=self.min_covar)
 
     # -- fitting -------------------------------------------------------------------------
 
@@ -196,7 +202,9 @@ class RegimeDSSM:
     def _initial_hmm(self, X: np.ndarray, lengths: np.ndarray) -> Any:
         from regimelab.families.hmm.model import RegimeHMM
 
+        # The same floor as the DSSM's (the HMM needs one: its default without).
         return RegimeHMM(self.n_states, covariance_type="full", n_init=3,
+                         min_covar=self.min_covar if self.min_covar > 0 else 1e-3,
                          random_state=self.random_state).fit(X, lengths)
 
     def _train(self, net: DSSMNet, X: np.ndarray, lengths: np.ndarray, X_val: np.ndarray,
@@ -350,9 +358,9 @@ class RegimeDSSM:
 
     @property
     def covars_(self) -> np.ndarray:
-        """Each regime's emission covariance with no context, shape ``(K, D, D)``."""
-        chol = self._pass.chol
-        return chol @ chol.transpose(0, 2, 1)
+        """Each regime's emission covariance with no context, the floor included, shape
+        ``(K, D, D)``."""
+        return self._pass.covariances.copy()
 
     def permute(self, order: np.ndarray) -> None:
         """Renumber the states: new state ``i`` is old state ``order[i]``."""
@@ -418,7 +426,8 @@ class RegimeDSSM:
             raise ModelError(f"{folder}: manifest.json describes {manifest.get('model')!r}, "
                              "not a dssm")
         try:
-            self = cls(**manifest["settings"])
+            # A model saved before dssm.min_covar existed was trained without a floor.
+            self = cls(**{"min_covar": 0.0, **manifest["settings"]})
             # float64 before the weights go in: a float32 net would round them on the way.
             net = self._new_net(int(manifest.get("n_features", len(manifest["features"])))
                                 ).double()

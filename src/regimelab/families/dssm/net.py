@@ -8,13 +8,21 @@ segment starts with no past):
 - ``p(z_1 = k) = softmax(start_logits)_k``;
 - ``p(z_t = k | z_{t-1} = j, h_t) = softmax_k(trans_logits[j] + W_A h_t [j])``:
   a learned K x K chain, optionally modulated by the past (``transition='context'``);
-- ``x_t | z_t = k, h_t ~ N(mu_k, L_k S_t^2 L_k^T)`` with ``S_t = diag(exp(s(h_t)))``,
+- ``x_t | z_t = k, h_t ~ N(mu_k, L_k S_t^2 L_k^T + m I)`` with ``S_t = diag(exp(s(h_t)))``,
   ``|s| <= max_log_scale`` (``emission='scale'``): the past widens or narrows
   every regime's spread alike, along the regime's own whitened coordinates
-  (the first is the first feature itself).
+  (the first is the first feature itself). ``m`` is ``min_covar``, the floor
+  the Gaussian HMM adds to its covariances after every M-step: every
+  covariance the model uses, at every bar, has its eigenvalues at least ``m``,
+  so the two families are regularised alike and the context cannot buy
+  likelihood by shrinking a near-duplicate feature's variance towards zero.
+  With a floor and a scale head the covariance differs bar by bar, and each
+  bar factorises it afresh (a batched Cholesky of K D x D matrices).
 
 What the GRU reads after bar t is the bar's residual standardised by the
-regime the filter believes in, ``sum_k P(z_t = k | x_1..t) L_k^{-1}(x_t - mu_k)``,
+regime the filter believes in, ``sum_k P(z_t = k | x_1..t) C_k^{-1}(x_t - mu_k)``
+with ``C_k`` the Cholesky factor of the regime's covariance with no context,
+``L_k L_k^T + m I`` (``C_k = L_k`` when ``m = 0``),
 and the log of the mean squared one. It sees surprises relative to the
 current regime, not the level of the bars, so it models volatility
 clustering inside a regime (like a GARCH on standardised innovations) and
@@ -73,17 +81,21 @@ class DSSMNet(nn.Module):
         Whether the context scales the emissions' spread.
     max_log_scale : float
         Bound on the context's log-scale of each whitened coordinate.
+    min_covar : float
+        Added to the diagonal of every emission covariance, context included
+        (0: no floor, the model of versions before the floor).
     """
 
     def __init__(self, n_states: int, n_features: int, *, hidden: int = 32,
                  transition: str = "static", emission: str = "scale",
-                 max_log_scale: float = 1.0) -> None:
+                 max_log_scale: float = 1.0, min_covar: float = 0.0) -> None:
         super().__init__()
         self.n_states = n_states
         self.n_features = n_features
         self.transition = transition
         self.emission = emission
         self.max_log_scale = max_log_scale
+        self.min_covar = float(min_covar)
         k, d = n_states, n_features
         self.start_logits = nn.Parameter(torch.zeros(k))
         self.trans_logits = nn.Parameter(torch.zeros(k, k))
@@ -103,29 +115,58 @@ class DSSMNet(nn.Module):
     @torch.no_grad()
     def init_from_hmm(self, startprob: np.ndarray, transmat: np.ndarray, means: np.ndarray,
                       covars: np.ndarray) -> None:
-        """Set the regime parameters to a Gaussian HMM's (covars: full, shape (K, D, D))."""
+        """Set the regime parameters to a Gaussian HMM's (covars: full, shape (K, D, D)).
+
+        ``L_k L_k^T = covars_k - min_covar I``, so that with the floor added back the
+        covariance is the HMM's. The HMM's own floor keeps that positive when the
+        floors are equal; an eigenvalue that would fall below ``1e-6 min_covar`` is
+        raised to it (a change of at most that much).
+        """
         tiny = np.finfo(np.float64).tiny
         self.start_logits.copy_(torch.as_tensor(np.log(np.maximum(startprob, tiny))))
         self.trans_logits.copy_(torch.as_tensor(np.log(np.maximum(transmat, tiny))))
         self.means.copy_(torch.as_tensor(means))
-        chol = torch.linalg.cholesky(torch.as_tensor(covars, dtype=torch.float64))
+        cov = torch.as_tensor(covars, dtype=torch.float64)
+        if self.min_covar > 0:
+            eye = torch.eye(cov.shape[-1], dtype=torch.float64)
+            chol, info = torch.linalg.cholesky_ex(cov - self.min_covar * eye)
+            if bool((info != 0).any()) or bool(
+                    (torch.diagonal(chol, dim1=-2, dim2=-1) ** 2 < 1e-6 * self.min_covar).any()):
+                vals, vecs = torch.linalg.eigh(cov)
+                vals = torch.clamp(vals - self.min_covar, min=1e-6 * self.min_covar)
+                rest = (vecs * vals.unsqueeze(-2)) @ vecs.transpose(-1, -2)
+                chol = torch.linalg.cholesky(0.5 * (rest + rest.transpose(-1, -2)))
+        else:
+            chol = torch.linalg.cholesky(cov)
         self.chol_log_diag.copy_(torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)))
         self.chol_lower.copy_(torch.tril(chol, diagonal=-1))
 
     def cholesky(self) -> torch.Tensor:
-        """``L_k``, shape ``(K, D, D)``."""
+        """``L_k``, the learned factor before the floor, shape ``(K, D, D)``."""
         return torch.tril(self.chol_lower, diagonal=-1) + torch.diag_embed(
             torch.exp(self.chol_log_diag))
 
     def covariances(self) -> torch.Tensor:
-        """Each regime's emission covariance with no context, shape ``(K, D, D)``."""
+        """Each regime's emission covariance with no context, ``L_k L_k^T + min_covar I``,
+        shape ``(K, D, D)``."""
         chol = self.cholesky()
-        return chol @ chol.transpose(-1, -2)
+        cov = chol @ chol.transpose(-1, -2)
+        if self.min_covar > 0:
+            cov = cov + self.min_covar * torch.eye(self.n_features, dtype=cov.dtype,
+                                                   device=cov.device)
+        return cov
+
+    def base_cholesky(self) -> torch.Tensor:
+        """``C_k``, the Cholesky factor of :meth:`covariances`, shape ``(K, D, D)``;
+        ``L_k`` itself (not refactorised) when there is no floor."""
+        if self.min_covar > 0:
+            return torch.linalg.cholesky(self.covariances())
+        return self.cholesky()
 
     def whiten(self, x: torch.Tensor) -> torch.Tensor:
-        """``L_k^{-1} (x_t - mu_k)`` for every state, shape ``(..., K, D)``."""
+        """``C_k^{-1} (x_t - mu_k)`` for every state, shape ``(..., K, D)``."""
         eye = torch.eye(self.n_features, dtype=x.dtype, device=x.device)
-        inv = torch.linalg.solve_triangular(self.cholesky(), eye, upper=False)
+        inv = torch.linalg.solve_triangular(self.base_cholesky(), eye, upper=False)
         return torch.einsum("kij,...kj->...ki", inv, x.unsqueeze(-2) - self.means)
 
     def forward_pass(self, x: torch.Tensor, mask: torch.Tensor, *, keep_terms: bool = False
@@ -151,7 +192,16 @@ class DSSMNet(nn.Module):
         # (B, T, K, D) gradient at every bar, that of ``unbind`` stacks once.
         sq_steps = sq.unbind(1)
         both_steps = torch.cat([white, sq], dim=-1).unbind(1)
-        const = -0.5 * d * LOG_2PI - self.chol_log_diag.sum(-1)  # (K,)
+        log_det = (torch.log(torch.diagonal(self.base_cholesky(), dim1=-2, dim2=-1)).sum(-1)
+                   if self.min_covar > 0 else self.chol_log_diag.sum(-1))
+        const = -0.5 * d * LOG_2PI - log_det  # (K,)
+        # With a floor, the context's covariance L_k S_t^2 L_k^T + m I is factorised bar by
+        # bar; without one it is L_k S_t^2 L_k^T and the whitened bars above serve.
+        refactor = self.scale_head is not None and self.min_covar > 0
+        if refactor:
+            chol = self.cholesky()
+            floor = self.min_covar * torch.eye(d, dtype=x.dtype, device=x.device)
+            diff_steps = (x.unsqueeze(-2) - self.means).unsqueeze(-1).unbind(1)  # (B, K, D, 1)
         start = torch.softmax(self.start_logits, dim=-1)
         static = torch.softmax(self.trans_logits, dim=-1)
         h = x.new_zeros(batch, self.cell.hidden_size)
@@ -164,6 +214,13 @@ class DSSMNet(nn.Module):
         for t in range(steps):
             if self.scale_head is None:
                 log_emit = const - 0.5 * sq_steps[t].sum(-1)  # (B, K)
+            elif refactor:
+                s = self.max_log_scale * torch.tanh(self.scale_head(h) / self.max_log_scale)
+                scaled = chol * torch.exp(s)[:, None, None, :]  # L_k S_t, (B, K, D, D)
+                factor = torch.linalg.cholesky(scaled @ scaled.transpose(-1, -2) + floor)
+                resid = torch.linalg.solve_triangular(factor, diff_steps[t], upper=False)
+                log_emit = (-0.5 * d * LOG_2PI - 0.5 * resid.pow(2).sum((-2, -1))
+                            - torch.log(torch.diagonal(factor, dim1=-2, dim2=-1)).sum(-1))
             else:
                 s = self.max_log_scale * torch.tanh(self.scale_head(h) / self.max_log_scale)
                 spread = (sq_steps[t] * torch.exp(-2.0 * s).unsqueeze(1)).sum(-1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from regimelab.families.hmm.fit import candidate_seed, make_hmm
 from regimelab.params import GridParams, HMMParams, ModelParams, SelectParams
 from regimelab.selection import (
     criteria_tables,
+    decision_noise,
     evaluate_candidate,
     run_selection,
     scan_tables,
@@ -101,7 +103,8 @@ def test_evaluate_candidate_scores_what_train_hmm_refits() -> None:
                              hmm=hmm, seed=7)
     assert set(row) == {"n_states", "covariance_type", "train_ll_per_bar", "val_ll_per_bar",
                         "aic", "bic", "n_parameters", "restart_ari", "n_iter", "converged",
-                        "failed_restarts"}
+                        "failed_restarts", "restarts_continued", "restart_ll_spread_per_bar",
+                        "restart_val_ll_spread_per_bar"}
     # start 2 + transitions 6 + means 3 + variances 3
     assert row["n_parameters"] == 14
     n = len(X)
@@ -113,6 +116,18 @@ def test_evaluate_candidate_scores_what_train_hmm_refits() -> None:
     assert model.log_likelihood_ / n == row["train_ll_per_bar"]
     assert model.score(X_val, lengths_val) / len(X_val) == row["val_ll_per_bar"]
     assert 0.0 <= row["restart_ari"] <= 1.0 and row["failed_restarts"] == 0
+    # The optimiser's noise: how far apart the two restarts run to convergence end.
+    continued = [r for r in model.restarts_ if r.continued]
+    assert row["restarts_continued"] == len(continued) == 2
+    lls = [r.log_likelihood for r in continued]
+    assert row["restart_ll_spread_per_bar"] == abs(lls[0] - lls[1]) / n
+    val = [m.score(X_val, lengths_val) for m in model.continued_models_.values()]
+    assert val[0] == model.score(X_val, lengths_val)  # the best restart comes first
+    np.testing.assert_allclose(row["restart_val_ll_spread_per_bar"],
+                               abs(val[0] - val[1]) / len(X_val), rtol=1e-12, atol=0)
+    alone = evaluate_candidate(X, lengths, X_val, lengths_val, n_states=3,
+                               covariance_type="diag", hmm=HMMParams(n_init=1), seed=7)
+    assert alone["restarts_continued"] == 1 and np.isnan(alone["restart_ll_spread_per_bar"])
 
 
 def test_candidate_seed_is_stable_and_distinct() -> None:
@@ -295,7 +310,10 @@ def test_the_edge_flag_says_where_the_criterion_is_best(tmp_path: Path) -> None:
     assert runs["bic"]["choice"]["at_grid_edge"] is True
     # The scan finds two reproducible, distinct regimes and no third: not at the edge.
     stable = runs["stability"]
-    assert stable["choice"] == {"n_states": 2, "covariance_type": "diag", "at_grid_edge": False}
+    # One covariance type at that count: no HMM decision to weigh against the noise.
+    assert stable["choice"] == {"n_states": 2, "covariance_type": "diag", "at_grid_edge": False,
+                                "within_optimiser_noise": None}
+    assert stable["optimiser_noise"]["choice"]["runner_up"] is None
     assert stable["bic_optimum_n_states"] == 3
     tables = scan_tables(stable)
     np.testing.assert_array_equal(tables["scan"]["n_states"], [2, 3])
@@ -328,3 +346,99 @@ def test_full_covariances_over_collinear_features_are_refused(tmp_path: Path) ->
     assert result["candidates"]["k2_full"]["status"] == "pruned"
     assert "correlate" in result["candidates"]["k2_full"]["failed"]
     assert result["choice"]["covariance_type"] == "diag"
+
+
+# -- the optimiser's noise against the decision ---------------------------------------------
+
+
+def noisy(n_states: int, cov: str, bic: float, val_ll: float, *, spread: float,
+          val_spread: float = float("nan")) -> dict[str, Any]:
+    """A candidate whose continued restarts ended ``spread`` nats per training bar apart."""
+    return {**row(n_states, cov, bic, val_ll), "restart_ll_spread_per_bar": spread,
+            "restart_val_ll_spread_per_bar": val_spread}
+
+
+# 0.001 nats per bar over 1,000 training bars is 1 nat of log-likelihood, 2 in BIC.
+@pytest.mark.parametrize("bic_3, within", [(901.5, True), (902.5, False)])
+def test_a_bic_gap_below_the_restart_spread_is_flagged(bic_3: float, within: bool) -> None:
+    rows = [noisy(2, "diag", 950.0, -1.2, spread=0.0), noisy(4, "diag", 900.0, -1.0,
+                                                             spread=0.001),
+            noisy(3, "diag", bic_3, -1.1, spread=0.0)]
+    noise = decision_noise(rows, chosen=rows[1], criterion="bic", n_train=1000)
+    assert noise["chosen"] == "k4_diag" and noise["runner_up"] == "k3_diag"
+    np.testing.assert_allclose([noise["gap"], noise["restart_spread"]], [bic_3 - 900.0, 2.0],
+                               rtol=1e-12, atol=0)
+    assert noise["within_optimiser_noise"] is within and noise["units"] == "BIC"
+
+
+def test_the_runner_up_s_spread_counts_too() -> None:
+    rows = [noisy(3, "diag", 900.0, -1.0, spread=0.0), noisy(3, "full", 901.0, -1.0,
+                                                             spread=0.002)]
+    noise = decision_noise(rows, chosen=rows[0], criterion="aic", n_train=1000)
+    assert noise["runner_up_restart_spread"] == 4.0
+    assert noise["within_optimiser_noise"] is True
+    # A tie-broken choice that the criterion ranks second: the gap is still its distance.
+    noise = decision_noise(rows, chosen=rows[1], criterion="bic", n_train=1000)
+    assert (noise["runner_up"], noise["gap"]) == ("k3_diag", 1.0)
+
+
+@pytest.mark.parametrize("val_spread, within", [(0.02, True), (0.005, False)])
+def test_val_ll_compares_validation_spreads(val_spread: float, within: bool) -> None:
+    # A large training spread does not count: val_ll decides on validation bars.
+    rows = [noisy(2, "diag", 900.0, -1.00, spread=1.0, val_spread=val_spread),
+            noisy(5, "full", 900.0, -1.01, spread=1.0, val_spread=0.0)]
+    noise = decision_noise(rows, chosen=rows[0], criterion="val_ll", n_train=1000)
+    np.testing.assert_allclose(noise["gap"], 0.01, rtol=1e-9)
+    assert noise["within_optimiser_noise"] is within
+    assert noise["units"] == "nats per validation bar"
+
+
+def test_no_runner_up_or_no_measured_spread_is_unknown() -> None:
+    alone = [noisy(3, "diag", 900.0, -1.0, spread=0.01)]
+    assert decision_noise(alone, chosen=alone[0], criterion="bic",
+                          n_train=1000)["within_optimiser_noise"] is None
+    unmeasured = [noisy(3, "diag", 900.0, -1.0, spread=float("nan")),
+                  noisy(4, "diag", 900.5, -1.0, spread=float("nan")),
+                  noisy(5, "diag", 800.0, -1.0, spread=0.1, val_spread=0.1) | {
+                      "status": "pruned"}]
+    noise = decision_noise(unmeasured, chosen=unmeasured[0], criterion="bic", n_train=1000)
+    assert noise["runner_up"] == "k4_diag" and noise["within_optimiser_noise"] is None
+
+
+def test_the_selection_flags_a_choice_inside_the_noise(tmp_path: Path, monkeypatch,
+                                                       caplog: pytest.LogCaptureFixture
+                                                       ) -> None:
+    # The grid's fits replaced by known scores: K=3 beats K=2 by 1.5 BIC, and K=3's
+    # restarts ended 1 nat (2 BIC) apart; AIC's optimum is clear of its noise.
+    bars = make_market(900, n_regimes=2, random_state=2)
+    X, lengths, X_val, lengths_val = log_range_split(bars)
+    n = len(X)
+    scores = {2: (1001.5, 1100.0, -1.1, 0.0), 3: (1000.0, 1000.0, -1.0, 1.0 / n)}
+
+    def fake(X, lengths, X_val, lengths_val, *, n_states, covariance_type, **_):
+        bic, aic, val_ll, spread = scores[n_states]
+        scored = {k: v for k, v in row(n_states, covariance_type, bic, val_ll, aic=aic).items()
+                  if k != "status"}
+        return {**scored, "restart_ari": 1.0, "n_iter": 5, "restart_ll_spread_per_bar": spread,
+                "restart_val_ll_spread_per_bar": 0.0}
+
+    monkeypatch.setattr("regimelab.selection.evaluate_candidate", fake)
+    select = SelectParams(grid=GridParams(n_states=(2, 3), covariance_type=("diag",)),
+                          criterion="bic", tie_tolerance=0.0, resamples=1, penalties=(5.0,))
+    with caplog.at_level(logging.WARNING, logger="regimelab.selection"):
+        result = run_selection(X, lengths, X_val, lengths_val, select=select,
+                               hmm=HMMParams(n_init=2), seed=0,
+                               storage=f"sqlite:///{tmp_path}/s.db", name="noise")
+    assert result["choice"]["n_states"] == 3
+    assert result["choice"]["within_optimiser_noise"] is True
+    noise = result["optimiser_noise"]
+    assert (noise["choice"]["chosen"], noise["choice"]["runner_up"]) == ("k3_diag", "k2_diag")
+    np.testing.assert_allclose([noise["choice"]["gap"], noise["choice"]["restart_spread"]],
+                               [1.5, 2.0], rtol=1e-9)
+    assert noise["bic"]["within_optimiser_noise"] is True
+    assert noise["aic"]["within_optimiser_noise"] is False  # 100 apart, 2 of noise
+    assert noise["val_ll"]["within_optimiser_noise"] is False  # no validation spread
+    assert [r.message for r in caplog.records if "WITHIN OPTIMISER NOISE" in r.message] == [
+        "WITHIN OPTIMISER NOISE: BIC k3_diag over k2_diag by 1.5 BIC, less than the restarts' "
+        "spread (2, 0): another seed may decide otherwise; more restarts (hmm.n_init, "
+        "hmm.n_continue) narrow it"]

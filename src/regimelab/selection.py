@@ -90,13 +90,20 @@ def evaluate_candidate(
     dict
         ``train_ll_per_bar``, ``val_ll_per_bar`` (nats), ``aic``, ``bic``,
         ``n_parameters``, ``restart_ari``, ``n_iter``, ``converged``,
-        and ``failed_restarts``. Nothing that varies between runs (such as
-        timings), so the metrics file is reproducible.
+        ``failed_restarts``, and the optimiser's noise: ``restarts_continued``
+        (restarts run to convergence) and how far apart they end, best minus
+        worst, on train (``restart_ll_spread_per_bar``) and on validation
+        (``restart_val_ll_spread_per_bar``), in nats per bar (NaN with fewer
+        than two). Nothing that varies between runs (such as timings), so the
+        metrics file is reproducible.
     """
     check_collinear(covariance_type, collinear, allow=hmm.allow_collinear)
     model = make_hmm(n_states, covariance_type, hmm=hmm, seed=seed).fit(
         X, lengths, feature_names=feature_names)
     train_ll = model.log_likelihood_
+    continued = model.continued_models_
+    train_lls = [model.restarts_[i].log_likelihood for i in continued]
+    val_lls = [m.score(X_val, lengths_val) for m in continued.values()]
     return {
         "n_states": n_states,
         "covariance_type": covariance_type,
@@ -109,7 +116,82 @@ def evaluate_candidate(
         "n_iter": model.n_iter_,
         "converged": model.converged_,
         "failed_restarts": sum(r.failed is not None for r in model.restarts_),
+        "restarts_continued": len(continued),
+        "restart_ll_spread_per_bar": _spread(train_lls) / len(X),
+        "restart_val_ll_spread_per_bar": _spread(val_lls) / len(X_val),
     }
+
+
+def _spread(values: list[float]) -> float:
+    """Largest minus smallest; NaN for fewer than two values (no spread to measure)."""
+    return float(max(values) - min(values)) if len(values) > 1 else float("nan")
+
+
+# The HMM grid's criteria whose decisions are checked against the optimiser's noise.
+NOISE_CRITERIA = ("bic", "aic", "val_ll")
+_NOISE_UNITS = {"bic": "BIC", "aic": "AIC", "val_ll": "nats per validation bar"}
+
+
+def restart_spread(row: dict[str, Any], criterion: str, *, n_train: int) -> float:
+    """How far a candidate's ``criterion`` moves between its continued restarts.
+
+    In the criterion's own units: AIC and BIC are -2 log-likelihood plus a
+    penalty that every restart of a candidate shares, so their spread is twice
+    the training log-likelihood's; ``val_ll`` is the spread of the restarts'
+    validation log-likelihoods per bar. NaN when it was not measured.
+    """
+    if criterion == "val_ll":
+        return float(row.get("restart_val_ll_spread_per_bar", float("nan")))
+    return 2.0 * n_train * float(row.get("restart_ll_spread_per_bar", float("nan")))
+
+
+def decision_noise(candidates: list[dict[str, Any]], *, chosen: dict[str, Any],
+                   criterion: str, n_train: int) -> dict[str, Any]:
+    """Whether the gap between ``chosen`` and the runner-up exceeds the optimiser's noise.
+
+    The runner-up is the best other complete candidate by ``criterion``
+    (``bic``, ``aic`` or ``val_ll``). The noise is the larger of the two
+    candidates' restart spreads (:func:`restart_spread`): the restarts of one
+    candidate ending that far apart means another seed could move its score by
+    as much. When the gap is smaller, which of the two wins is the optimiser's
+    draw rather than the data's answer. The spread of the best two restarts
+    is a lower bound on that noise, so ``within_optimiser_noise: false`` is
+    the weaker statement.
+
+    Returns
+    -------
+    dict
+        ``criterion``, ``units``, ``chosen`` and ``runner_up`` (``k{K}_{type}``;
+        ``runner_up`` None when there is no other candidate), ``gap`` (>= 0, in
+        the criterion's units), ``restart_spread`` (the chosen candidate's),
+        ``runner_up_restart_spread``, and ``within_optimiser_noise``: True when
+        the gap is smaller than the larger spread, None when neither spread
+        was measured (fewer than two restarts converged) or there is no
+        runner-up.
+    """
+    done = [c for c in candidates if c.get("status") == "complete"]
+    key = _candidate_key(chosen)
+    others = [c for c in done if _candidate_key(c) != key]
+    result: dict[str, Any] = {"criterion": criterion, "units": _NOISE_UNITS[criterion],
+                              "chosen": key, "runner_up": None, "gap": None,
+                              "restart_spread": restart_spread(chosen, criterion,
+                                                               n_train=n_train),
+                              "runner_up_restart_spread": None,
+                              "within_optimiser_noise": None}
+    if not others:
+        return result
+    runner = min(others, key=lambda c: score_to_minimise(c, criterion))
+    gap = abs(score_to_minimise(runner, criterion) - score_to_minimise(chosen, criterion))
+    spreads = [result["restart_spread"], restart_spread(runner, criterion, n_train=n_train)]
+    measured = [s for s in spreads if np.isfinite(s)]
+    result.update(runner_up=_candidate_key(runner), gap=gap,
+                  runner_up_restart_spread=spreads[1],
+                  within_optimiser_noise=bool(gap < max(measured)) if measured else None)
+    return result
+
+
+def _candidate_key(row: dict[str, Any]) -> str:
+    return f"k{row['n_states']}_{row['covariance_type']}"
 
 
 def study_name(arrays: list[np.ndarray], *, columns: list[str], select: SelectParams,
@@ -291,8 +373,9 @@ def _tell(study: optuna.Study, trial: optuna.Trial, future: Future, *, criterion
     for key, value in row.items():
         trial.set_user_attr(key, value)
     study.tell(trial, score_to_minimise(row, criterion))
-    log.info("%s K=%d %-4s BIC %.0f, val LL %.4f nats/bar, restart ARI %.2f, %d iterations, "
-             "%.1f s", progress, k, cov, row["bic"], row["val_ll_per_bar"], row["restart_ari"],
+    log.info("%s K=%d %-4s BIC %.0f, val LL %.4f nats/bar, restart ARI %.2f and spread %.2g "
+             "nats/bar, %d iterations, %.1f s", progress, k, cov, row["bic"],
+             row["val_ll_per_bar"], row["restart_ari"], row["restart_ll_spread_per_bar"],
              row["n_iter"], seconds)
 
 
@@ -344,33 +427,21 @@ def _criterion_optimum(candidates: list[dict[str, Any]], criterion: str) -> int:
     return min(done, key=lambda c: score_to_minimise(c, criterion))["n_states"]
 
 
-def run_selection(
+def search_grid(
     X: np.ndarray, lengths: np.ndarray, X_val: np.ndarray, lengths_val: np.ndarray, *,
     select: SelectParams, hmm: HMMParams, seed: int, storage: str, name: str,
-    jump: JumpParams | None = None, min_dwell: float = 24.0,
     feature_names: list[str] | None = None, collinear: list | None = None,
-) -> dict[str, Any]:
-    """Search the HMM grid with Optuna, scan the regimes, and choose a model.
+) -> dict[str, dict[str, Any]]:
+    """Fit and score the HMM grid with Optuna, ``select.n_jobs`` candidates at a time.
 
-    Parameters
-    ----------
-    X, lengths : training observations (n_samples, n_features) and sequence lengths
-    X_val, lengths_val : validation observations and sequence lengths
-    select, hmm, jump : the ``select``, ``hmm`` and ``jump`` params
-    seed : ``model.seed``
-    storage : an Optuna storage URL (``sqlite:///...`` or ``postgresql://...``)
-    name : the study name (see :func:`study_name`)
-    min_dwell : the median run, in bars, the scan calibrates the jump penalty to
-        (see :func:`regimelab.choice.min_dwell_bars`)
-    collinear : the scaler's collinear pairs: full covariances over them are refused
+    Parameters are those of :func:`run_selection`.
 
     Returns
     -------
     dict
-        ``choice`` (``n_states``, ``covariance_type``, ``at_grid_edge``),
-        ``criterion``, ``tie_tolerance``, ``n_train``, ``candidates`` (one
-        entry per HMM grid point, keyed ``k{K}_{type}``) and ``scan`` (one
-        entry per state count, keyed ``k{K}``).
+        One row per grid point (see :func:`evaluate_candidate`), keyed
+        ``k{K}_{type}`` in grid order, with ``status`` ``complete``, or
+        ``pruned``/``fail`` and the reason in ``failed``.
     """
     grid_size = len(select.grid.n_states) * len(select.grid.covariance_type)
     n_trials = select.n_trials or grid_size
@@ -503,8 +574,46 @@ def run_selection(
                                "n_states": trial.params["n_states"],
                                "covariance_type": trial.params["covariance_type"],
                                "failed": trial.user_attrs.get("failed", "")}
-    candidates = dict(sorted(candidates.items(), key=lambda kv: (
+    return dict(sorted(candidates.items(), key=lambda kv: (
         kv[1]["n_states"], COVARIANCE_TYPES.index(kv[1]["covariance_type"]))))
+
+
+def run_selection(
+    X: np.ndarray, lengths: np.ndarray, X_val: np.ndarray, lengths_val: np.ndarray, *,
+    select: SelectParams, hmm: HMMParams, seed: int, storage: str, name: str,
+    jump: JumpParams | None = None, min_dwell: float = 24.0,
+    feature_names: list[str] | None = None, collinear: list | None = None,
+) -> dict[str, Any]:
+    """Search the HMM grid with Optuna, scan the regimes, and choose a model.
+
+    Parameters
+    ----------
+    X, lengths : training observations (n_samples, n_features) and sequence lengths
+    X_val, lengths_val : validation observations and sequence lengths
+    select, hmm, jump : the ``select``, ``hmm`` and ``jump`` params
+    seed : ``model.seed``
+    storage : an Optuna storage URL (``sqlite:///...`` or ``postgresql://...``)
+    name : the study name (see :func:`study_name`)
+    min_dwell : the median run, in bars, the scan calibrates the jump penalty to
+        (see :func:`regimelab.choice.min_dwell_bars`)
+    collinear : the scaler's collinear pairs: full covariances over them are refused
+
+    Returns
+    -------
+    dict
+        ``choice`` (``n_states``, ``covariance_type``, ``at_grid_edge``,
+        ``within_optimiser_noise``), ``criterion``, ``tie_tolerance``,
+        ``n_train``, ``candidates`` (one entry per HMM grid point, keyed
+        ``k{K}_{type}``), ``scan`` (one entry per state count, keyed ``k{K}``)
+        and ``optimiser_noise``: for the HMM grid's part of the choice (the
+        whole choice with ``bic``, ``aic`` or ``val_ll``; the covariance type
+        at the chosen count with ``stability``) and for each of those three
+        criteria's own optimum, the gap to the runner-up against the restarts'
+        spread (see :func:`decision_noise`).
+    """
+    candidates = search_grid(X, lengths, X_val, lengths_val, select=select, hmm=hmm, seed=seed,
+                             storage=storage, name=name, feature_names=feature_names,
+                             collinear=collinear)
     rows = list(candidates.values())
     largest = max(select.grid.n_states)
     scan = run_scan(X, lengths, X_val, lengths_val, select=select,
@@ -528,10 +637,23 @@ def run_selection(
         choice = {"n_states": n_states, "covariance_type": cov}
         # The criterion's optimum lies at the edge when even the largest count passes.
         at_edge = n_states == largest and passed
+        # The HMM grid decides only the covariance type here, by BIC among the count's.
+        decided = [c for c in at_k if c["covariance_type"] == cov]
+        noise = (decision_noise(at_k, chosen=decided[0], criterion="bic", n_train=len(X))
+                 if decided else None)
     else:
         choice = choose(rows, criterion=select.criterion, tie_tolerance=select.tie_tolerance,
                         n_train=len(X))
         at_edge = _criterion_optimum(rows, select.criterion) == largest
+        noise = decision_noise(rows, chosen=choice, criterion=select.criterion, n_train=len(X))
+    noise_table = _criteria_noise(rows, n_train=len(X))
+    within = None if noise is None else noise["within_optimiser_noise"]
+    if within:
+        log.warning("WITHIN OPTIMISER NOISE: %s %s over %s by %.4g %s, less than the restarts' "
+                    "spread (%.4g, %.4g): another seed may decide otherwise; more restarts "
+                    "(hmm.n_init, hmm.n_continue) narrow it", noise["criterion"].upper(),
+                    noise["chosen"], noise["runner_up"], noise["gap"], noise["units"],
+                    noise["restart_spread"], noise["runner_up_restart_spread"])
     bic_optimum = _criterion_optimum(rows, "bic") if any(
         c.get("status") == "complete" for c in rows) else None
     if at_edge:
@@ -543,7 +665,7 @@ def run_selection(
                     "falling with more states (see the candidates table)", largest)
     return {
         "choice": {"n_states": choice["n_states"], "covariance_type": choice["covariance_type"],
-                   "at_grid_edge": at_edge},
+                   "at_grid_edge": at_edge, "within_optimiser_noise": within},
         "criterion": select.criterion,
         "tie_tolerance": select.tie_tolerance,
         "min_stability": select.min_stability,
@@ -555,7 +677,18 @@ def run_selection(
         "study": name,
         "candidates": candidates,
         "scan": scan,
+        "optimiser_noise": {"choice": noise, **noise_table},
     }
+
+
+def _criteria_noise(rows: list[dict[str, Any]], *, n_train: int) -> dict[str, dict[str, Any]]:
+    """For each of BIC, AIC and val_ll, its optimum's gap to the runner-up against the noise."""
+    done = [c for c in rows if c.get("status") == "complete"]
+    if not done:
+        return {}
+    return {criterion: decision_noise(
+        done, chosen=min(done, key=lambda c: score_to_minimise(c, criterion)),
+        criterion=criterion, n_train=n_train) for criterion in NOISE_CRITERIA}
 
 
 def criteria_tables(selection: dict[str, Any]) -> dict[str, pd.DataFrame]:

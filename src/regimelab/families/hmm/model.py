@@ -341,6 +341,9 @@ class RegimeHMM:
         self.n_iter_ = restarts[best].n_iter
         self.converged_ = restarts[best].converged
         self.n_samples_ = len(X)
+        # The restarts run to convergence, best first: how far apart they end is the
+        # optimiser's noise (select-states scores them on validation too). Not saved.
+        self.continued_models_ = {i: models[i] for i in finished}
         # How much restarts agree: ARI between the decoded paths of the two best.
         self.restart_ari_ = (
             float(adjusted_rand_score(models[finished[1]].predict(X, lengths),

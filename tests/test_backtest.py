@@ -14,7 +14,7 @@ from numpy.testing import assert_allclose
 from scipy import stats as sps
 
 from regimelab.backtest import rules, stats
-from regimelab.backtest.report import run_backtest, symbol_returns
+from regimelab.backtest.report import panel_summary, run_backtest, symbol_returns
 from regimelab.backtest.walkforward import refit_points, settings_for, walk_forward
 from regimelab.exceptions import ParamsError
 from regimelab.features import build_features
@@ -193,3 +193,18 @@ def test_stage_writes_metrics_and_plots(tmp_path: Path) -> None:
     first = (tmp_path / "out/backtest.json").read_bytes()
     load_stage("backtest").main(args)
     assert (tmp_path / "out/backtest.json").read_bytes() == first
+
+
+def test_panel_summary_takes_the_median_and_the_share_of_better_drawdowns() -> None:
+    def block(hold_dd: float, rule_dd: float, diff: float) -> dict:
+        row = {"max_drawdown": rule_dd, "sharpe_diff": diff}
+        return {"buy_and_hold": {"max_drawdown": hold_dd, "sharpe_diff": 0.0},
+                "vol_threshold": row, "jump": {"risk_onoff": row, "vol_target": row}}
+
+    params = BacktestParams(families=("jump",), exposures={})
+    blocks = {"A": block(-0.5, -0.3, 0.2), "B": block(-0.5, -0.5, -0.1),
+              "C": block(-0.4, -0.6, 0.4)}
+    summary = panel_summary(blocks, params)
+    assert set(summary) == {"vol_threshold", "jump_risk_onoff", "jump_vol_target"}
+    assert summary["jump_risk_onoff"] == {"median_sharpe_diff": 0.2,
+                                          "drawdown_improved_share": 1 / 3, "n_symbols": 3}

@@ -37,6 +37,9 @@ BENCHMARK = "buy_and_hold"
 BASELINE = "vol_threshold"
 #: Rules the hindsight comparison is run for.
 HINDSIGHT_RULES = ("risk_onoff", "vol_target")
+#: A drawdown improves only by more than this (a hundredth of a percentage point): a
+#: strategy that held through the same fall is not better by rounding.
+DRAWDOWN_TOLERANCE = 1e-4
 
 
 @dataclass(frozen=True)
@@ -172,7 +175,8 @@ def panel_summary(blocks: dict[str, dict[str, Any]], params: BacktestParams
     out = {}
     for name, get in strategies:
         diffs = [get(b)["sharpe_diff"] for b in blocks.values()]
-        better = [get(b)["max_drawdown"] > b[BENCHMARK]["max_drawdown"] for b in blocks.values()]
+        better = [get(b)["max_drawdown"] > b[BENCHMARK]["max_drawdown"] + DRAWDOWN_TOLERANCE
+                  for b in blocks.values()]
         out[name] = {"median_sharpe_diff": float(np.median(diffs)),
                      "drawdown_improved_share": float(np.mean(better)),
                      "n_symbols": len(blocks)}

@@ -31,6 +31,7 @@ from typing import Any
 
 from regimelab.backtest.report import run_backtest
 from regimelab.backtest.walkforward import settings_for
+from regimelab.choice import min_dwell_bars
 from regimelab.data.validate import ingest
 from regimelab.features import build_features
 from regimelab.features.build import base_interval
@@ -81,10 +82,15 @@ def main() -> None:
     parser.add_argument("--data", nargs="+", default=list(DATA), choices=list(DATA))
     parser.add_argument("--families", nargs="+", default=None,
                         help="default: backtest.families in params.yaml")
+    parser.add_argument("--settings", default=None, choices=["fixed", "past"],
+                        help="default: backtest.settings in params.yaml")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     p = ROOT / "params.yaml"
     backtest = load_section("backtest", p)
+    if args.settings is not None:
+        backtest = replace(backtest, settings=args.settings)
+    select = load_section("select", p)
     families = args.families or list(backtest.families)
     record: dict[str, Any] = {}
     for name in args.data:
@@ -96,7 +102,9 @@ def main() -> None:
             result = run_backtest(
                 table, bars, columns=spec["columns"],
                 base_timeframe=base_interval(bars), params=params,
-                settings=settings_for(params, None), scale=load_section("scale", p),
+                settings=settings_for(params, None, penalties=select.penalties,
+                                      min_dwell=min_dwell_bars(select, base_interval(bars))),
+                scale=load_section("scale", p),
                 hmm=load_section("hmm", p), jump=load_section("jump", p),
                 seed=load_section("model", p).seed)
             seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
@@ -114,6 +122,9 @@ def main() -> None:
                         print(line(f"{family} {rule}", block[family][rule]))
                 print(f"  name changes between refits: "
                       f"{block[family]['refits']['name_change_rate']:.1%}")
+                if "jump_penalty_by_row" in block[family]["refits"]:
+                    print(f"  jump penalty from row: "
+                          f"{block[family]['refits']['jump_penalty_by_row']}")
                 if name in ("btc", "eth"):
                     print(f"  target met: {targets(block, family)}")
             if len(m["symbols"]) > 1:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from regimelab.backtest.report import run_backtest
 from regimelab.backtest.walkforward import settings_for
-from regimelab.choice import resolve_model
+from regimelab.choice import min_dwell_bars, resolve_model
 from regimelab.io import read_json, read_parquet, write_csv, write_json
 from regimelab.params import load_section, parse_timeframe
 from regimelab.stage import run
@@ -34,11 +34,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     model = load_section("model", args.params)
     resolved = (resolve_model(read_json(args.selection), model)
                 if params.settings == "pipeline" else None)
+    select = load_section("select", args.params)
     spec = read_json(args.spec)
+    base = parse_timeframe(spec["base_timeframe"])
+    settings = settings_for(params, resolved, penalties=select.penalties,
+                            min_dwell=min_dwell_bars(select, base))
     result = run_backtest(
         read_parquet(args.features), read_parquet(args.bars), columns=spec["columns"],
-        base_timeframe=parse_timeframe(spec["base_timeframe"]), params=params,
-        settings=settings_for(params, resolved), scale=load_section("scale", args.params),
+        base_timeframe=base, params=params, settings=settings,
+        scale=load_section("scale", args.params),
         hmm=load_section("hmm", args.params), jump=load_section("jump", args.params),
         seed=model.seed)
     write_json(result.metrics, args.metrics)

@@ -4,6 +4,7 @@ position sees a later bar; costs, delay, PSR and DSR as computed by hand."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,12 @@ from scipy import stats as sps
 
 from regimelab.backtest import rules, stats
 from regimelab.backtest.report import panel_summary, run_backtest, symbol_returns
-from regimelab.backtest.walkforward import refit_points, settings_for, walk_forward
+from regimelab.backtest.walkforward import (
+    past_penalty,
+    refit_points,
+    settings_for,
+    walk_forward,
+)
 from regimelab.exceptions import ParamsError
 from regimelab.features import build_features
 from regimelab.params import BacktestParams, FeaturesParams, HMMParams, JumpParams, ScaleParams
@@ -85,6 +91,13 @@ def _positions(bars: pd.DataFrame) -> dict[str, np.ndarray]:
             out[f"{family}_{rule}"] = rules.decided_exposure(
                 walk, rule=rule, bars_per_year=8766.0, exposures={"crash": 0.0},
                 exposure_default=1.0)
+    past = settings_for(replace(SMALL, settings="past"), None, penalties=(5.0, 20.0, 50.0),
+                        min_dwell=24)
+    walk = walk_forward(features, ["log_range_1h"], returns, family="jump", settings=past,
+                        points=points, rolling=None, scale=SCALE, hmm=HMMParams(), jump=JUMP,
+                        seed=0, reselect=400)
+    out["jump_past_risk_onoff"] = rules.decided_exposure(walk, rule="risk_onoff",
+                                                         bars_per_year=8766.0)
     out["vol_threshold"] = rules.vol_threshold_exposure(
         rules.trailing_vol(returns, 24), points, quantile=0.8, rolling=None)
     return out
@@ -208,3 +221,20 @@ def test_panel_summary_takes_the_median_and_the_share_of_better_drawdowns() -> N
     assert set(summary) == {"vol_threshold", "jump_risk_onoff", "jump_vol_target"}
     assert summary["jump_risk_onoff"] == {"median_sharpe_diff": 0.2,
                                           "drawdown_improved_share": 1 / 3, "n_symbols": 3}
+
+
+def test_past_penalty_is_the_smallest_that_makes_regimes_last() -> None:
+    bars = regime_market((0.0006, -0.0015), seed=6, n_bars=3000)
+    features = build_features(bars, params=RANGE).table
+    X = (features[["log_range_1h"]].to_numpy() - features["log_range_1h"].mean()) \
+        / features["log_range_1h"].std()
+    segment = features["segment"].to_numpy()
+    kw = {"n_states": 2, "jump": JUMP, "penalties": [0.0, 5.0, 50.0], "seed": 0,
+          "columns": ["log_range_1h"]}
+    penalty, dwell = past_penalty(X, segment, min_dwell=1, **kw)
+    assert penalty == 0.0 and list(dwell) == ["0"]  # the first one already lasts a bar
+    penalty, dwell = past_penalty(X, segment, min_dwell=24, **kw)
+    assert dwell["0"] < 24  # k-means on single bars flickers ...
+    assert penalty == min(float(p) for p, d in dwell.items() if d is not None and d >= 24)
+    penalty, dwell = past_penalty(X, segment, min_dwell=10**6, **kw)
+    assert penalty == 50.0 and all(d < 10**6 for d in dwell.values())  # none lasts: the largest

@@ -478,12 +478,14 @@ class BacktestParams:
     ``min_train`` and ``refit`` are ``auto`` (two years, and 30 days, of bars), a
     number of bars, or a duration (``730d``, ``720h``). ``settings: fixed`` takes
     ``n_states``, ``covariance_type`` and ``jump_penalty`` from this section;
-    ``pipeline`` takes select-states' resolved ones, chosen on data that
+    ``past`` re-chooses the jump penalty on the past every ``reselect`` bars
+    (``auto``: a year); ``pipeline`` takes select-states' resolved ones, chosen on data that
     overlaps the backtest (look-ahead of selection, labelled so).
     """
 
     families: tuple[str, ...] = ("jump", "gaussian_hmm")
     settings: str = "fixed"
+    reselect: int | str = "auto"
     n_states: int = 2
     covariance_type: str = "full"
     jump_penalty: float = 50.0
@@ -506,8 +508,9 @@ class BacktestParams:
         _require(len(self.families) > 0 and all(f in BACKTEST_FAMILIES for f in self.families)
                  and len(set(self.families)) == len(self.families), "backtest", "families",
                  _shown(self.families), f"a list of distinct families from {BACKTEST_FAMILIES}")
-        _require(self.settings in ("fixed", "pipeline"), "backtest", "settings", self.settings,
-                 "'fixed' (this section's n_states, covariance_type, jump_penalty) or "
+        _require(self.settings in ("fixed", "past", "pipeline"), "backtest", "settings",
+                 self.settings, "'fixed' (this section's n_states, covariance_type, "
+                 "jump_penalty), 'past' (the jump penalty re-chosen on the past) or "
                  "'pipeline' (select-states' choice: look-ahead of selection)")
         _require(_is_int(self.n_states) and self.n_states >= 2, "backtest", "n_states",
                  self.n_states, "an integer >= 2")
@@ -515,7 +518,7 @@ class BacktestParams:
                  self.covariance_type, f"one of {', '.join(COVARIANCE_TYPES)}")
         _require(_is_number(self.jump_penalty) and self.jump_penalty >= 0, "backtest",
                  "jump_penalty", self.jump_penalty, "a number >= 0")
-        for key in ("min_train", "refit"):
+        for key in ("min_train", "refit", "reselect"):
             value = getattr(self, key)
             _require(_bars_or_duration(value), "backtest", key, value,
                      "'auto', a number of bars >= 1 or a duration such as 730d or 720h")

@@ -24,6 +24,7 @@ from regimelab.backtest import rules, stats
 from regimelab.backtest.walkforward import (
     DEFAULT_MIN_TRAIN,
     DEFAULT_REFIT,
+    DEFAULT_RESELECT,
     WARM_STARTS,
     refit_points,
     resolve_bars,
@@ -110,6 +111,8 @@ def backtest_symbol(frame: pd.DataFrame, bars: pd.DataFrame, *, columns: list[st
         walk = walk_forward(
             frame, columns, returns, family=family, settings=settings, points=points,
             rolling=rolling, scale=scale, hmm=hmm, jump=jump, seed=seed,
+            reselect=resolve_bars(params.reselect, base_timeframe=base_timeframe,
+                                  default=DEFAULT_RESELECT, key="reselect"),
             progress=lambda i, n, f=family, s=symbol: (
                 log.info("%s %s: refit %d of %d", s, f, i, n) if i % 10 == 0 or i == n
                 else None))
@@ -122,6 +125,8 @@ def backtest_symbol(frame: pd.DataFrame, bars: pd.DataFrame, *, columns: list[st
         log.info("%s %s: %d refits in %.1f s", symbol, family, len(walk.fits),
                  sum(f["seconds"] for f in walk.fits))
         families[family] = {**walk.identity_report(),
+                            **({"jump_penalty_by_row": walk.penalties()}
+                               if family == "jump" else {}),
                             "warm_start": family in WARM_STARTS,
                             "final_names": {str(k): v for k, v in
                                             enumerate(walk.fits[-1]["names"])}}

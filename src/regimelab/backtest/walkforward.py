@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-from regimelab.exceptions import ParamsError
+from regimelab.exceptions import ModelError, ParamsError
 from regimelab.naming import name_states
 from regimelab.params import BacktestParams, HMMParams, JumpParams, ScaleParams, parse_timeframe
 from regimelab.scaling import Scaler
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 #: ``auto`` in ``backtest.min_train`` and ``backtest.refit``.
 DEFAULT_MIN_TRAIN = pd.Timedelta(days=730)
 DEFAULT_REFIT = pd.Timedelta(days=30)
+DEFAULT_RESELECT = pd.Timedelta(days=365)
 
 
 def resolve_bars(value: int | str, *, base_timeframe: pd.Timedelta, default: pd.Timedelta,
@@ -67,16 +68,24 @@ def refit_points(n_rows: int, *, min_train: int, refit: int) -> list[int]:
     return list(range(min_train, n_rows, refit))
 
 
-def settings_for(params: BacktestParams, resolved: dict[str, Any] | None) -> dict[str, Any]:
+def settings_for(params: BacktestParams, resolved: dict[str, Any] | None, *,
+                 penalties: tuple[float, ...] = (), min_dwell: int = 0) -> dict[str, Any]:
     """The state count, covariance type and jump penalty of every refit.
 
-    ``backtest.settings: fixed`` takes them from the section; ``pipeline`` from
+    ``backtest.settings: fixed`` takes them from the section; ``past`` takes the
+    state count and covariance type from the section and re-chooses the jump
+    penalty on the past only, from ``penalties`` (``select.penalties``) to reach
+    ``min_dwell`` (see :func:`past_penalty`); ``pipeline`` takes all three from
     ``resolved`` (select-states' choice, made on data up to the end of validation:
     look-ahead for any bar before then, and labelled so).
     """
-    if params.settings == "fixed":
+    if params.settings in ("fixed", "past"):
+        past = params.settings == "past"
         return {"n_states": params.n_states, "covariance_type": params.covariance_type,
-                "jump_penalty": float(params.jump_penalty), "look_ahead_of_selection": False}
+                "jump_penalty": "past" if past else float(params.jump_penalty),
+                "look_ahead_of_selection": False,
+                **({"penalties": [float(p) for p in penalties], "min_dwell": int(min_dwell)}
+                   if past else {})}
     if resolved is None or resolved.get("jump_penalty") is None:
         raise ParamsError("backtest.settings: 'pipeline' needs select-states' metrics with a "
                           "jump-model scan; pass them or use 'fixed'")
@@ -101,6 +110,46 @@ def make_model(family: str, *, settings: dict[str, Any], hmm: HMMParams, jump: J
 
 #: Families whose ``fit`` starts from a previous fit's centres (``means_init``).
 WARM_STARTS = ("jump",)
+#: ``settings: past``: the share of the fitting window that calibrates the penalty (as
+#: validation's share of train + validation in the default split).
+CALIBRATION_SHARE = 0.15
+
+
+def past_penalty(X: np.ndarray, segment: np.ndarray, *, n_states: int, jump: JumpParams,
+                 penalties: list[float], min_dwell: int, seed: int,
+                 columns: list[str]) -> tuple[float, dict[str, float | None]]:
+    """select-states' persistence rule on a fitting window alone.
+
+    The jump model is fitted with each penalty on the first 85% of the window's
+    rows (``X``, scaled; ``segment`` their gap-free runs), and labels the last
+    15% with its filtered labels; the penalty is the smallest whose median run
+    there reaches ``min_dwell`` bars (the largest that fits when none does).
+    Every bar it looks at lies before the refit point.
+
+    Returns the penalty and the median run of every penalty (None: no fit).
+    """
+    from regimelab.families.jump.fit import make_jump
+    from regimelab.scan import median_dwell
+
+    cut = int(round(len(X) * (1 - CALIBRATION_SHARE)))
+    fit_lengths, val_lengths = segment_lengths(segment[:cut]), segment_lengths(segment[cut:])
+    dwell: dict[str, float | None] = {}
+    for penalty in penalties:
+        try:
+            model = make_jump(n_states, jump=jump, jump_penalty=penalty, seed=seed).fit(
+                X[:cut], fit_lengths, feature_names=columns)
+        except ModelError:
+            dwell[f"{penalty:g}"] = None
+            continue
+        dwell[f"{penalty:g}"] = median_dwell(
+            model.filter_proba(X[cut:], val_lengths).argmax(axis=1), val_lengths)
+        if dwell[f"{penalty:g}"] >= min_dwell:
+            return float(penalty), dwell
+    fitted = [p for p in penalties if dwell[f"{p:g}"] is not None]
+    if not fitted:
+        raise ModelError(f"backtest.settings: past, but no penalty of select.penalties "
+                         f"{penalties} fits {n_states} states on {cut} bars")
+    return float(fitted[-1]), dwell
 
 
 @dataclass
@@ -127,6 +176,16 @@ class WalkForward:
     @property
     def n_states(self) -> int:
         return len(self.fits[0]["names"])
+
+    def penalties(self) -> dict[str, float]:
+        """The jump penalty of each refit at which it changed, keyed by its first row."""
+        out: dict[str, float] = {}
+        last = None
+        for fit in self.fits:
+            if fit.get("jump_penalty") is not None and fit["jump_penalty"] != last:
+                out[str(fit["start"])] = float(fit["jump_penalty"])
+                last = fit["jump_penalty"]
+        return out
 
     def identity_report(self) -> dict[str, float]:
         """How often a state's name, and the centre matching, change between refits."""
@@ -172,6 +231,7 @@ def _match(previous: np.ndarray | None, current: np.ndarray) -> list[int]:
 def walk_forward(frame: pd.DataFrame, columns: list[str], returns: np.ndarray, *,
                  family: str, settings: dict[str, Any], points: list[int], rolling: int | None,
                  scale: ScaleParams, hmm: HMMParams, jump: JumpParams, seed: int,
+                 reselect: int | None = None,
                  progress: Callable[[int, int], None] | None = None) -> WalkForward:
     """Refit ``family`` at each of ``points`` and label the rows up to the next one.
 
@@ -187,6 +247,10 @@ def walk_forward(frame: pd.DataFrame, columns: list[str], returns: np.ndarray, *
     points : the refit rows (:func:`refit_points`)
     rolling : int, optional
         Fit on the last ``rolling`` rows only (``None``: every row before the point).
+    reselect : int, optional
+        With ``settings['jump_penalty'] == 'past'``: rows between re-choices of the
+        penalty (:func:`past_penalty`, at the first refit and then at the first
+        refit at least ``reselect`` rows after the last choice).
     scale, hmm, jump, seed : the params the scaler and the model are built from
     """
     n = len(frame)
@@ -199,6 +263,7 @@ def walk_forward(frame: pd.DataFrame, columns: list[str], returns: np.ndarray, *
                       hindsight=np.full(n, -1, dtype=np.int64),
                       refit_of=np.full(n, -1, dtype=np.int64))
     previous_raw: np.ndarray | None = None
+    chosen: tuple[int, float] | None = None  # settings 'past': (row chosen at, penalty)
     ends = points[1:] + [n]
     for i, (a, b) in enumerate(zip(points, ends)):
         started = time.perf_counter()
@@ -208,7 +273,16 @@ def walk_forward(frame: pd.DataFrame, columns: list[str], returns: np.ndarray, *
         X = scaler.transform_array(X_all[lo:b])
         lengths_train = segment_lengths(segment[lo:a])
         lengths_all = segment_lengths(segment[lo:b])
-        model = make_model(family, settings=settings, hmm=hmm, jump=jump, seed=seed)
+        fit_settings, calibration = settings, None
+        if family == "jump" and settings["jump_penalty"] == "past":
+            if chosen is None or a - chosen[0] >= (reselect or 0):
+                penalty, calibration = past_penalty(
+                    X[:a - lo], segment[lo:a], n_states=settings["n_states"], jump=jump,
+                    penalties=settings["penalties"], min_dwell=settings["min_dwell"],
+                    seed=seed, columns=columns)
+                chosen = (a, penalty)
+            fit_settings = {**settings, "jump_penalty": chosen[1]}
+        model = make_model(family, settings=fit_settings, hmm=hmm, jump=jump, seed=seed)
         fit_kw: dict[str, Any] = {"feature_names": columns}
         if family in WARM_STARTS and previous_raw is not None:
             # The previous centres, in this fit's scaled units.
@@ -233,6 +307,8 @@ def walk_forward(frame: pd.DataFrame, columns: list[str], returns: np.ndarray, *
             "seconds": time.perf_counter() - started,
             "names": list(naming["names"]), "mean": mean, "vol": vol, "count": count,
             "matched_order": _match(previous_raw, raw_means),
+            "jump_penalty": fit_settings.get("jump_penalty") if family == "jump" else None,
+            "calibration": calibration,
         })
         previous_raw = raw_means
         if progress is not None:

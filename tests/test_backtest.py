@@ -15,7 +15,12 @@ from numpy.testing import assert_allclose
 from scipy import stats as sps
 
 from regimelab.backtest import rules, stats
-from regimelab.backtest.report import panel_summary, run_backtest, symbol_returns
+from regimelab.backtest.report import (
+    REGIME_NAMES,
+    panel_summary,
+    run_backtest,
+    symbol_returns,
+)
 from regimelab.backtest.walkforward import (
     past_penalty,
     refit_points,
@@ -200,8 +205,12 @@ def test_stage_writes_metrics_and_plots(tmp_path: Path) -> None:
     assert "hindsight" not in json.dumps({k: v for k, v in block.items() if k != "look_ahead"})
     assert m["settings"]["look_ahead_of_selection"] is False
     equity = pd.read_csv(tmp_path / "out/equity.csv")
-    assert {"buy_and_hold", "vol_threshold", "jump_risk_onoff",
+    assert {"buy_and_hold", "vol_threshold", "risk_onoff", "vol_target", "jump_risk_onoff",
             "gaussian_hmm_vol_target"} <= set(equity.columns)
+    assert_allclose(equity["risk_onoff"], equity["jump_risk_onoff"], rtol=0, atol=0)
+    exposure = pd.read_csv(tmp_path / "out/exposure.csv")
+    assert list(exposure.columns) == ["timestamp", *REGIME_NAMES]
+    assert exposure.drop(columns="timestamp").notna().sum(axis=1).max() == 1
     assert (pd.read_csv(tmp_path / "out/drawdown.csv").drop(columns="timestamp") <= 0).all().all()
     first = (tmp_path / "out/backtest.json").read_bytes()
     load_stage("backtest").main(args)

@@ -188,20 +188,35 @@ def panel_summary(blocks: dict[str, dict[str, Any]], params: BacktestParams
     return out
 
 
-def daily_plots(series: dict[str, Any]) -> dict[str, pd.DataFrame]:
-    """Equity (log), drawdown and exposure by regime, at each day's last bar."""
+#: Every name :mod:`regimelab.naming` gives, without the numeric suffix of a second
+#: state of one kind: the exposure plot's columns, the same whatever the run finds, so
+#: dvc.yaml can list them.
+REGIME_NAMES = tuple(f"{level} {direction}".strip() for direction in ("bull", "flat", "bear")
+                     for level in ("calm", "", "volatile")) + ("crash",)
+
+
+def daily_plots(series: dict[str, Any], first_family: str) -> dict[str, pd.DataFrame]:
+    """Equity (log), drawdown and exposure by regime, at each day's last bar.
+
+    The first family's rules also appear without the family's name
+    (``risk_onoff``, ``vol_target``), so the columns dvc.yaml plots exist
+    whichever families run.
+    """
     ts = series["timestamp"]
     last = ~ts.dt.floor("D").duplicated(keep="last").to_numpy()
     when = ts[last].dt.strftime("%Y-%m-%dT%H:%M:%SZ").to_numpy()
     equity = pd.DataFrame({"timestamp": when})
     down = pd.DataFrame({"timestamp": when})
-    for name, pnl in series["pnl"].items():
+    prefix = f"{first_family}_"
+    named = {**series["pnl"], **{name[len(prefix):]: pnl for name, pnl in series["pnl"].items()
+                                 if name.startswith(prefix)}}
+    for name, pnl in named.items():
         equity[name] = np.cumsum(np.log1p(pnl))[last]
         down[name] = stats.drawdown(pnl)[last]
     exposure = pd.DataFrame({"timestamp": when})
-    regime = series["regime"][last]
+    regime = np.array([rules.base_name(name) for name in series["regime"][last]], dtype=object)
     held = series["held"][last]
-    for name in sorted(set(regime) - {""}):
+    for name in REGIME_NAMES:
         exposure[name] = np.where(regime == name, held, np.nan)
     return {"equity": equity, "drawdown": down, "exposure": exposure}
 
@@ -233,7 +248,7 @@ def run_backtest(features: pd.DataFrame, bars: pd.DataFrame, *, columns: list[st
             hmm=hmm, jump=jump, seed=seed)
         blocks[str(symbol)] = block
         if not plots:
-            plots = daily_plots(series)
+            plots = daily_plots(series, params.families[0])
         first = params.families[0]
         log.info("%s: Sharpe %.2f (%s risk on/off) %.2f (%s vol target) against buy-and-hold "
                  "%.2f; max drawdown %.1f%% / %.1f%% against %.1f%%", symbol,

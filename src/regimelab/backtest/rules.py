@@ -32,6 +32,11 @@ RULES = ("risk_onoff", "vol_target", "mapping")
 _SUFFIX = re.compile(r"\s+\d+$")
 
 
+def base_name(name: str) -> str:
+    """A regime name without the numeric suffix of a second state of one kind."""
+    return _SUFFIX.sub("", name)
+
+
 def state_exposures(fit: dict, *, rule: str, bars_per_year: float, short: bool = False,
                     target_vol: float = 0.5, max_leverage: float = 1.0,
                     exposures: dict[str, float] | None = None,
@@ -51,7 +56,7 @@ def state_exposures(fit: dict, *, rule: str, bars_per_year: float, short: bool =
             out = np.where(mean > 0, out, -out)
     elif rule == "mapping":
         table = exposures or {}
-        out = np.array([table.get(name, table.get(_SUFFIX.sub("", name), exposure_default))
+        out = np.array([table.get(name, table.get(base_name(name), exposure_default))
                         for name in fit["names"]], dtype=np.float64)
     else:
         raise ValueError(f"unknown rule {rule!r}; expected one of {RULES}")

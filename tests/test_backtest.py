@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from numpy.testing import assert_allclose
+from numpy.testing import assert_allclose, assert_array_equal
 from scipy import stats as sps
 
 from regimelab.backtest import rules, stats
@@ -247,3 +247,55 @@ def test_past_penalty_is_the_smallest_that_makes_regimes_last() -> None:
     assert penalty == min(float(p) for p, d in dwell.items() if d is not None and d >= 24)
     penalty, dwell = past_penalty(X, segment, min_dwell=10**6, **kw)
     assert penalty == 50.0 and all(d < 10**6 for d in dwell.values())  # none lasts: the largest
+
+
+def test_a_failed_refit_keeps_the_previous_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    from regimelab.backtest import walkforward
+    from regimelab.exceptions import ModelError
+
+    bars = regime_market((0.0006, -0.0015), seed=5, n_bars=3000)
+    features = build_features(bars, params=RANGE).table
+    returns = symbol_returns(features, bars)
+    points = refit_points(len(features), min_train=1500, refit=400)  # 1500, 1900, 2300
+    kw = {"family": "jump", "settings": settings_for(SMALL, None), "points": points,
+          "rolling": None, "scale": SCALE, "hmm": HMMParams(), "jump": JUMP, "seed": 0}
+    healthy = walk_forward(features, ["log_range_1h"], returns, **kw)
+    make = walkforward.make_model
+    calls = []
+
+    def failing_second(family: str, **settings: object) -> object:
+        model = make(family, **settings)
+        calls.append(model)
+        if len(calls) == 2:
+            def fit(*args: object, **kwargs: object) -> None:
+                raise ModelError("a state is empty")
+            model.fit = fit
+        return model
+
+    monkeypatch.setattr(walkforward, "make_model", failing_second)
+    walk = walk_forward(features, ["log_range_1h"], returns, **kw)
+    assert walk.failed == 1 and walk.fits[1]["failed"] == "a state is empty"
+    # The first model labels its own block and the failed refit's: the same labels as
+    # the healthy run's first model gives (filtered labels never depend on later bars).
+    first = calls[0]
+    assert_array_equal(walk.labels[:1900], healthy.labels[:1900])
+    scaler = walkforward.Scaler(method=SCALE.method, clip=SCALE.clip).fit(
+        features.iloc[:1500], ["log_range_1h"])
+    X = scaler.transform_array(features[["log_range_1h"]].to_numpy()[:2300])
+    lengths = walkforward.segment_lengths(features["segment"].to_numpy()[:2300])
+    expected = first.filter_proba(X, lengths).argmax(axis=1)[1900:2300]
+    assert_array_equal(walk.labels[1900:2300], expected)
+    assert walk.refit_of[2000] == 1 and walk.fits[2]["failed"] is None
+
+    monkeypatch.setattr(walkforward, "make_model", lambda family, **s: _broken(make(family, **s)))
+    with pytest.raises(ModelError, match="first refit"):
+        walk_forward(features, ["log_range_1h"], returns, **kw)
+
+
+def _broken(model: object) -> object:
+    from regimelab.exceptions import ModelError
+
+    def fit(*args: object, **kwargs: object) -> None:
+        raise ModelError("no")
+    model.fit = fit
+    return model

@@ -165,7 +165,9 @@ class WalkForward:
     refit whose model labelled the row; ``fits``: per refit, ``start``/``end``
     (rows labelled), ``train_rows``, ``seconds``, ``names`` (one per state),
     ``mean``/``vol``/``count`` (per state, the next bar's simple return grouped
-    by the in-sample filtered label), ``matched_order``.
+    by the in-sample filtered label), ``matched_order``, ``failed`` (why the fit
+    failed, when it did: the previous refit's model and scaler then label the
+    block, and its rules are measured on the current window).
     """
 
     labels: np.ndarray
@@ -191,12 +193,18 @@ class WalkForward:
         """How often a state's name, and the centre matching, change between refits."""
         pairs = list(zip(self.fits[:-1], self.fits[1:]))
         if not pairs:
-            return {"name_change_rate": 0.0, "order_change_rate": 0.0, "refits": len(self.fits)}
+            return {"name_change_rate": 0.0, "order_change_rate": 0.0, "refits": len(self.fits),
+                    "failed": self.failed}
         changed = [a != b for p, q in pairs for a, b in zip(p["names"], q["names"])]
         reordered = [q["matched_order"] != list(range(len(q["names"]))) for _, q in pairs]
         return {"name_change_rate": float(np.mean(changed)),
                 "order_change_rate": float(np.mean(reordered)),
-                "refits": len(self.fits)}
+                "refits": len(self.fits), "failed": self.failed}
+
+    @property
+    def failed(self) -> int:
+        """Refits whose fit failed, so the previous refit's model labelled their block."""
+        return sum(fit.get("failed") is not None for fit in self.fits)
 
 
 def next_returns(returns: np.ndarray) -> np.ndarray:
@@ -263,6 +271,7 @@ def walk_forward(frame: pd.DataFrame, columns: list[str], returns: np.ndarray, *
                       hindsight=np.full(n, -1, dtype=np.int64),
                       refit_of=np.full(n, -1, dtype=np.int64))
     previous_raw: np.ndarray | None = None
+    previous: tuple[Any, Scaler] | None = None
     chosen: tuple[int, float] | None = None  # settings 'past': (row chosen at, penalty)
     ends = points[1:] + [n]
     for i, (a, b) in enumerate(zip(points, ends)):
@@ -287,7 +296,20 @@ def walk_forward(frame: pd.DataFrame, columns: list[str], returns: np.ndarray, *
         if family in WARM_STARTS and previous_raw is not None:
             # The previous centres, in this fit's scaled units.
             fit_kw["means_init"] = (previous_raw - scaler.center_) / scaler.scale_
-        model.fit(X[:a - lo], lengths_train, **fit_kw)
+        failed = None
+        try:
+            model.fit(X[:a - lo], lengths_train, **fit_kw)
+        except ModelError as exc:
+            if previous is None:
+                raise ModelError(f"backtest: the first refit ({family}, {a - lo} bars) cannot "
+                                 f"be fitted: {exc}") from None
+            # A trader keeps the model that worked; it still knows nothing after row a.
+            failed = str(exc)
+            log.warning("%s refit %d of %d failed (%s); keeping the previous model", family,
+                        i + 1, len(points), exc)
+            model, scaler = previous
+            X = scaler.transform_array(X_all[lo:b])
+        previous = (model, scaler)
         raw_means = model.means_ * scaler.scale_ + scaler.center_
         # Filtered over the fitting window and the block: in-sample labels for the rules,
         # out-of-sample labels for the block; row t uses rows up to t either way.
@@ -309,6 +331,7 @@ def walk_forward(frame: pd.DataFrame, columns: list[str], returns: np.ndarray, *
             "matched_order": _match(previous_raw, raw_means),
             "jump_penalty": fit_settings.get("jump_penalty") if family == "jump" else None,
             "calibration": calibration,
+            "failed": failed,
         })
         previous_raw = raw_means
         if progress is not None:

@@ -36,9 +36,9 @@ from tests.stages.conftest import load_stage
 RANGE = FeaturesParams(set="range")
 SCALE = ScaleParams(method="standard", clip=4.0)
 JUMP = JumpParams(n_init=3)
-SMALL = BacktestParams(families=("jump",), min_train=1500, refit=400, n_boot=200,
-                       jump_penalty=20.0, exposures={"crash": 0.0, "volatile bear": 0.0},
-                       exposure_default=1.0)
+SMALL = BacktestParams(families=("jump",), settings="fixed", min_train=1500, refit=400,
+                       n_boot=200, jump_penalty=20.0,
+                       exposures={"crash": 0.0, "volatile bear": 0.0}, exposure_default=1.0)
 
 
 def regime_market(drifts: tuple[float, float], *, seed: int, n_bars: int = 5000,
@@ -204,6 +204,10 @@ def test_stage_writes_metrics_and_plots(tmp_path: Path) -> None:
                                         for r in ("risk_onoff", "vol_target")}
     assert "hindsight" not in json.dumps({k: v for k, v in block.items() if k != "look_ahead"})
     assert m["settings"]["look_ahead_of_selection"] is False
+    # The default re-chooses the penalty on the past, from select.penalties, once.
+    assert m["settings"]["jump_penalty"] == "past"
+    chosen = block["jump"]["refits"]["jump_penalty_by_row"]
+    assert list(chosen) == ["1500"] and chosen["1500"] in m["settings"]["penalties"]
     equity = pd.read_csv(tmp_path / "out/equity.csv")
     assert {"buy_and_hold", "vol_threshold", "risk_onoff", "vol_target", "jump_risk_onoff",
             "gaussian_hmm_vol_target"} <= set(equity.columns)
@@ -223,7 +227,7 @@ def test_panel_summary_takes_the_median_and_the_share_of_better_drawdowns() -> N
         return {"buy_and_hold": {"max_drawdown": hold_dd, "sharpe_diff": 0.0},
                 "vol_threshold": row, "jump": {"risk_onoff": row, "vol_target": row}}
 
-    params = BacktestParams(families=("jump",), exposures={})
+    params = BacktestParams(families=("jump",), settings="fixed", exposures={})
     blocks = {"A": block(-0.5, -0.3, 0.2), "B": block(-0.5, -0.5, -0.1),
               "C": block(-0.4, -0.6, 0.4)}
     summary = panel_summary(blocks, params)

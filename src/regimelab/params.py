@@ -484,7 +484,7 @@ class BacktestParams:
     """
 
     families: tuple[str, ...] = ("jump", "gaussian_hmm")
-    settings: str = "fixed"
+    settings: str = "past"
     reselect: int | str = "auto"
     n_states: int = 2
     covariance_type: str = "full"

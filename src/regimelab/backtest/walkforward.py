@@ -81,6 +81,9 @@ def settings_for(params: BacktestParams, resolved: dict[str, Any] | None, *,
     """
     if params.settings in ("fixed", "past"):
         past = params.settings == "past"
+        if past and not penalties:
+            raise ParamsError("backtest.settings: 'past' re-chooses the jump penalty from "
+                              "select.penalties, which is empty here; list some or use 'fixed'")
         return {"n_states": params.n_states, "covariance_type": params.covariance_type,
                 "jump_penalty": "past" if past else float(params.jump_penalty),
                 "look_ahead_of_selection": False,

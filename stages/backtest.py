@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import regimelab.canonical  # noqa: F401  first: pins numeric kernels before numpy loads
+
+# isort: split
 import argparse
 import logging
 import sys

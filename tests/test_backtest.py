@@ -303,3 +303,19 @@ def _broken(model: object) -> object:
         raise ModelError("no")
     model.fit = fit
     return model
+
+
+def test_state_exposures_by_hand() -> None:
+    fit = {"mean": [0.001, -0.002, float("nan")], "vol": [0.01, 0.04, float("nan")],
+           "names": ["calm bull", "crash", "flat 2"]}
+    onoff = rules.state_exposures(fit, rule="risk_onoff", bars_per_year=100.0)
+    assert onoff.tolist() == [1.0, 0.0, 0.0]
+    short = rules.state_exposures(fit, rule="risk_onoff", bars_per_year=100.0, short=True)
+    assert short.tolist() == [1.0, -1.0, 0.0]  # the unseen state stays flat
+    target = rules.state_exposures(fit, rule="vol_target", bars_per_year=100.0,
+                                   target_vol=0.2, max_leverage=1.5)
+    assert_allclose(target, [1.5, 0.2 / 0.4, 0.0], rtol=1e-12, atol=0)  # 0.2/0.1 capped
+    mapped = rules.state_exposures(fit, rule="mapping", bars_per_year=100.0,
+                                   exposures={"crash": 0.0, "flat": 0.5},
+                                   exposure_default=1.0)
+    assert mapped.tolist() == [1.0, 0.0, 0.5]  # "flat 2" falls back to "flat"

@@ -49,6 +49,7 @@ def state_exposures(fit: dict, *, rule: str, bars_per_year: float, short: bool =
     vol = np.asarray(fit["vol"], dtype=np.float64)
     if rule == "risk_onoff":
         out = np.where(mean > 0, 1.0, -1.0 if short else 0.0)
+        out = np.where(np.isfinite(mean), out, 0.0)  # a state never seen: no view
     elif rule == "vol_target":
         with np.errstate(divide="ignore", invalid="ignore"):
             out = np.minimum(target_vol / (vol * np.sqrt(bars_per_year)), max_leverage)

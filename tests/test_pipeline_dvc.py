@@ -50,6 +50,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params["select"]["grid"] = {"n_states": [2, 3], "covariance_type": ["diag"]}
     params["hmm"]["n_init"] = 2
     params["dssm"].update(hidden=8, window=64, stride=48, burn_in=8, max_epochs=1)
+    params["backtest"].update(min_train=1500, refit=500, n_boot=100)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
@@ -60,7 +61,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_dvc_repro_builds_everything_and_then_does_nothing(repo: Path) -> None:
     out = sh(["dvc", "repro"], repo)
     for stage in ("ingest", "featurize", "split", "scale", "select-states", "train-hmm",
-                  "train-dssm", "evaluate", "diagnose"):
+                  "train-dssm", "evaluate", "diagnose", "backtest"):
         assert f"Running stage '{stage}'" in out
     bars = pd.read_parquet(repo / "data" / "clean" / "bars.parquet")
     assert len(bars) == SLICE_ROWS and bars["symbol"].unique().tolist() == ["BTC_SLICE"]
@@ -76,6 +77,9 @@ def test_dvc_repro_builds_everything_and_then_does_nothing(repo: Path) -> None:
     assert {"hmm", "dssm", "baseline", "agreement"} <= set(report)
     assert (repo / "plots" / "diagnose" / "hmm_transmat.png").is_file()
     assert (repo / "reports" / "diagnostics.csv").is_file()
+    backtest = json.loads((repo / "metrics" / "backtest.json").read_text())
+    assert backtest["symbols"]["BTC_SLICE"]["period"]["refits"] == 2  # rows 1500 and 2000
+    assert (repo / "plots" / "backtest" / "equity.csv").is_file()
     lock = (repo / "dvc.lock").read_text()
 
     again = sh(["dvc", "repro"], repo)
@@ -113,7 +117,8 @@ def test_plots_show_draws_the_transition_matrices(repo: Path) -> None:
     sh(["dvc", "plots", "show", "-o", str(out)], repo)
     html = (out / "index.html").read_text()
     for needle in ("HMM transitions between consecutive bars", "DSSM training loss",
-                   "hmm_transmat.png", "BIC against the number of states"):
+                   "hmm_transmat.png", "BIC against the number of states",
+                   "Walk-forward equity"):
         assert needle in html, needle
 
 

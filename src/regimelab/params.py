@@ -464,6 +464,96 @@ class EvaluateParams:
                  "max_share", self.max_share, "a share in (0, 1]")
 
 
+BACKTEST_FAMILIES = ("jump", "gaussian_hmm")
+_DURATION_RE = re.compile(r"^\d+(min|m|h|d)$")
+
+
+def _bars_or_duration(value: Any) -> bool:
+    """``auto``, a positive whole number of bars, or a duration such as ``730d``."""
+    return (value == "auto" or (_is_int(value) and value >= 1)
+            or (isinstance(value, str) and _DURATION_RE.match(value) is not None
+                and not value.startswith("0")))
+
+
+@dataclass(frozen=True)
+class BacktestParams:
+    """``backtest``: the walk-forward refits, the position rules, execution and statistics.
+
+    ``min_train`` and ``refit`` are ``auto`` (two years, and 30 days, of bars), a
+    number of bars, or a duration (``730d``, ``720h``). ``settings: fixed`` takes
+    ``n_states``, ``covariance_type`` and ``jump_penalty`` from this section;
+    ``past`` re-chooses the jump penalty on the past every ``reselect`` bars
+    (``auto``: a year); ``pipeline`` takes select-states' resolved ones, chosen on data that
+    overlaps the backtest (look-ahead of selection, labelled so).
+    """
+
+    families: tuple[str, ...] = ("jump", "gaussian_hmm")
+    settings: str = "past"
+    reselect: int | str = "auto"
+    n_states: int = 2
+    covariance_type: str = "full"
+    jump_penalty: float = 50.0
+    min_train: int | str = "auto"
+    refit: int | str = "auto"
+    window: str = "expanding"
+    delay: int = 1
+    cost_bps: float = 10.0
+    short: bool = False
+    target_vol: float = 0.5
+    max_leverage: float = 1.0
+    exposures: dict[str, float] = dataclasses.field(default_factory=dict)
+    exposure_default: float = 0.0
+    vol_window: int | str = "auto"
+    vol_quantile: float = 0.8
+    n_boot: int = 1000
+    block: int | str = "auto"
+
+    def __post_init__(self) -> None:
+        _require(len(self.families) > 0 and all(f in BACKTEST_FAMILIES for f in self.families)
+                 and len(set(self.families)) == len(self.families), "backtest", "families",
+                 _shown(self.families), f"a list of distinct families from {BACKTEST_FAMILIES}")
+        _require(self.settings in ("fixed", "past", "pipeline"), "backtest", "settings",
+                 self.settings, "'fixed' (this section's n_states, covariance_type, "
+                 "jump_penalty), 'past' (the jump penalty re-chosen on the past) or "
+                 "'pipeline' (select-states' choice: look-ahead of selection)")
+        _require(_is_int(self.n_states) and self.n_states >= 2, "backtest", "n_states",
+                 self.n_states, "an integer >= 2")
+        _require(self.covariance_type in COVARIANCE_TYPES, "backtest", "covariance_type",
+                 self.covariance_type, f"one of {', '.join(COVARIANCE_TYPES)}")
+        _require(_is_number(self.jump_penalty) and self.jump_penalty >= 0, "backtest",
+                 "jump_penalty", self.jump_penalty, "a number >= 0")
+        for key in ("min_train", "refit", "reselect"):
+            value = getattr(self, key)
+            _require(_bars_or_duration(value), "backtest", key, value,
+                     "'auto', a number of bars >= 1 or a duration such as 730d or 720h")
+        _require(self.window in ("expanding", "rolling"), "backtest", "window", self.window,
+                 "'expanding' or 'rolling' (the last min_train bars)")
+        _require(_is_int(self.delay) and self.delay >= 1, "backtest", "delay", self.delay,
+                 "an integer >= 1 (bars from the decision to the first bar it earns)")
+        _require(_is_number(self.cost_bps) and self.cost_bps >= 0, "backtest", "cost_bps",
+                 self.cost_bps, "a number >= 0 (basis points per unit of turnover)")
+        _require(isinstance(self.short, bool), "backtest", "short", self.short, "true or false")
+        _require(_is_number(self.target_vol) and self.target_vol > 0, "backtest", "target_vol",
+                 self.target_vol, "a positive annualised volatility, e.g. 0.5")
+        _require(_is_number(self.max_leverage) and self.max_leverage > 0, "backtest",
+                 "max_leverage", self.max_leverage, "a positive exposure cap, e.g. 1.0")
+        _require(isinstance(self.exposures, dict)
+                 and all(isinstance(k, str) and _is_number(v) for k, v in self.exposures.items()),
+                 "backtest", "exposures", self.exposures,
+                 "a mapping of regime names to exposures, e.g. {calm bull: 1.0, crash: 0.0}")
+        _require(_is_number(self.exposure_default), "backtest", "exposure_default",
+                 self.exposure_default, "a number (the exposure of a regime not in exposures)")
+        _require(self.vol_window == "auto" or (_is_int(self.vol_window) and self.vol_window >= 2),
+                 "backtest", "vol_window", self.vol_window,
+                 "'auto' (a day of intraday bars, 20 daily bars) or an integer >= 2")
+        _require(_is_number(self.vol_quantile) and 0 < self.vol_quantile < 1, "backtest",
+                 "vol_quantile", self.vol_quantile, "a quantile in (0, 1)")
+        _require(_is_int(self.n_boot) and self.n_boot >= 100, "backtest", "n_boot",
+                 self.n_boot, "an integer >= 100 (bootstrap resamples)")
+        _require(self.block == "auto" or (_is_int(self.block) and self.block >= 1), "backtest",
+                 "block", self.block, "'auto' (Politis-White) or an integer >= 1")
+
+
 SECTIONS: dict[str, type] = {
     "ingest": IngestParams,
     "features": FeaturesParams,
@@ -475,6 +565,7 @@ SECTIONS: dict[str, type] = {
     "dssm": DSSMParams,
     "jump": JumpParams,
     "evaluate": EvaluateParams,
+    "backtest": BacktestParams,
 }
 
 T = TypeVar("T")
@@ -535,6 +626,7 @@ def load_section(section: str, path: str | os.PathLike[str] = PARAMS_FILE) -> An
 
 
 __all__ = [
+    "BacktestParams",
     "COVARIANCE_TYPES",
     "DSSMParams",
     "EvaluateParams",

@@ -281,7 +281,8 @@ class RegimeJump:
     # -- fitting ---------------------------------------------------------------------------
 
     def fit(self, X: np.ndarray, lengths: np.ndarray, *,
-            feature_names: list[str] | None = None) -> RegimeJump:
+            feature_names: list[str] | None = None,
+            means_init: np.ndarray | None = None) -> RegimeJump:
         """Fit with restarts and keep the lowest objective.
 
         Parameters
@@ -292,6 +293,10 @@ class RegimeJump:
         feature_names : list of str, optional
             Column names of ``X``; they pick the volatility feature that orders
             the states (see :func:`regimelab.regimes.volatility_order`).
+        means_init : ndarray of shape (n_states, n_features), optional
+            A warm start (a previous fit's ``means_``): one more restart descends
+            from these centres, before the ``n_init`` k-means++ starts, and wins
+            a tie with them.
 
         Raises
         ------
@@ -314,10 +319,15 @@ class RegimeJump:
         if self.feature_names_ and len(self.feature_names_) != X.shape[1]:
             raise ModelError(f"feature_names has {len(self.feature_names_)} names but X has "
                              f"{X.shape[1]} columns")
+        if means_init is not None:
+            means_init = np.ascontiguousarray(means_init, dtype=np.float64)
+            if means_init.shape != (k, X.shape[1]) or not np.isfinite(means_init).all():
+                raise ModelError(f"means_init has shape {means_init.shape}; expected finite "
+                                 f"centres of shape ({k}, {X.shape[1]})")
         self._build_space()
         # One BLAS thread, as RegimeHMM: the result does not depend on the core count.
         with threadpool_limits(1):
-            return self._fit(X, bounds)
+            return self._fit(X, bounds, means_init)
 
     def _initial_centres(self, X: np.ndarray) -> list[np.ndarray]:
         """jumpmodels' starts: k-means++ drawn ``n_init`` times from one random state."""
@@ -346,10 +356,12 @@ class RegimeJump:
             centres = infer.weighted_centres(X, labels, self._weights)
             labels, value = self._path(X, bounds, centres)
 
-    def _fit(self, X: np.ndarray, bounds: np.ndarray) -> RegimeJump:
-        restarts = [Restart(index=i) for i in range(self.n_init)]
+    def _fit(self, X: np.ndarray, bounds: np.ndarray,
+             means_init: np.ndarray | None = None) -> RegimeJump:
+        starts = ([] if means_init is None else [means_init]) + self._initial_centres(X)
+        restarts = [Restart(index=i) for i in range(len(starts))]
         results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        for restart, start in zip(restarts, self._initial_centres(X)):
+        for restart, start in zip(restarts, starts):
             centres, labels, value, n_iter, settled = self._descend(X, bounds, start)
             counts = np.bincount(labels, minlength=len(self._weights)).astype(np.float64)
             smallest = float((counts @ self._weights).min())

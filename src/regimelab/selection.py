@@ -179,7 +179,7 @@ def decision_noise(candidates: list[dict[str, Any]], *, chosen: dict[str, Any],
                               "runner_up_restart_spread": None,
                               "within_optimiser_noise": None}
     if not others:
-        return result
+        return _nan_to_none(result)
     runner = min(others, key=lambda c: score_to_minimise(c, criterion))
     gap = abs(score_to_minimise(runner, criterion) - score_to_minimise(chosen, criterion))
     spreads = [result["restart_spread"], restart_spread(runner, criterion, n_train=n_train)]
@@ -187,7 +187,13 @@ def decision_noise(candidates: list[dict[str, Any]], *, chosen: dict[str, Any],
     result.update(runner_up=_candidate_key(runner), gap=gap,
                   runner_up_restart_spread=spreads[1],
                   within_optimiser_noise=bool(gap < max(measured)) if measured else None)
-    return result
+    return _nan_to_none(result)
+
+
+def _nan_to_none(result: dict[str, Any]) -> dict[str, Any]:
+    """An unmeasured spread is None (null in JSON), which compares equal to itself; NaN does not."""
+    return {k: None if isinstance(v, float) and not np.isfinite(v) else v
+            for k, v in result.items()}
 
 
 def _candidate_key(row: dict[str, Any]) -> str:
@@ -650,7 +656,7 @@ def run_selection(
     within = None if noise is None else noise["within_optimiser_noise"]
     if within:
         log.warning("WITHIN OPTIMISER NOISE: %s %s over %s by %.4g %s, less than the restarts' "
-                    "spread (%.4g, %.4g): another seed may decide otherwise; more restarts "
+                    "spread (%s, %s): another seed may decide otherwise; more restarts "
                     "(hmm.n_init, hmm.n_continue) narrow it", noise["criterion"].upper(),
                     noise["chosen"], noise["runner_up"], noise["gap"], noise["units"],
                     noise["restart_spread"], noise["runner_up_restart_spread"])

@@ -659,7 +659,8 @@ def run_selection(
                     "spread (%s, %s): another seed may decide otherwise; more restarts "
                     "(hmm.n_init, hmm.n_continue) narrow it", noise["criterion"].upper(),
                     noise["chosen"], noise["runner_up"], noise["gap"], noise["units"],
-                    noise["restart_spread"], noise["runner_up_restart_spread"])
+                    *(f"{s:.4g}" if s is not None else "unmeasured"
+                      for s in (noise["restart_spread"], noise["runner_up_restart_spread"])))
     bic_optimum = _criterion_optimum(rows, "bic") if any(
         c.get("status") == "complete" for c in rows) else None
     if at_edge:

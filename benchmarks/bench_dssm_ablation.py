@@ -53,15 +53,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from regimelab.data import ingest
+from pipeline_data import scaled_splits
 from regimelab.families.dssm.model import RegimeDSSM
 from regimelab.families.hmm.fit import make_hmm
 from regimelab.families.hmm.model import RegimeHMM
-from regimelab.features import build_features
-from regimelab.params import load_section, parse_timeframe
-from regimelab.scaling import fit_scaler
+from regimelab.params import load_section
 from regimelab.sequences import to_sequences
-from regimelab.split import split_features
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out" / "dssm_ablation"
@@ -95,19 +92,8 @@ def variants(v1: list[str]) -> dict[str, dict[str, Any]]:
 def scaled_v1() -> tuple[dict[str, Any], list[str], float]:
     """The default data with the v1 features, through scale, as the stages do it, and the
     correlation of log_return and close_open_pct on the (unscaled) training split."""
-    params = {s: load_section(s, ROOT / "params.yaml")
-              for s in ("ingest", "features", "split", "scale")}
-    bars = ingest(str(ROOT / params["ingest"].path)).bars
-    feats = build_features(bars, params=replace(params["features"], set="v1"))
-    split = split_features(feats.table, params=params["split"],
-                           lookback_bars=feats.spec["lookback_bars"],
-                           base=parse_timeframe(feats.spec["base_timeframe"]))
-    columns = feats.spec["columns"]
-    # Standard scaling is per column: scaling all eight once equals scaling each subset.
-    scaler = fit_scaler(split.frames["train"], columns=columns,
-                        method=params["scale"].method, clip=params["scale"].clip)
-    frames = {name: scaler.transform(split.frames[name]) for name in SPLITS}
-    train = split.frames["train"]
+    unscaled, frames, columns = scaled_splits("v1")
+    train = unscaled["train"]
     corr = float(np.corrcoef(train["log_return_1h"], train[REDUNDANT])[0, 1])
     return frames, columns, corr
 

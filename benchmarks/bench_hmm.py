@@ -54,14 +54,11 @@ from typing import Any
 import numpy as np
 from hmmlearn.hmm import GaussianHMM
 
+from pipeline_data import scaled_splits
 from regimelab.choice import choose
-from regimelab.data import ingest
-from regimelab.features import build_features
-from regimelab.params import GridParams, HMMParams, load_section, parse_timeframe
-from regimelab.scaling import fit_scaler
+from regimelab.params import GridParams, HMMParams, load_section
 from regimelab.selection import decision_noise, fresh_sqlite_storage, search_grid
 from regimelab.sequences import to_sequences
-from regimelab.split import split_features
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
@@ -81,19 +78,9 @@ class FlooredGaussianHMM(GaussianHMM):
 def scaled_data(feature_set: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                            list[str]]:
     """The sample data through scale, as the stages do it, with ``feature_set``."""
-    params = {s: load_section(s, ROOT / "params.yaml")
-              for s in ("ingest", "features", "split", "scale")}
-    features = replace(params["features"], set=feature_set, columns=())
-    bars = ingest(str(ROOT / params["ingest"].path)).bars
-    feats = build_features(bars, params=features)
-    split = split_features(feats.table, params=params["split"],
-                           lookback_bars=feats.spec["lookback_bars"],
-                           base=parse_timeframe(feats.spec["base_timeframe"]))
-    columns = feats.spec["columns"]
-    scaler = fit_scaler(split.frames["train"], columns=columns,
-                        method=params["scale"].method, clip=params["scale"].clip)
-    X, lengths = to_sequences(scaler.transform(split.frames["train"]), columns)
-    X_val, lengths_val = to_sequences(scaler.transform(split.frames["val"]), columns)
+    _, frames, columns = scaled_splits(feature_set)
+    X, lengths = to_sequences(frames["train"], columns)
+    X_val, lengths_val = to_sequences(frames["val"], columns)
     return X, lengths, X_val, lengths_val, columns
 
 

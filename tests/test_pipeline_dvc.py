@@ -124,7 +124,7 @@ def test_plots_show_draws_the_transition_matrices(repo: Path) -> None:
 
 def test_a_registered_model_is_fetched_by_version_and_stage_and_rolled_back(
         repo: Path, tmp_path: Path) -> None:
-    """The registry as the README describes it: GTO tags, the files in a DVC remote,
+    """The registry as docs/serving.md describes it: GTO tags, the files in a DVC remote,
     `dvc artifacts get` by version and by stage, and a rollback of the stage."""
     import dvc.api
 

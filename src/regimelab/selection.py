@@ -31,6 +31,7 @@ import logging
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from concurrent.futures import (
     ALL_COMPLETED,
     FIRST_COMPLETED,
@@ -77,7 +78,7 @@ MAX_RETRIES = 3
 def evaluate_candidate(
     X: np.ndarray, lengths: np.ndarray, X_val: np.ndarray, lengths_val: np.ndarray, *,
     n_states: int, covariance_type: str, hmm: HMMParams, seed: int,
-    feature_names: list[str] | None = None, collinear: list | None = None,
+    feature_names: list[str] | None = None, collinear: Sequence[Sequence[Any]] | None = None,
 ) -> dict[str, Any]:
     """Fit one candidate and return its scores.
 
@@ -102,7 +103,8 @@ def evaluate_candidate(
         X, lengths, feature_names=feature_names)
     train_ll = model.log_likelihood_
     continued = model.continued_models_
-    train_lls = [model.restarts_[i].log_likelihood for i in continued]
+    # Every continued restart ran to convergence, so each has its log-likelihood.
+    train_lls = [ll for i in continued if (ll := model.restarts_[i].log_likelihood) is not None]
     val_lls = [m.score(X_val, lengths_val) for m in continued.values()]
     return {
         "n_states": n_states,
@@ -362,8 +364,8 @@ def _relative_cost(n_states: int, covariance_type: str) -> float:
     return n_states * (3.0 if covariance_type in ("full", "tied") else 1.0)
 
 
-def _tell(study: optuna.Study, trial: optuna.Trial, future: Future, *, criterion: str,
-          progress: str) -> None:
+def _tell(study: optuna.Study, trial: optuna.Trial, future: Future[tuple[dict[str, Any], float]],
+          *, criterion: str, progress: str) -> None:
     """Report one finished fit to Optuna: its scores, or PRUNED for an unfittable model."""
     k, cov = trial.params["n_states"], trial.params["covariance_type"]
     try:
@@ -392,7 +394,7 @@ def _workers(n_jobs: int) -> int:
 
 
 def _make_sampler(select: SelectParams, seed: int) -> optuna.samplers.BaseSampler:
-    space = {"n_states": list(select.grid.n_states),
+    space: dict[str, Sequence[int | str]] = {"n_states": list(select.grid.n_states),
              "covariance_type": list(select.grid.covariance_type)}
     if select.sampler == "grid":
         return optuna.samplers.GridSampler(space, seed=seed)
@@ -436,7 +438,7 @@ def _criterion_optimum(candidates: list[dict[str, Any]], criterion: str) -> int:
 def search_grid(
     X: np.ndarray, lengths: np.ndarray, X_val: np.ndarray, lengths_val: np.ndarray, *,
     select: SelectParams, hmm: HMMParams, seed: int, storage: str, name: str,
-    feature_names: list[str] | None = None, collinear: list | None = None,
+    feature_names: list[str] | None = None, collinear: Sequence[Sequence[Any]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Fit and score the HMM grid with Optuna, ``select.n_jobs`` candidates at a time.
 
@@ -530,7 +532,7 @@ def search_grid(
     # TPE proposes from what it has been told: asking in batches and telling in trial
     # order keeps its proposals independent of which fit happens to finish first.
     batches = select.sampler == "tpe"
-    running: dict[Future, optuna.Trial] = {}
+    running: dict[Future[tuple[dict[str, Any], float]], optuna.Trial] = {}
     heartbeat = _Heartbeat(rdb, rdb.get_study_id_from_name(name), HEARTBEAT_INTERVAL_S)
     try:
         with (heartbeat, threadpool_limits(1),
@@ -567,19 +569,19 @@ def search_grid(
             study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
 
     candidates: dict[str, dict[str, Any]] = {}
-    for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
-        if "duplicate_of" in trial.user_attrs or not trial.params:
+    for frozen in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        if "duplicate_of" in frozen.user_attrs or not frozen.params:
             continue  # a point's second trial, never fitted (see _earlier_holder)
-        key = f"k{trial.params['n_states']}_{trial.params['covariance_type']}"
+        key = f"k{frozen.params['n_states']}_{frozen.params['covariance_type']}"
         if key in candidates and candidates[key]["status"] == "complete":
             continue  # a grid point two workers both ran: the results are the same
-        if trial.state == optuna.trial.TrialState.COMPLETE:
-            candidates[key] = {"status": "complete", **trial.user_attrs}
+        if frozen.state == optuna.trial.TrialState.COMPLETE:
+            candidates[key] = {"status": "complete", **frozen.user_attrs}
         else:
-            candidates[key] = {"status": trial.state.name.lower(),
-                               "n_states": trial.params["n_states"],
-                               "covariance_type": trial.params["covariance_type"],
-                               "failed": trial.user_attrs.get("failed", "")}
+            candidates[key] = {"status": frozen.state.name.lower(),
+                               "n_states": frozen.params["n_states"],
+                               "covariance_type": frozen.params["covariance_type"],
+                               "failed": frozen.user_attrs.get("failed", "")}
     return dict(sorted(candidates.items(), key=lambda kv: (
         kv[1]["n_states"], COVARIANCE_TYPES.index(kv[1]["covariance_type"]))))
 
@@ -588,7 +590,7 @@ def run_selection(
     X: np.ndarray, lengths: np.ndarray, X_val: np.ndarray, lengths_val: np.ndarray, *,
     select: SelectParams, hmm: HMMParams, seed: int, storage: str, name: str,
     jump: JumpParams | None = None, min_dwell: float = 24.0,
-    feature_names: list[str] | None = None, collinear: list | None = None,
+    feature_names: list[str] | None = None, collinear: Sequence[Sequence[Any]] | None = None,
 ) -> dict[str, Any]:
     """Search the HMM grid with Optuna, scan the regimes, and choose a model.
 
@@ -654,7 +656,7 @@ def run_selection(
         noise = decision_noise(rows, chosen=choice, criterion=select.criterion, n_train=len(X))
     noise_table = _criteria_noise(rows, n_train=len(X))
     within = None if noise is None else noise["within_optimiser_noise"]
-    if within:
+    if within and noise is not None:
         log.warning("WITHIN OPTIMISER NOISE: %s %s over %s by %.4g %s, less than the restarts' "
                     "spread (%s, %s): another seed may decide otherwise; more restarts "
                     "(hmm.n_init, hmm.n_continue) narrow it", noise["criterion"].upper(),

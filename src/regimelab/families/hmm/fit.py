@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,7 +28,8 @@ def candidate_seed(seed: int, n_states: int, covariance_type: str) -> int:
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
-def check_collinear(covariance_type: str, collinear: list | None, *, allow: bool) -> None:
+def check_collinear(covariance_type: str, collinear: Sequence[Sequence[Any]] | None, *,
+                    allow: bool) -> None:
     """Refuse a full (or tied) covariance over features that move together.
 
     ``collinear`` is the scaler's list of ``[a, b, correlation]`` pairs beyond its
@@ -60,7 +63,7 @@ def make_hmm(n_states: int, covariance_type: str, *, hmm: HMMParams, seed: int) 
 def train(
     frames: dict[str, pd.DataFrame], *, columns: list[str], n_states: int,
     covariance_type: str, hmm: HMMParams, seed: int,
-    bars: pd.DataFrame | None = None, collinear: list | None = None,
+    bars: pd.DataFrame | None = None, collinear: Sequence[Sequence[Any]] | None = None,
 ) -> Trained:
     """Fit on ``frames['train']`` and decode every split.
 

@@ -16,7 +16,8 @@ from hmmlearn import _hmmc
 from hmmlearn.hmm import GaussianHMM
 
 
-class StableGaussianHMM(GaussianHMM):
+# hmmlearn ships no type information, so its classes are Any to mypy.
+class StableGaussianHMM(GaussianHMM):  # type: ignore[misc]
     """``GaussianHMM`` whose scaling E-step subtracts each row's largest log-density.
 
     hmmlearn's scaling implementation exponentiates the log-densities as they
@@ -26,12 +27,16 @@ class StableGaussianHMM(GaussianHMM):
     shift is added back to the log-likelihood.
     """
 
+    # Set by hmmlearn's fit; declared so that mypy knows the override's type.
+    _covars_: np.ndarray
+
     def _shifted_frameprob(self, X: np.ndarray) -> tuple[np.ndarray, float]:
         log_frame = self._compute_log_likelihood(X)
         shift = log_frame.max(axis=1, keepdims=True)
         return np.exp(log_frame - shift), float(shift.sum())
 
-    def _fit_scaling(self, X: np.ndarray) -> tuple:
+    def _fit_scaling(self, X: np.ndarray
+                     ) -> tuple[np.ndarray, float, np.ndarray, np.ndarray, np.ndarray]:
         frameprob, shift = self._shifted_frameprob(X)
         log_prob, fwd, scaling = _hmmc.forward_scaling(self.startprob_, self.transmat_, frameprob)
         bwd = _hmmc.backward_scaling(self.startprob_, self.transmat_, frameprob, scaling)

@@ -45,7 +45,8 @@ INIT_STICKINESS = 0.9
 INIT_SAMPLE = 20_000
 
 
-class _RecordingMonitor(ConvergenceMonitor):
+# hmmlearn ships no type information, so its classes are Any to mypy.
+class _RecordingMonitor(ConvergenceMonitor):  # type: ignore[misc]
     """hmmlearn's monitor keeps two values; this one keeps the whole history."""
 
     def __init__(self, tol: float, n_iter: int, verbose: bool) -> None:
@@ -110,6 +111,13 @@ def _converged(history: list[float], tol_total: float) -> bool:
     hmmlearn's own ``converged`` is also True when the iteration cap is hit.
     """
     return len(history) >= 2 and history[-1] - history[-2] < tol_total
+
+
+def _known(log_likelihood: float | None) -> float:
+    """The log-likelihood of a restart that ran (a failed one has none and is never ranked)."""
+    if log_likelihood is None:
+        raise RuntimeError("a restart without a log-likelihood was ranked")
+    return log_likelihood
 
 
 def _check_lengths(X: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -315,7 +323,7 @@ class RegimeHMM:
             restart.short_log_likelihood = model.monitor_.log_probs[-1]
             models[restart.index] = model
 
-        ranked = sorted(models, key=lambda i: -restarts[i].short_log_likelihood)
+        ranked = sorted(models, key=lambda i: -_known(restarts[i].short_log_likelihood))
         finished: list[int] = []
         for i in ranked:
             # A continued restart that fails hands its place to the next best short run.
@@ -331,12 +339,12 @@ class RegimeHMM:
                 f"failed ({reasons}); try fewer states, a larger hmm.min_covar, or "
                 "covariance_type diag"
             )
-        finished.sort(key=lambda i: -restarts[i].log_likelihood)
+        finished.sort(key=lambda i: -_known(restarts[i].log_likelihood))
         best = finished[0]
         self.model_ = models[best]
         self.restarts_ = restarts
         self.best_restart_ = best
-        self.log_likelihood_ = restarts[best].log_likelihood
+        self.log_likelihood_ = _known(restarts[best].log_likelihood)
         self.history_ = restarts[best].history
         self.n_iter_ = restarts[best].n_iter
         self.converged_ = restarts[best].converged

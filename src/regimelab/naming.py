@@ -95,7 +95,8 @@ def name_states(returns: np.ndarray, states: np.ndarray, segment: np.ndarray, *,
     segment : ndarray of shape (n_samples,)
         Gap-free runs: an episode ends at a gap too.
     n_states : int
-    seed, n_boot : the episode bootstrap's seed and resamples
+    seed, n_boot : int
+        The episode bootstrap's seed and resamples.
 
     Returns
     -------

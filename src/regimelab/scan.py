@@ -111,13 +111,17 @@ def scan_state_count(
 
     Parameters
     ----------
-    X, lengths : the training observations (n_samples, n_features) and sequence lengths
-    X_val, lengths_val : the validation ones
+    X, lengths : ndarray
+        The training observations (n_samples, n_features) and sequence lengths.
+    X_val, lengths_val : ndarray
+        The validation ones.
     n_states : int
-    select, jump : the ``select`` and ``jump`` params
+    select, jump : SelectParams, JumpParams
+        The ``select`` and ``jump`` params.
     min_dwell : float
         The median run, in bars, the filtered validation labels must reach.
-    seed : ``model.seed``
+    seed : int
+        ``model.seed``.
 
     Returns
     -------

@@ -596,15 +596,25 @@ def run_selection(
 
     Parameters
     ----------
-    X, lengths : training observations (n_samples, n_features) and sequence lengths
-    X_val, lengths_val : validation observations and sequence lengths
-    select, hmm, jump : the ``select``, ``hmm`` and ``jump`` params
-    seed : ``model.seed``
-    storage : an Optuna storage URL (``sqlite:///...`` or ``postgresql://...``)
-    name : the study name (see :func:`study_name`)
-    min_dwell : the median run, in bars, the scan calibrates the jump penalty to
-        (see :func:`regimelab.choice.min_dwell_bars`)
-    collinear : the scaler's collinear pairs: full covariances over them are refused
+    X, lengths : ndarray
+        Training observations (n_samples, n_features) and sequence lengths.
+    X_val, lengths_val : ndarray
+        Validation observations and sequence lengths.
+    select, hmm, jump : SelectParams, HMMParams, JumpParams
+        The ``select``, ``hmm`` and ``jump`` params (``jump``: its defaults when None).
+    seed : int
+        ``model.seed``.
+    storage : str
+        An Optuna storage URL (``sqlite:///...`` or ``postgresql://...``).
+    name : str
+        The study name (see :func:`study_name`).
+    min_dwell : float
+        The median run, in bars, the scan calibrates the jump penalty to
+        (see :func:`regimelab.choice.min_dwell_bars`).
+    feature_names : list of str, optional
+        Column names of ``X``; they pick the volatility feature that orders the states.
+    collinear : sequence of ``[a, b, correlation]``, optional
+        The scaler's collinear pairs: full covariances over them are refused.
 
     Returns
     -------

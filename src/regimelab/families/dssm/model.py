@@ -157,7 +157,8 @@ class RegimeDSSM:
         X : ndarray of shape (n_samples, n_features)
         lengths : ndarray of shape (n_sequences,)
             Rows per gap-free sequence; no window crosses from one into the next.
-        X_val, lengths_val : the validation sequences, same layout
+        X_val, lengths_val : ndarray
+            The validation sequences, in the same layout.
         init : fitted Gaussian HMM, optional
             Anything with ``startprob_``, ``transmat_``, ``means_`` and full
             ``covars_`` of K states, such as a :class:`~regimelab.families.hmm.model.RegimeHMM`.

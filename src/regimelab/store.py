@@ -167,10 +167,18 @@ class PredictionStore:
         self.url = store_url(url)
         try:
             self.engine = _engine(self.url)
-            self._open()
         except (SQLAlchemyError, ValueError) as exc:
             raise StoreError(f"prediction store {self.url}: cannot open it ({_reason(exc)})"
                              ) from None
+        try:
+            self._open()
+        except (SQLAlchemyError, ValueError) as exc:
+            self.engine.dispose()
+            raise StoreError(f"prediction store {self.url}: cannot open it ({_reason(exc)})"
+                             ) from None
+        except StoreError:
+            self.engine.dispose()  # no connection left for the garbage collector to close
+            raise
 
     def _open(self) -> None:
         """Create the schema in an empty database; refuse one at another revision."""
@@ -262,6 +270,7 @@ def upgrade_store(url: str | None = None) -> tuple[str | None, str]:
     such, then upgraded.
     """
     url = store_url(url)
+    engine: sa.Engine | None = None
     try:
         engine = _engine(url)
         with engine.begin() as conn:
@@ -275,8 +284,10 @@ def upgrade_store(url: str | None = None) -> tuple[str | None, str]:
                 command.stamp(_config(conn), UNVERSIONED)
             command.upgrade(_config(conn), "head")
             after, _ = _state(conn)
-        engine.dispose()
     except (SQLAlchemyError, ValueError) as exc:
         raise StoreError(f"prediction store {url}: cannot upgrade it ({_reason(exc)})"
                          ) from None
+    finally:
+        if engine is not None:
+            engine.dispose()
     return before, str(after)

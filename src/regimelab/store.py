@@ -126,6 +126,8 @@ def _config(connection: sa.Connection | None = None) -> Config:
     """Alembic's configuration: the package's scripts, run on ``connection``."""
     config = Config()
     config.set_main_option("script_location", MIGRATIONS)
+    # r0001_name.py: a revision's file is a valid module name (mypy checks them).
+    config.set_main_option("file_template", "r%%(rev)s_%%(slug)s")
     config.attributes["connection"] = connection
     return config
 

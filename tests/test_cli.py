@@ -22,9 +22,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import regimelab
 from regimelab.cli import main
 from regimelab.store import PredictionStore
 from regimelab.synth import make_market, write_market
+from tests import core_install
 from tests.stages.test_model_stages import outputs, scaled  # noqa: F401  (fixtures)
 
 MODELS = ("hmm", "dssm", "jump")
@@ -464,3 +466,63 @@ def recent_json() -> list[dict]:
              "volume": v}
             for ts, o, h, lo, c, v in bars[["timestamp", "open", "high", "low", "close",
                                             "volume"]].itertuples(index=False)]
+
+
+# An inference-only install (`pip install regimelab`, no pipeline extra), simulated: every
+# installed module that pyproject's core dependencies do not bring is refused.
+
+CORE_COMMANDS = """
+import json, sys
+from pathlib import Path
+
+from regimelab.cli import main
+
+models, bars, reference, out = map(Path, sys.argv[1:5])
+for name in ("hmm", "dssm", "jump"):
+    assert main(["infer", "--model", str(models / name), "--input", str(bars), "--output",
+                 str(out / f"{name}.parquet")]) == 0
+    assert main(["now", "--model", str(models / name), "--input", str(bars), "--json"]) == 0
+assert main(["drift", "--model", str(models / "hmm"), "--input", str(bars), "--reference",
+             str(reference), "--output", str(out / "drift.json")]) in (0, 1)
+assert main(["history", "--csv"]) == 0
+print(json.dumps(sorted(m for m in sys.modules if m.partition(".")[0] in
+                        ("lightning", "optuna", "dvc", "dvclive", "matplotlib", "arch"))))
+"""
+
+
+def test_an_inference_only_install_infers_drifts_and_serves(
+        scaled: Path, outputs: Path, unseen: Path, recent_json: list[dict],  # noqa: F811
+        tmp_path: Path, store: str) -> None:
+    env = core_install.environment()
+    assert {"lightning", "optuna", "dvc", "matplotlib", "arch"} <= set(
+        env[core_install.BLOCKED_ENV].split(","))
+    (tmp_path / "core.py").write_text(CORE_COMMANDS)
+    proc = subprocess.run([sys.executable, str(core_install.SCRIPT), str(tmp_path / "core.py"),
+                           str(outputs / "models"), str(unseen),
+                           str(scaled / "scaled/train.parquet"), str(tmp_path)],
+                          capture_output=True, text=True, check=False, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"  # none of the pipeline was imported
+    for name in MODELS:  # the same regimes as a full install's
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / f"{name}.parquet"),
+                                      infer(outputs / "models" / name, unseen,
+                                            tmp_path / "full.parquet", "--no-store"))
+    main(["drift", "--model", str(outputs / "models/hmm"), "--input", str(unseen),
+          "--reference", str(scaled / "scaled/train.parquet"), "--output",
+          str(tmp_path / "full.json")])
+    assert (json.loads((tmp_path / "drift.json").read_text())
+            == json.loads((tmp_path / "full.json").read_text()))
+    n_stored = len(PredictionStore(store).history())
+    # `regimelab serve` (uvicorn on the app factory) answers and stores.
+    port = free_port()
+    command = [sys.executable, str(core_install.SCRIPT),
+               str(Path(regimelab.__file__).with_name("__main__.py")), "serve",
+               "--model", str(outputs / "models/dssm"), "--port", str(port)]
+    with server(command, port, tmp_path / "log", **env):
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/regime",
+                                         data=json.dumps({"bars": recent_json}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=20) as answer:
+            assert answer.status == 200 and json.loads(answer.read())["model"] == "dssm"
+    assert "Traceback" not in (tmp_path / "log").read_text()
+    assert len(PredictionStore(store).history()) == n_stored + 1

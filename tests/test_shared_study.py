@@ -31,7 +31,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from regimelab.store import PredictionStore
+from regimelab.store import PredictionStore, StoreError, _config, upgrade_store
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "shared_study_worker.py"
@@ -265,15 +265,60 @@ def test_the_prediction_store_works_on_postgresql(postgres_db: str) -> None:
     stored = reader.history()
     assert list(stored["symbol"]) == ["BTCUSDT"] * 3 + ["ETHUSDT"]
     assert list(stored["source"]) == ["infer"] * 3 + ["serve"]
-    assert list(stored["timestamp"]) == [t.isoformat() for t in [*stamps, stamps[-1]]]
-    assert [json.loads(p) for p in stored["probabilities"]] == [
-        [0.9, 0.1], [0.2, 0.8], [0.1, 0.9], [0.7, 0.3]]
+    # timestamptz read back as the same UTC times; a JSON column as lists.
+    assert list(stored["timestamp"]) == [*stamps, stamps[-1]]
+    assert str(stored["predicted_at"].dt.tz) == "UTC"
+    assert list(stored["probabilities"]) == [[0.9, 0.1], [0.2, 0.8], [0.1, 0.9], [0.7, 0.3]]
     last_btc = reader.history(symbol="BTCUSDT", limit=1)
     assert list(last_btc["state"]) == [1]
-    assert last_btc["timestamp"].iloc[0] == stamps[-1].isoformat()
+    assert last_btc["timestamp"].iloc[0] == stamps[-1]
     assert reader.history(model="models/dssm").empty
     writer.engine.dispose()
     reader.engine.dispose()
+
+
+def test_an_older_store_on_postgresql_is_upgraded_in_place(postgres_db: str) -> None:
+    """The store as regimelab wrote it before Alembic (text times and JSON), converted
+    by ALTER ... USING, with its rows and its id sequence; and converted back."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    old = [("2024-05-01T10:00:00.123+00:00", "infer", "/m/hmm", "abc", "BTCUSDT",
+            "2024-01-01T00:00:00+00:00", 1, "[0.25, 0.75]"),
+           ("2024-05-01T10:00:01.000+00:00", "serve", "/m/hmm", "abc", "ETHUSDT",
+            "2024-01-01T01:00:00+00:00", 0, "[0.9, 0.1]")]
+    engine = sa.create_engine(postgres_db)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE predictions (id SERIAL PRIMARY KEY, predicted_at VARCHAR(32) NOT "
+            "NULL, source VARCHAR(16) NOT NULL, model VARCHAR(512) NOT NULL, model_version "
+            "VARCHAR(64) NOT NULL, symbol VARCHAR(64) NOT NULL, timestamp VARCHAR(32) NOT "
+            "NULL, state INTEGER NOT NULL, probabilities TEXT NOT NULL)")
+        for row in old:
+            conn.exec_driver_sql("INSERT INTO predictions (predicted_at, source, model, "
+                                 "model_version, symbol, timestamp, state, probabilities) "
+                                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", row)
+    with pytest.raises(StoreError, match="made by an older regimelab"):
+        PredictionStore(postgres_db)
+    assert upgrade_store(postgres_db) == (None, "0002")
+    store = PredictionStore(postgres_db)
+    stored = store.history()
+    assert list(stored["timestamp"]) == list(pd.date_range("2024-01-01", periods=2, freq="h",
+                                                           tz="UTC"))
+    assert stored["predicted_at"].iloc[0] == pd.Timestamp("2024-05-01T10:00:00.123Z")
+    assert list(stored["probabilities"]) == [[0.25, 0.75], [0.9, 0.1]]
+    store.append([{"timestamp": pd.Timestamp("2024-01-01 02:00", tz="UTC"), "symbol": "BTCUSDT",
+                   "state": 0, "p_filter_0": 0.5, "p_filter_1": 0.5}],
+                 source="now", model="/m/hmm", version="abc")
+    assert list(store.history()["id"]) == [1, 2, 3]
+    store.engine.dispose()
+    with engine.begin() as conn:
+        command.downgrade(_config(conn), "0001")
+    with engine.connect() as conn:
+        rows = [tuple(r)[1:] for r in conn.exec_driver_sql(
+            "SELECT * FROM predictions WHERE id < 3 ORDER BY id")]
+    assert rows == old
+    engine.dispose()
 
 
 def test_a_result_whose_trial_was_taken_over_meanwhile_is_dropped(

@@ -27,6 +27,11 @@ so a shell's settings cannot make one machine's outputs differ from another's.
 numba is not pinned: it compiles for the host CPU but without fast-math, so it
 neither reassociates nor fuses floating-point operations, and it calls the same
 C library for transcendental functions.
+
+It also checks, without importing them, that the pipeline's dependencies are
+installed (see :mod:`regimelab.extras`): a stage started on an inference-only
+install ends with one ``error:`` line and exit status 2 before any of its
+imports fail.
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+
+from regimelab.exceptions import MissingDependencyError
+from regimelab.extras import require_pipeline
 
 # Every feature group numpy 2.x dispatches to above its X86-64-v2 baseline. An
 # absent feature is ignored; a name this numpy does not know only warns.
@@ -76,3 +84,15 @@ def pin() -> bool:
 
 
 PINNED = pin()
+
+
+def check_pipeline() -> None:
+    """End this (stage) process with one line if the pipeline extra is missing."""
+    try:
+        require_pipeline(sys.argv[0] or "this stage")
+    except MissingDependencyError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        raise SystemExit(2) from None  # a user's mistake, as regimelab.stage exits
+
+
+check_pipeline()

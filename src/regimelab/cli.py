@@ -7,6 +7,7 @@
     regimelab drift --model models/hmm --input recent.csv [--output drift.json]
     regimelab serve --model models/hmm [--host 127.0.0.1] [--port 8080] [--workers 1]
     regimelab history [--model models/hmm] [--symbol BTCUSDT] [--limit 100] [--csv]
+    regimelab store upgrade [--store URL]
 
 ``python -m regimelab`` is the same command. ``-v`` logs debug lines too, ``-q``
 only warnings and errors (``-qq`` errors only), before or after the command's
@@ -16,7 +17,9 @@ e.g. in ~/.bashrc: ``eval "$(regimelab --print-completion bash)"``.
 
 Every prediction of infer, now and serve is appended to the prediction store
 (``--store URL``; default ``$REGIMELAB_STORE`` or ``sqlite:///predictions.db``;
-``--no-store`` to keep none).
+``--no-store`` to keep none). A new store is created on first use; one made by
+an older regimelab is refused until ``regimelab store upgrade`` has brought its
+schema up to date (once, after a backup; its rows are kept).
 
 A user's mistake (a missing file, bars the model cannot read) ends with one
 ``error:`` line and exit status 2, as in the stages. ``drift`` exits 1 when a
@@ -51,7 +54,7 @@ from regimelab.io import (
 from regimelab.models import load_model, model_version, read_manifest
 from regimelab.regimes import RegimeModel
 from regimelab.stage import run
-from regimelab.store import PredictionStore
+from regimelab.store import PredictionStore, store_url, upgrade_store
 
 log = logging.getLogger("regimelab.cli")
 
@@ -192,6 +195,12 @@ def cmd_history(args: argparse.Namespace) -> None:
                               else table.drop(columns="id").to_string(index=False)) + "\n")
 
 
+def cmd_store_upgrade(args: argparse.Namespace) -> None:
+    before, after = upgrade_store(args.store)
+    sys.stdout.write(f"{store_url(args.store)}: schema {before or 'unversioned or new'} -> "
+                     f"{after}\n")
+
+
 def _store_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--store", help="prediction store URL (default $REGIMELAB_STORE or "
                                          "sqlite:///predictions.db)")
@@ -296,6 +305,15 @@ def parser() -> argparse.ArgumentParser:
     hist.add_argument("--limit", type=int, help="the last N predictions")
     hist.add_argument("--csv", action="store_true", help="CSV instead of a table")
     hist.set_defaults(func=cmd_history)
+    store = command("store", "the prediction store's schema")
+    store_commands = store.add_subparsers(dest="action", required=True)
+    upgrade = store_commands.add_parser(
+        "upgrade", parents=[verbosity],
+        help="bring a store made by an older regimelab up to date, keeping its rows (back "
+             "it up first)")
+    upgrade.add_argument("--store", help="prediction store URL (default $REGIMELAB_STORE or "
+                                         "sqlite:///predictions.db)")
+    upgrade.set_defaults(func=cmd_store_upgrade)
     return top
 
 

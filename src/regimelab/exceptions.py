@@ -34,3 +34,7 @@ class ScalingError(RegimelabError):
 
 class ModelError(RegimelabError):
     """A model cannot be fitted, loaded or applied as asked."""
+
+
+class MissingDependencyError(RegimelabError):
+    """A command needs an optional dependency (an extra) that is not installed."""

@@ -11,7 +11,6 @@ the filtered posterior at t.
 from __future__ import annotations
 
 import numpy as np
-from arch.bootstrap import CircularBlockBootstrap, optimal_block_length
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import kruskal
 from sklearn.metrics import adjusted_rand_score, confusion_matrix
@@ -129,6 +128,10 @@ def block_length(returns: np.ndarray, *, horizon: int) -> int:
         ``max(BLOCK_HORIZONS * horizon, ceil(b))``, where Politis-White's ``b`` is
         at most ``min(3 sqrt(n), n / 3)``.
     """
+    # arch (the pipeline's extra) is imported here, not with the module: drift monitoring
+    # on an inference-only install uses this module's other functions.
+    from arch.bootstrap import optimal_block_length
+
     floor = BLOCK_HORIZONS * horizon
     r = np.asarray(returns, dtype=np.float64)
     r = r[np.isfinite(r)]
@@ -222,6 +225,8 @@ def state_return_stats(returns: np.ndarray, states: np.ndarray, *, n_states: int
     with_interval = count >= 2 * block
     draws = np.full((len(_STATS), n_boot, n_states), np.nan)
     if with_interval.any():
+        from arch.bootstrap import CircularBlockBootstrap  # the pipeline's: see block_length
+
         sampler = CircularBlockBootstrap(block, deviations, codes, seed=rng)
         resamples = sampler.bootstrap(n_boot)
         # One bincount for a chunk of resamples: resample i's state k is bin i (K + 1) + k.

@@ -102,7 +102,7 @@ def main() -> None:
             result = run_backtest(
                 table, bars, columns=spec["columns"],
                 base_timeframe=base_interval(bars), params=params,
-                settings=settings_for(params, None, penalties=select.penalties,
+                settings=settings_for(params, None, select=select,
                                       min_dwell=min_dwell_bars(select, base_interval(bars))),
                 scale=load_section("scale", p),
                 hmm=load_section("hmm", p), jump=load_section("jump", p),

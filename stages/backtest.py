@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     select = load_section("select", args.params)
     spec = read_json(args.spec)
     base = parse_timeframe(spec["base_timeframe"])
-    settings = settings_for(params, resolved, penalties=select.penalties,
+    settings = settings_for(params, resolved, select=select,
                             min_dwell=min_dwell_bars(select, base))
     result = run_backtest(
         read_parquet(args.features), read_parquet(args.bars), columns=spec["columns"],

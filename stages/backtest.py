@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         base_timeframe=base, params=params, settings=settings,
         scale=load_section("scale", args.params),
         hmm=load_section("hmm", args.params), jump=load_section("jump", args.params),
-        seed=model.seed)
+        dssm=load_section("dssm", args.params), seed=model.seed)
     write_json(result.metrics, args.metrics)
     for name, table in result.plots.items():
         write_csv(table, Path(args.plots) / f"{name}.csv")

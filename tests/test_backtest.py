@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy import stats as sps
@@ -32,6 +34,7 @@ from regimelab.exceptions import ModelError, ParamsError
 from regimelab.features import build_features
 from regimelab.params import (
     BacktestParams,
+    DSSMParams,
     FeaturesParams,
     GridParams,
     HMMParams,
@@ -188,7 +191,14 @@ def test_bad_backtest_params_name_the_key() -> None:
     with pytest.raises(ParamsError, match=r"^backtest\.refit: got '3x'"):
         BacktestParams(refit="3x")
     with pytest.raises(ParamsError, match=r"^backtest\.families"):
-        BacktestParams(families=("dssm",))
+        BacktestParams(families=("dssm", "dssm"))
+    with pytest.raises(ParamsError, match=r"^backtest\.dssm_max_epochs"):
+        BacktestParams(dssm_max_epochs=0)
+    with pytest.raises(ParamsError, match=r"^backtest\.max_states"):
+        BacktestParams(max_states=1)
+    with pytest.raises(ParamsError, match=r"^backtest\.max_states: 3 is below every"):
+        settings_for(BacktestParams(settings="past", max_states=3), None,
+                     select=SelectParams(grid=GridParams(n_states=(4, 5))))
 
 
 def test_stage_writes_metrics_and_plots(tmp_path: Path) -> None:
@@ -436,3 +446,49 @@ def test_state_exposures_by_hand() -> None:
                                    exposures={"crash": 0.0, "flat": 0.5},
                                    exposure_default=1.0)
     assert mapped.tolist() == [1.0, 0.0, 0.5]  # "flat 2" falls back to "flat"
+
+
+def test_dssm_walks_forward_warm_started_and_never_sees_a_later_bar(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from regimelab.families.dssm.model import REGIME_PARAMETERS, RegimeDSSM
+
+    bars = regime_market((0.0006, -0.0015), seed=5, n_bars=2200)
+    fits: list[dict] = []
+    fit = RegimeDSSM.fit
+
+    def recording(self: RegimeDSSM, X: np.ndarray, lengths: np.ndarray, **kw: object) -> object:
+        fits.append({"rows": len(X) + len(kw["X_val"]), "model": self, **kw})
+        return fit(self, X, lengths, **kw)
+
+    monkeypatch.setattr(RegimeDSSM, "fit", recording)
+    params = replace(SMALL, families=("dssm",), dssm_max_epochs=1)
+    dssm = DSSMParams(window=64, stride=48, burn_in=8, batch_size=8)
+
+    def labels(market: pd.DataFrame) -> tuple[Any, list]:
+        features = build_features(market, params=RANGE).table
+        walk = walk_forward(features, ["log_range_1h"], symbol_returns(features, market),
+                            family="dssm", settings=settings_for(params, None),
+                            points=[1500, 1900], rolling=None, scale=SCALE, hmm=HMMParams(),
+                            jump=JUMP, seed=0, dssm=dssm)
+        return walk, walk.fits
+
+    walk, _ = labels(bars)
+    first, second = fits[:2]
+    # Each refit trains on its window only (85% fit, 15% early stopping), one epoch.
+    assert first["rows"] == 1500 and second["rows"] == 1900
+    assert first["init"] is None and first["warm_weights"] is None  # cold: its own HMM
+    # The second starts from the first: its regime parameters and its context weights.
+    assert second["init"] is not None and second["init"].means_.shape == (2, 1)
+    assert "cell.weight_ih" in second["warm_weights"] and "means" in second["warm_weights"]
+    model = first["model"]
+    for name, value in second["warm_weights"].items():
+        if name not in REGIME_PARAMETERS:
+            assert torch.equal(value, model.net_.state_dict()[name]), name
+    assert all(len(f["names"]) == 2 for f in walk.fits) and (walk.labels[1500:] >= 0).all()
+    # Later bars move nothing before them.
+    t = 1900 + 100
+    future = bars.copy()
+    later = np.arange(len(bars)) > t
+    future.loc[later, ["open", "high", "low", "close"]] *= 1.3
+    shifted, _ = labels(future)
+    assert_array_equal(shifted.labels[:t + 1], walk.labels[:t + 1])

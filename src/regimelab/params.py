@@ -464,7 +464,7 @@ class EvaluateParams:
                  "max_share", self.max_share, "a share in (0, 1]")
 
 
-BACKTEST_FAMILIES = ("jump", "gaussian_hmm")
+BACKTEST_FAMILIES = ("jump", "gaussian_hmm", "dssm")
 _DURATION_RE = re.compile(r"^\d+(min|m|h|d)$")
 
 
@@ -496,6 +496,7 @@ class BacktestParams:
     max_states: int = 8
     covariance_type: str = "full"
     jump_penalty: float = 50.0
+    dssm_max_epochs: int = 5
     min_train: int | str = "auto"
     refit: int | str = "auto"
     window: str = "expanding"
@@ -529,6 +530,9 @@ class BacktestParams:
                  self.covariance_type, f"one of {', '.join(COVARIANCE_TYPES)}")
         _require(_is_number(self.jump_penalty) and self.jump_penalty >= 0, "backtest",
                  "jump_penalty", self.jump_penalty, "a number >= 0")
+        _require(_is_int(self.dssm_max_epochs) and self.dssm_max_epochs >= 1, "backtest",
+                 "dssm_max_epochs", self.dssm_max_epochs,
+                 "an integer >= 1 (epochs of each DSSM refit, in place of dssm.max_epochs)")
         for key in ("min_train", "refit", "reselect"):
             value = getattr(self, key)
             _require(_bars_or_duration(value), "backtest", key, value,

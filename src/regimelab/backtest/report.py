@@ -31,7 +31,7 @@ from regimelab.backtest.walkforward import (
     resolve_bars,
     walk_forward,
 )
-from regimelab.params import BacktestParams, HMMParams, JumpParams, ScaleParams
+from regimelab.params import BacktestParams, DSSMParams, HMMParams, JumpParams, ScaleParams
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,8 @@ def _progress(symbol: str, family: str) -> Callable[[int, int], None]:
 def backtest_symbol(frame: pd.DataFrame, bars: pd.DataFrame, *, columns: list[str],
                     base_timeframe: pd.Timedelta, params: BacktestParams,
                     settings: dict[str, Any], scale: ScaleParams, hmm: HMMParams,
-                    jump: JumpParams, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+                    jump: JumpParams, seed: int,
+                    dssm: DSSMParams | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """One symbol's metrics block, and the series its plots are drawn from."""
     frame = frame.reset_index(drop=True)
     returns = symbol_returns(frame, bars)
@@ -120,7 +121,7 @@ def backtest_symbol(frame: pd.DataFrame, bars: pd.DataFrame, *, columns: list[st
         symbol = frame["symbol"].iloc[0]
         walk = walk_forward(
             frame, columns, returns, family=family, settings=settings, points=points,
-            rolling=rolling, scale=scale, hmm=hmm, jump=jump, seed=seed,
+            rolling=rolling, scale=scale, hmm=hmm, jump=jump, seed=seed, dssm=dssm,
             reselect=resolve_bars(params.reselect, base_timeframe=base_timeframe,
                                   default=DEFAULT_RESELECT, key="reselect"),
             choices=choices,
@@ -246,7 +247,7 @@ def daily_plots(series: dict[str, Any], first_family: str) -> dict[str, pd.DataF
 def run_backtest(features: pd.DataFrame, bars: pd.DataFrame, *, columns: list[str],
                  base_timeframe: pd.Timedelta, params: BacktestParams,
                  settings: dict[str, Any], scale: ScaleParams, hmm: HMMParams,
-                 jump: JumpParams, seed: int) -> Backtest:
+                 jump: JumpParams, seed: int, dssm: DSSMParams | None = None) -> Backtest:
     """Walk every family forward over every symbol and describe the strategies.
 
     Parameters
@@ -259,7 +260,7 @@ def run_backtest(features: pd.DataFrame, bars: pd.DataFrame, *, columns: list[st
     base_timeframe : the bar interval (the feature spec's)
     params : the ``backtest`` params
     settings : :func:`~regimelab.backtest.walkforward.settings_for`'s result
-    scale, hmm, jump, seed : the params the scaler and models are built from
+    scale, hmm, jump, seed, dssm : the params the scaler and models are built from
     """
     blocks: dict[str, dict[str, Any]] = {}
     plots: dict[str, pd.DataFrame] = {}
@@ -267,7 +268,7 @@ def run_backtest(features: pd.DataFrame, bars: pd.DataFrame, *, columns: list[st
         block, series = backtest_symbol(
             frame, bars[bars["symbol"] == symbol], columns=columns,
             base_timeframe=base_timeframe, params=params, settings=settings, scale=scale,
-            hmm=hmm, jump=jump, seed=seed)
+            hmm=hmm, jump=jump, seed=seed, dssm=dssm)
         blocks[str(symbol)] = block
         if not plots:
             plots = daily_plots(series, params.families[0])

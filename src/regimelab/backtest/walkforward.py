@@ -35,6 +35,7 @@ from regimelab.exceptions import ModelError, ParamsError
 from regimelab.naming import name_states
 from regimelab.params import (
     BacktestParams,
+    DSSMParams,
     HMMParams,
     JumpParams,
     ScaleParams,
@@ -90,9 +91,11 @@ def settings_for(params: BacktestParams, resolved: dict[str, Any] | None, *,
     data up to the end of validation: look-ahead for any bar before then, and
     labelled so).
     """
+    epochs = {"dssm_max_epochs": int(params.dssm_max_epochs)} if "dssm" in params.families else {}
     if params.settings == "fixed":
         return {"n_states": params.n_states, "covariance_type": params.covariance_type,
-                "jump_penalty": float(params.jump_penalty), "look_ahead_of_selection": False}
+                "jump_penalty": float(params.jump_penalty), "look_ahead_of_selection": False,
+                **epochs}
     if params.settings == "past":
         if select is None or not select.penalties:
             raise ParamsError("backtest.settings: 'past' re-chooses the jump penalty from "
@@ -106,18 +109,25 @@ def settings_for(params: BacktestParams, resolved: dict[str, Any] | None, *,
                 "state_grid": grid, "min_stability": float(select.min_stability),
                 "min_separation": float(select.min_separation),
                 "resamples": int(select.resamples), "scan_penalty": float(select.scan_penalty),
-                "penalties": [float(p) for p in select.penalties], "min_dwell": int(min_dwell)}
+                "penalties": [float(p) for p in select.penalties], "min_dwell": int(min_dwell),
+                **epochs}
     if resolved is None or resolved.get("jump_penalty") is None:
         raise ParamsError("backtest.settings: 'pipeline' needs select-states' metrics with a "
                           "jump-model scan; pass them or use 'fixed'")
     return {"n_states": int(resolved["n_states"]),
             "covariance_type": str(resolved["covariance_type"]),
-            "jump_penalty": float(resolved["jump_penalty"]), "look_ahead_of_selection": True}
+            "jump_penalty": float(resolved["jump_penalty"]), "look_ahead_of_selection": True,
+            **epochs}
 
 
 def make_model(family: str, *, settings: dict[str, Any], hmm: HMMParams, jump: JumpParams,
-               seed: int) -> Any:
-    """An unfitted model of ``family`` (``jump`` or ``gaussian_hmm``) with ``settings``."""
+               seed: int, dssm: DSSMParams | None = None) -> Any:
+    """An unfitted model of ``family`` (``jump``, ``gaussian_hmm`` or ``dssm``) with
+    ``settings``; the DSSM trains ``settings['dssm_max_epochs']`` epochs at most."""
+    if family == "dssm":
+        from regimelab.families.dssm.fit import make_dssm
+        return make_dssm(settings["n_states"], seed=seed, dssm=dataclasses.replace(
+            dssm or DSSMParams(), max_epochs=settings["dssm_max_epochs"]))
     if family == "jump":
         from regimelab.families.jump.fit import make_jump
         return make_jump(settings["n_states"], jump=jump, jump_penalty=settings["jump_penalty"],
@@ -126,13 +136,14 @@ def make_model(family: str, *, settings: dict[str, Any], hmm: HMMParams, jump: J
         from regimelab.families.hmm.fit import make_hmm
         return make_hmm(settings["n_states"], settings["covariance_type"], hmm=hmm, seed=seed)
     raise ParamsError(f"backtest.families: {family!r} cannot be walked forward; expected "
-                      "jump or gaussian_hmm")
+                      "jump, gaussian_hmm or dssm")
 
 
 #: Families whose refits start from the previous fit: the jump model from its centres
 #: (``means_init``, beside its cold starts), the HMM from all its parameters (``init``,
-#: in place of its cold restarts: see :func:`hmm_warm_start`).
-WARM_STARTS = ("jump", "gaussian_hmm")
+#: in place of its cold restarts: see :func:`hmm_warm_start`), the DSSM from its regime
+#: parameters and its context network's weights.
+WARM_STARTS = ("jump", "gaussian_hmm", "dssm")
 #: ``settings: past``: the share of the fitting window that calibrates the penalty (as
 #: validation's share of train + validation in the default split).
 CALIBRATION_SHARE = 0.15
@@ -155,9 +166,47 @@ def hmm_warm_start(previous: Any, previous_scaler: Scaler, scaler: Scaler
             "covars": previous.covars_ * ratio[None, :, None] * ratio[None, None, :]}
 
 
+@dataclass(frozen=True)
+class RegimeParameters:
+    """A chain and Gaussian emissions, as ``RegimeDSSM.fit(init=)`` reads them."""
+
+    startprob_: np.ndarray
+    transmat_: np.ndarray
+    means_: np.ndarray
+    covars_: np.ndarray
+
+
+def split_window(X: np.ndarray, segment: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                              np.ndarray, np.ndarray]:
+    """A fitting window's first 85% and last 15% (``CALIBRATION_SHARE``), each with the
+    lengths of its gap-free runs: as the pipeline's train and validation splits."""
+    cut = int(round(len(X) * (1 - CALIBRATION_SHARE)))
+    return X[:cut], segment_lengths(segment[:cut]), X[cut:], segment_lengths(segment[cut:])
+
+
+def fit_dssm(model: Any, X: np.ndarray, segment: np.ndarray, *, columns: list[str],
+             previous: tuple[Any, Scaler] | None, scaler: Scaler) -> Any:
+    """Train a DSSM on a fitting window, early-stopped on the window's last 15%.
+
+    Warm: the regime parameters start from the previous fit's (in this scaler's
+    units) and the context network from its weights; cold (the first refit, or
+    another state count): from a full-covariance HMM fitted on the window's fit part.
+    """
+    X_fit, lengths_fit, X_val, lengths_val = split_window(X, segment)
+    init, weights = None, None
+    if previous is not None and previous[0].n_states == model.n_states \
+            and hasattr(previous[0], "net_"):
+        init = RegimeParameters(**{f"{k}_": v for k, v in
+                                   hmm_warm_start(previous[0], previous[1], scaler).items()})
+        weights = previous[0].net_.state_dict()
+    return model.fit(X_fit, lengths_fit, X_val=X_val, lengths_val=lengths_val, init=init,
+                     feature_names=columns, warm_weights=weights)
+
+
 def fit_warm(family: str, *, settings: dict[str, Any], hmm: HMMParams, jump: JumpParams,
              seed: int, X: np.ndarray, lengths: np.ndarray, columns: list[str],
-             previous: tuple[Any, Scaler] | None, scaler: Scaler) -> Any:
+             previous: tuple[Any, Scaler] | None, scaler: Scaler,
+             dssm: DSSMParams | None = None, segment: np.ndarray | None = None) -> Any:
     """A fitted model of ``family``, warm-started from ``previous`` when it can be.
 
     The jump model adds the previous centres as one more start beside its cold
@@ -167,6 +216,11 @@ def fit_warm(family: str, *, settings: dict[str, Any], hmm: HMMParams, jump: Jum
     back to the usual cold restarts. A refit with another state count (``settings:
     past``) starts cold.
     """
+    if family == "dssm":
+        assert segment is not None
+        return fit_dssm(make_model(family, settings=settings, hmm=hmm, jump=jump, seed=seed,
+                                   dssm=dssm), X, segment, columns=columns, previous=previous,
+                        scaler=scaler)
     fit_kw: dict[str, Any] = {"feature_names": columns}
     if (family not in WARM_STARTS or previous is None
             or previous[0].n_states != settings["n_states"]
@@ -372,7 +426,7 @@ def _match(previous: np.ndarray | None, current: np.ndarray) -> list[int]:
 def walk_forward(frame: pd.DataFrame, columns: list[str], returns: np.ndarray, *,
                  family: str, settings: dict[str, Any], points: list[int], rolling: int | None,
                  scale: ScaleParams, hmm: HMMParams, jump: JumpParams, seed: int,
-                 reselect: int | None = None,
+                 dssm: DSSMParams | None = None, reselect: int | None = None,
                  choices: dict[int, dict[str, Any]] | None = None,
                  progress: Callable[[int, int], None] | None = None) -> WalkForward:
     """Refit ``family`` at each of ``points`` and label the rows up to the next one.
@@ -397,7 +451,7 @@ def walk_forward(frame: pd.DataFrame, columns: list[str], returns: np.ndarray, *
         ``settings: past``: the choices made so far, by refit row, shared between
         the families walked over one symbol (the choice depends on the rows before
         the refit only, not on the family); filled in here.
-    scale, hmm, jump, seed : the params the scaler and the model are built from
+    scale, hmm, jump, seed, dssm : the params the scaler and the model are built from
     """
     n = len(frame)
     X_all = frame[columns].to_numpy(dtype=np.float64)
@@ -434,7 +488,8 @@ def walk_forward(frame: pd.DataFrame, columns: list[str], returns: np.ndarray, *
         try:
             model = fit_warm(family, settings=fit_settings, hmm=hmm, jump=jump, seed=seed,
                              X=X[:a - lo], lengths=lengths_train, columns=columns,
-                             previous=previous, scaler=scaler)
+                             previous=previous, scaler=scaler, dssm=dssm,
+                             segment=segment[lo:a])
         except ModelError as exc:
             if previous is None:
                 raise ModelError(f"backtest: the first refit ({family}, {a - lo} bars) cannot "

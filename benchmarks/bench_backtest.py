@@ -128,6 +128,7 @@ def main() -> None:
                         print(line(f"{family} {rule}", block[family][rule]))
                 print(f"  name changes between refits: "
                       f"{block[family]['refits']['name_change_rate']:.1%}")
+                print(f"  state count from row: {block[family]['refits']['n_states_by_row']}")
                 if "jump_penalty_by_row" in block[family]["refits"]:
                     print(f"  jump penalty from row: "
                           f"{block[family]['refits']['jump_penalty_by_row']}")

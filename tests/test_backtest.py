@@ -224,10 +224,17 @@ def test_stage_writes_metrics_and_plots(tmp_path: Path) -> None:
                                         for r in ("risk_onoff", "vol_target")}
     assert "hindsight" not in json.dumps({k: v for k, v in block.items() if k != "look_ahead"})
     assert m["settings"]["look_ahead_of_selection"] is False
-    # The default re-chooses the penalty on the past, from select.penalties, once.
-    assert m["settings"]["jump_penalty"] == "past"
+    # The default re-chooses K and the penalty on the past, once, with select's grid; both
+    # families use the one choice, which the metrics record.
+    assert m["settings"]["jump_penalty"] == "past" and m["settings"]["n_states"] == "past"
+    assert m["settings"]["state_grid"] == [2, 3, 4, 5, 6, 7, 8]
     chosen = block["jump"]["refits"]["jump_penalty_by_row"]
     assert list(chosen) == ["1500"] and chosen["1500"] in m["settings"]["penalties"]
+    assert list(block["past_choices"]) == ["1500"]
+    choice = block["past_choices"]["1500"]
+    assert set(choice["scan"]) <= {str(k) for k in range(2, 9)}
+    for family in ("jump", "gaussian_hmm"):
+        assert block[family]["refits"]["n_states_by_row"] == {"1500": choice["n_states"]}
     equity = pd.read_csv(tmp_path / "out/equity.csv")
     assert {"buy_and_hold", "vol_threshold", "risk_onoff", "vol_target", "jump_risk_onoff",
             "gaussian_hmm_vol_target"} <= set(equity.columns)

@@ -18,6 +18,7 @@ Usage::
 
     nice .venv/bin/python benchmarks/bench_backtest.py             # BTC, ETH, daily panel
     nice .venv/bin/python benchmarks/bench_backtest.py --data btc --families jump
+    nice .venv/bin/python benchmarks/bench_backtest.py --data btc --families dssm --refit 365d
 """
 
 from __future__ import annotations
@@ -84,12 +85,17 @@ def main() -> None:
                         help="default: backtest.families in params.yaml")
     parser.add_argument("--settings", default=None, choices=["fixed", "past"],
                         help="default: backtest.settings in params.yaml")
+    parser.add_argument("--refit", default=None,
+                        help="override backtest.refit (e.g. 365d: a coarser cadence for the "
+                             "DSSM; the figures then say so)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     p = ROOT / "params.yaml"
     backtest = load_section("backtest", p)
     if args.settings is not None:
         backtest = replace(backtest, settings=args.settings)
+    if args.refit is not None:
+        backtest = replace(backtest, refit=args.refit)
     select = load_section("select", p)
     families = args.families or list(backtest.families)
     record: dict[str, Any] = {}
@@ -102,11 +108,11 @@ def main() -> None:
             result = run_backtest(
                 table, bars, columns=spec["columns"],
                 base_timeframe=base_interval(bars), params=params,
-                settings=settings_for(params, None, penalties=select.penalties,
+                settings=settings_for(params, None, select=select,
                                       min_dwell=min_dwell_bars(select, base_interval(bars))),
                 scale=load_section("scale", p),
                 hmm=load_section("hmm", p), jump=load_section("jump", p),
-                seed=load_section("model", p).seed)
+                dssm=load_section("dssm", p), seed=load_section("model", p).seed)
             seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
             m = result.metrics
             refits = sum(b["period"]["refits"] for b in m["symbols"].values())
@@ -122,6 +128,7 @@ def main() -> None:
                         print(line(f"{family} {rule}", block[family][rule]))
                 print(f"  name changes between refits: "
                       f"{block[family]['refits']['name_change_rate']:.1%}")
+                print(f"  state count from row: {block[family]['refits']['n_states_by_row']}")
                 if "jump_penalty_by_row" in block[family]["refits"]:
                     print(f"  jump penalty from row: "
                           f"{block[family]['refits']['jump_penalty_by_row']}")
@@ -136,7 +143,8 @@ def main() -> None:
             record[name][family] = {"seconds": seconds, "cpu_seconds": cpu, "refits": refits,
                                     "metrics": m}
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "bench_backtest.json").write_text(json_text(record))
+    suffix = "" if args.refit is None else f"_refit{args.refit}"
+    (OUT / f"bench_backtest{suffix}.json").write_text(json_text(record))
 
 
 if __name__ == "__main__":

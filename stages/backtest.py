@@ -40,14 +40,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     select = load_section("select", args.params)
     spec = read_json(args.spec)
     base = parse_timeframe(spec["base_timeframe"])
-    settings = settings_for(params, resolved, penalties=select.penalties,
+    settings = settings_for(params, resolved, select=select,
                             min_dwell=min_dwell_bars(select, base))
     result = run_backtest(
         read_parquet(args.features), read_parquet(args.bars), columns=spec["columns"],
         base_timeframe=base, params=params, settings=settings,
         scale=load_section("scale", args.params),
         hmm=load_section("hmm", args.params), jump=load_section("jump", args.params),
-        seed=model.seed)
+        dssm=load_section("dssm", args.params), seed=model.seed)
     write_json(result.metrics, args.metrics)
     for name, table in result.plots.items():
         write_csv(table, Path(args.plots) / f"{name}.csv")

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy import stats as sps
@@ -22,20 +24,32 @@ from regimelab.backtest.report import (
     symbol_returns,
 )
 from regimelab.backtest.walkforward import (
+    hmm_warm_start,
     past_penalty,
     refit_points,
     settings_for,
     walk_forward,
 )
-from regimelab.exceptions import ParamsError
+from regimelab.exceptions import ModelError, ParamsError
 from regimelab.features import build_features
-from regimelab.params import BacktestParams, FeaturesParams, HMMParams, JumpParams, ScaleParams
+from regimelab.params import (
+    BacktestParams,
+    DSSMParams,
+    FeaturesParams,
+    GridParams,
+    HMMParams,
+    JumpParams,
+    ScaleParams,
+    SelectParams,
+)
 from regimelab.synth import Regime, make_market
 from tests.stages.conftest import load_stage
 
 RANGE = FeaturesParams(set="range")
 SCALE = ScaleParams(method="standard", clip=4.0)
 JUMP = JumpParams(n_init=3)
+#: settings 'past': the stability scan over K in 2..4 and three penalties (small, fast).
+PAST_SELECT = SelectParams(grid=GridParams(n_states=(2, 3, 4)), penalties=(5.0, 20.0, 50.0))
 SMALL = BacktestParams(families=("jump",), settings="fixed", min_train=1500, refit=400,
                        n_boot=200, jump_penalty=20.0,
                        exposures={"crash": 0.0, "volatile bear": 0.0}, exposure_default=1.0)
@@ -96,8 +110,7 @@ def _positions(bars: pd.DataFrame) -> dict[str, np.ndarray]:
             out[f"{family}_{rule}"] = rules.decided_exposure(
                 walk, rule=rule, bars_per_year=8766.0, exposures={"crash": 0.0},
                 exposure_default=1.0)
-    past = settings_for(replace(SMALL, settings="past"), None, penalties=(5.0, 20.0, 50.0),
-                        min_dwell=24)
+    past = settings_for(replace(SMALL, settings="past"), None, select=PAST_SELECT, min_dwell=24)
     walk = walk_forward(features, ["log_range_1h"], returns, family="jump", settings=past,
                         points=points, rolling=None, scale=SCALE, hmm=HMMParams(), jump=JUMP,
                         seed=0, reselect=400)
@@ -178,7 +191,14 @@ def test_bad_backtest_params_name_the_key() -> None:
     with pytest.raises(ParamsError, match=r"^backtest\.refit: got '3x'"):
         BacktestParams(refit="3x")
     with pytest.raises(ParamsError, match=r"^backtest\.families"):
-        BacktestParams(families=("dssm",))
+        BacktestParams(families=("dssm", "dssm"))
+    with pytest.raises(ParamsError, match=r"^backtest\.dssm_max_epochs"):
+        BacktestParams(dssm_max_epochs=0)
+    with pytest.raises(ParamsError, match=r"^backtest\.max_states"):
+        BacktestParams(max_states=1)
+    with pytest.raises(ParamsError, match=r"^backtest\.max_states: 3 is below every"):
+        settings_for(BacktestParams(settings="past", max_states=3), None,
+                     select=SelectParams(grid=GridParams(n_states=(4, 5))))
 
 
 def test_stage_writes_metrics_and_plots(tmp_path: Path) -> None:
@@ -204,10 +224,17 @@ def test_stage_writes_metrics_and_plots(tmp_path: Path) -> None:
                                         for r in ("risk_onoff", "vol_target")}
     assert "hindsight" not in json.dumps({k: v for k, v in block.items() if k != "look_ahead"})
     assert m["settings"]["look_ahead_of_selection"] is False
-    # The default re-chooses the penalty on the past, from select.penalties, once.
-    assert m["settings"]["jump_penalty"] == "past"
+    # The default re-chooses K and the penalty on the past, once, with select's grid; both
+    # families use the one choice, which the metrics record.
+    assert m["settings"]["jump_penalty"] == "past" and m["settings"]["n_states"] == "past"
+    assert m["settings"]["state_grid"] == [2, 3, 4, 5, 6, 7, 8]
     chosen = block["jump"]["refits"]["jump_penalty_by_row"]
     assert list(chosen) == ["1500"] and chosen["1500"] in m["settings"]["penalties"]
+    assert list(block["past_choices"]) == ["1500"]
+    choice = block["past_choices"]["1500"]
+    assert set(choice["scan"]) <= {str(k) for k in range(2, 9)}
+    for family in ("jump", "gaussian_hmm"):
+        assert block[family]["refits"]["n_states_by_row"] == {"1500": choice["n_states"]}
     equity = pd.read_csv(tmp_path / "out/equity.csv")
     assert {"buy_and_hold", "vol_threshold", "risk_onoff", "vol_target", "jump_risk_onoff",
             "gaussian_hmm_vol_target"} <= set(equity.columns)
@@ -253,9 +280,117 @@ def test_past_penalty_is_the_smallest_that_makes_regimes_last() -> None:
     assert penalty == 50.0 and all(d < 10**6 for d in dwell.values())  # none lasts: the largest
 
 
+def three_regime_market(seed: int, n_bars: int = 4000) -> pd.DataFrame:
+    """Three regimes of distinct volatility: the true state count is 3."""
+    regimes = [Regime("calm", drift=0.0004, vol=0.003, volume=7.0),
+               Regime("mid", drift=0.0, vol=0.008, volume=7.5),
+               Regime("storm", drift=-0.001, vol=0.02, volume=8.0)]
+    return make_market(n_bars, regimes=regimes, stickiness=0.995,
+                       random_state=seed).drop(columns="regime")
+
+
+def _past_walk(bars: pd.DataFrame, family: str = "jump",
+               choices: dict | None = None) -> tuple[object, dict]:
+    features = build_features(bars, params=RANGE).table
+    settings = settings_for(BacktestParams(settings="past"), None, select=PAST_SELECT,
+                            min_dwell=24)
+    choices = {} if choices is None else choices
+    walk = walk_forward(features, ["log_range_1h"], symbol_returns(features, bars),
+                        family=family, settings=settings,
+                        points=refit_points(len(features), min_train=1500, refit=500),
+                        rolling=None, scale=SCALE, hmm=HMMParams(n_init=2), jump=JUMP, seed=0,
+                        reselect=1000, choices=choices)
+    return walk, choices
+
+
+def test_past_settings_rechoose_the_true_state_count_at_the_reselect_cadence() -> None:
+    walk, choices = _past_walk(three_regime_market(seed=2))
+    # Re-chosen at the first refit and then every 1000 rows (refits every 500).
+    assert sorted(choices) == [1500, 2500, 3500]
+    assert all(c["n_states"] == 3 and c["passed"] for c in choices.values())
+    assert walk.state_counts() == {"1500": 3}
+    assert all(fit["n_states"] == 3 and len(fit["names"]) == 3 for fit in walk.fits)
+    # The HMM walked over the same symbol reuses the choices, and uses their count.
+    hmm_walk, again = _past_walk(three_regime_market(seed=2), "gaussian_hmm", choices)
+    assert again is choices and sorted(again) == [1500, 2500, 3500]
+    assert all(len(fit["names"]) == 3 for fit in hmm_walk.fits)
+
+
+def test_past_choice_of_the_state_count_never_uses_a_later_bar() -> None:
+    bars = three_regime_market(seed=1)
+    t = 2500 + 200  # after the second re-choice, before the third
+    future = bars.copy()
+    later = np.arange(len(bars)) > t
+    # From t on, one calm regime only: the later choice has other data to go on.
+    rng = np.random.default_rng(3)
+    steps = np.exp(np.cumsum(rng.normal(0.0, 0.003, later.sum())))
+    anchor = future.loc[~later, "close"].iloc[-1]
+    for column in ("open", "high", "low", "close"):
+        future.loc[later, column] = anchor * steps
+    future.loc[later, "high"] *= 1.001
+    future.loc[later, "low"] /= 1.001
+    before, chosen_before = _past_walk(bars)
+    after, chosen_after = _past_walk(future)
+    for row in (1500, 2500):
+        assert chosen_after[row] == chosen_before[row]
+    assert_array_equal(after.labels[:t + 1], before.labels[:t + 1])
+    assert chosen_before[1500]["n_states"] != chosen_before[2500]["n_states"]  # K changes
+    # The altered bars did reach the last choice, so the check above could have failed.
+    assert chosen_after[3500] != chosen_before[3500]
+
+
+def test_hmm_refits_start_from_the_previous_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from regimelab.backtest import walkforward
+
+    bars = regime_market((0.0006, -0.0015), seed=5, n_bars=3000)
+    features = build_features(bars, params=RANGE).table
+    returns = symbol_returns(features, bars)
+    kw = {"family": "gaussian_hmm", "settings": settings_for(SMALL, None),
+          "points": refit_points(len(features), min_train=1500, refit=400), "rolling": None,
+          "scale": SCALE, "hmm": HMMParams(n_init=3), "jump": JUMP, "seed": 0}
+    make = walkforward.make_model
+    made: list = []
+
+    def recording(family: str, **settings: object) -> object:
+        made.append(make(family, **settings))
+        return made[-1]
+
+    monkeypatch.setattr(walkforward, "make_model", recording)
+    warm = walk_forward(features, ["log_range_1h"], returns, **kw)
+    # The first refit runs every cold restart; each later one a single EM run from the
+    # previous fit, and nothing else.
+    assert len(made) == len(kw["points"]) and len(made[0].restarts_) == 3
+    assert all(len(m.restarts_) == 1 and m.n_init == 1 for m in made[1:])
+    monkeypatch.setattr(walkforward, "WARM_STARTS", ("jump",))
+    cold = walk_forward(features, ["log_range_1h"], returns, **kw)
+    live = warm.refit_of >= 0
+    assert np.mean(warm.labels[live] == cold.labels[live]) > 0.97
+
+
+def test_hmm_warm_start_carries_the_parameters_into_the_new_scale() -> None:
+    from regimelab.families.hmm.fit import make_hmm
+    from regimelab.scaling import Scaler
+
+    bars = regime_market((0.0006, -0.0015), seed=5, n_bars=3000)
+    features = build_features(bars, params=RANGE).table
+    old = Scaler(method="standard").fit(features.iloc[:1500], ["log_range_1h"])
+    new = Scaler(method="standard").fit(features.iloc[:2500], ["log_range_1h"])
+    X = old.transform_array(features[["log_range_1h"]].to_numpy()[:1500])
+    model = make_hmm(2, "full", hmm=HMMParams(n_init=2), seed=0).fit(X, np.array([1500]))
+    init = hmm_warm_start(model, old, new)
+    # The same centres and spreads in feature units, whichever scaler expresses them.
+    assert_allclose(init["means"] * new.scale_ + new.center_,
+                    model.means_ * old.scale_ + old.center_, rtol=1e-12)
+    assert_allclose(init["covars"] * new.scale_ ** 2, model.covars_ * old.scale_ ** 2,
+                    rtol=1e-12)
+    assert_array_equal(init["transmat"], model.transmat_)
+    with pytest.raises(ModelError, match=r"init\['means'\] has shape"):
+        make_hmm(2, "full", hmm=HMMParams(), seed=0).fit(
+            X, np.array([1500]), init={**init, "means": init["means"][:1]})
+
+
 def test_a_failed_refit_keeps_the_previous_model(monkeypatch: pytest.MonkeyPatch) -> None:
     from regimelab.backtest import walkforward
-    from regimelab.exceptions import ModelError
 
     bars = regime_market((0.0006, -0.0015), seed=5, n_bars=3000)
     features = build_features(bars, params=RANGE).table
@@ -297,7 +432,6 @@ def test_a_failed_refit_keeps_the_previous_model(monkeypatch: pytest.MonkeyPatch
 
 
 def _broken(model: object) -> object:
-    from regimelab.exceptions import ModelError
 
     def fit(*args: object, **kwargs: object) -> None:
         raise ModelError("no")
@@ -319,3 +453,49 @@ def test_state_exposures_by_hand() -> None:
                                    exposures={"crash": 0.0, "flat": 0.5},
                                    exposure_default=1.0)
     assert mapped.tolist() == [1.0, 0.0, 0.5]  # "flat 2" falls back to "flat"
+
+
+def test_dssm_walks_forward_warm_started_and_never_sees_a_later_bar(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from regimelab.families.dssm.model import REGIME_PARAMETERS, RegimeDSSM
+
+    bars = regime_market((0.0006, -0.0015), seed=5, n_bars=2200)
+    fits: list[dict] = []
+    fit = RegimeDSSM.fit
+
+    def recording(self: RegimeDSSM, X: np.ndarray, lengths: np.ndarray, **kw: object) -> object:
+        fits.append({"rows": len(X) + len(kw["X_val"]), "model": self, **kw})
+        return fit(self, X, lengths, **kw)
+
+    monkeypatch.setattr(RegimeDSSM, "fit", recording)
+    params = replace(SMALL, families=("dssm",), dssm_max_epochs=1)
+    dssm = DSSMParams(window=64, stride=48, burn_in=8, batch_size=8)
+
+    def labels(market: pd.DataFrame) -> tuple[Any, list]:
+        features = build_features(market, params=RANGE).table
+        walk = walk_forward(features, ["log_range_1h"], symbol_returns(features, market),
+                            family="dssm", settings=settings_for(params, None),
+                            points=[1500, 1900], rolling=None, scale=SCALE, hmm=HMMParams(),
+                            jump=JUMP, seed=0, dssm=dssm)
+        return walk, walk.fits
+
+    walk, _ = labels(bars)
+    first, second = fits[:2]
+    # Each refit trains on its window only (85% fit, 15% early stopping), one epoch.
+    assert first["rows"] == 1500 and second["rows"] == 1900
+    assert first["init"] is None and first["warm_weights"] is None  # cold: its own HMM
+    # The second starts from the first: its regime parameters and its context weights.
+    assert second["init"] is not None and second["init"].means_.shape == (2, 1)
+    assert "cell.weight_ih" in second["warm_weights"] and "means" in second["warm_weights"]
+    model = first["model"]
+    for name, value in second["warm_weights"].items():
+        if name not in REGIME_PARAMETERS:
+            assert torch.equal(value, model.net_.state_dict()[name]), name
+    assert all(len(f["names"]) == 2 for f in walk.fits) and (walk.labels[1500:] >= 0).all()
+    # Later bars move nothing before them.
+    t = 1900 + 100
+    future = bars.copy()
+    later = np.arange(len(bars)) > t
+    future.loc[later, ["open", "high", "low", "close"]] *= 1.3
+    shifted, _ = labels(future)
+    assert_array_equal(shifted.labels[:t + 1], walk.labels[:t + 1])

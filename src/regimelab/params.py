@@ -464,7 +464,7 @@ class EvaluateParams:
                  "max_share", self.max_share, "a share in (0, 1]")
 
 
-BACKTEST_FAMILIES = ("jump", "gaussian_hmm")
+BACKTEST_FAMILIES = ("jump", "gaussian_hmm", "dssm")
 _DURATION_RE = re.compile(r"^\d+(min|m|h|d)$")
 
 
@@ -482,8 +482,10 @@ class BacktestParams:
     ``min_train`` and ``refit`` are ``auto`` (two years, and 30 days, of bars), a
     number of bars, or a duration (``730d``, ``720h``). ``settings: fixed`` takes
     ``n_states``, ``covariance_type`` and ``jump_penalty`` from this section;
-    ``past`` re-chooses the jump penalty on the past every ``reselect`` bars
-    (``auto``: a year); ``pipeline`` takes select-states' resolved ones, chosen on data that
+    ``past`` re-chooses the state count (select-states' stability rule over
+    ``select.grid.n_states`` up to ``max_states``) and the jump penalty on the past
+    every ``reselect`` bars (``auto``: a year), with ``covariance_type`` from this
+    section; ``pipeline`` takes select-states' resolved ones, chosen on data that
     overlaps the backtest (look-ahead of selection, labelled so).
     """
 
@@ -491,8 +493,10 @@ class BacktestParams:
     settings: str = "past"
     reselect: int | str = "auto"
     n_states: int = 2
+    max_states: int = 8
     covariance_type: str = "full"
     jump_penalty: float = 50.0
+    dssm_max_epochs: int = 5
     min_train: int | str = "auto"
     refit: int | str = "auto"
     window: str = "expanding"
@@ -514,14 +518,21 @@ class BacktestParams:
                  _shown(self.families), f"a list of distinct families from {BACKTEST_FAMILIES}")
         _require(self.settings in ("fixed", "past", "pipeline"), "backtest", "settings",
                  self.settings, "'fixed' (this section's n_states, covariance_type, "
-                 "jump_penalty), 'past' (the jump penalty re-chosen on the past) or "
+                 "jump_penalty), 'past' (the state count and jump penalty re-chosen on the "
+                 "past) or "
                  "'pipeline' (select-states' choice: look-ahead of selection)")
         _require(_is_int(self.n_states) and self.n_states >= 2, "backtest", "n_states",
                  self.n_states, "an integer >= 2")
+        _require(_is_int(self.max_states) and self.max_states >= 2, "backtest", "max_states",
+                 self.max_states, "an integer >= 2 (settings past: the largest state count "
+                 "of select.grid.n_states scanned)")
         _require(self.covariance_type in COVARIANCE_TYPES, "backtest", "covariance_type",
                  self.covariance_type, f"one of {', '.join(COVARIANCE_TYPES)}")
         _require(_is_number(self.jump_penalty) and self.jump_penalty >= 0, "backtest",
                  "jump_penalty", self.jump_penalty, "a number >= 0")
+        _require(_is_int(self.dssm_max_epochs) and self.dssm_max_epochs >= 1, "backtest",
+                 "dssm_max_epochs", self.dssm_max_epochs,
+                 "an integer >= 1 (epochs of each DSSM refit, in place of dssm.max_epochs)")
         for key in ("min_train", "refit", "reselect"):
             value = getattr(self, key)
             _require(_bars_or_duration(value), "backtest", key, value,

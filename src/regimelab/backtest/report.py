@@ -13,6 +13,7 @@ the share of symbols whose maximum drawdown it improves.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,7 @@ from regimelab.backtest.walkforward import (
     resolve_bars,
     walk_forward,
 )
-from regimelab.params import BacktestParams, HMMParams, JumpParams, ScaleParams
+from regimelab.params import BacktestParams, DSSMParams, HMMParams, JumpParams, ScaleParams
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +78,19 @@ def symbol_returns(frame: pd.DataFrame, bars: pd.DataFrame) -> np.ndarray:
     return np.r_[np.nan, close[1:] / close[:-1] - 1.0]
 
 
+def _progress(symbol: str, family: str) -> Callable[[int, int], None]:
+    """Logs every tenth refit of a walk-forward, and the last."""
+    def report(i: int, n: int) -> None:
+        if i % 10 == 0 or i == n:
+            log.info("%s %s: refit %d of %d", symbol, family, i, n)
+    return report
+
+
 def backtest_symbol(frame: pd.DataFrame, bars: pd.DataFrame, *, columns: list[str],
                     base_timeframe: pd.Timedelta, params: BacktestParams,
                     settings: dict[str, Any], scale: ScaleParams, hmm: HMMParams,
-                    jump: JumpParams, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+                    jump: JumpParams, seed: int,
+                    dssm: DSSMParams | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """One symbol's metrics block, and the series its plots are drawn from."""
     frame = frame.reset_index(drop=True)
     returns = symbol_returns(frame, bars)
@@ -92,10 +102,10 @@ def backtest_symbol(frame: pd.DataFrame, bars: pd.DataFrame, *, columns: list[st
     points = refit_points(len(frame), min_train=min_train, refit=refit)
     rolling = min_train if params.window == "rolling" else None
     start = points[0]
-    rule_kw = {"bars_per_year": per_year, "short": params.short,
+    rule_kw: dict[str, Any] = {"bars_per_year": per_year, "short": params.short,
                "target_vol": params.target_vol, "max_leverage": params.max_leverage,
                "exposures": params.exposures, "exposure_default": params.exposure_default}
-    run = {"delay": params.delay, "cost_bps": params.cost_bps, "start": start}
+    run: dict[str, Any] = {"delay": params.delay, "cost_bps": params.cost_bps, "start": start}
 
     decided: dict[str, np.ndarray] = {BENCHMARK: np.where(np.arange(len(frame)) >= start,
                                                           1.0, np.nan)}
@@ -106,16 +116,16 @@ def backtest_symbol(frame: pd.DataFrame, bars: pd.DataFrame, *, columns: list[st
     families: dict[str, dict[str, Any]] = {}
     regimes_of_first: np.ndarray | None = None
     names_of_first: list[list[str]] = []
+    choices: dict[int, dict[str, Any]] = {}  # settings 'past': shared by the families
     for family in params.families:
         symbol = frame["symbol"].iloc[0]
         walk = walk_forward(
             frame, columns, returns, family=family, settings=settings, points=points,
-            rolling=rolling, scale=scale, hmm=hmm, jump=jump, seed=seed,
+            rolling=rolling, scale=scale, hmm=hmm, jump=jump, seed=seed, dssm=dssm,
             reselect=resolve_bars(params.reselect, base_timeframe=base_timeframe,
                                   default=DEFAULT_RESELECT, key="reselect"),
-            progress=lambda i, n, f=family, s=symbol: (
-                log.info("%s %s: refit %d of %d", s, f, i, n) if i % 10 == 0 or i == n
-                else None))
+            choices=choices,
+            progress=_progress(str(symbol), family))
         for rule in rule_names(params):
             decided[f"{family}_{rule}"] = rules.decided_exposure(walk, rule=rule, **rule_kw)
         for rule in HINDSIGHT_RULES:
@@ -127,6 +137,7 @@ def backtest_symbol(frame: pd.DataFrame, bars: pd.DataFrame, *, columns: list[st
         families[family] = {**walk.identity_report(),
                             **({"jump_penalty_by_row": walk.penalties()}
                                if family == "jump" else {}),
+                            "n_states_by_row": walk.state_counts(),
                             "warm_start": family in WARM_STARTS,
                             "final_names": {str(k): v for k, v in
                                             enumerate(walk.fits[-1]["names"])}}
@@ -156,8 +167,12 @@ def backtest_symbol(frame: pd.DataFrame, bars: pd.DataFrame, *, columns: list[st
                              for rule in rule_names(params)}
         block_out[family]["refits"] = report
     block_out["look_ahead"] = {name: described[name] for name in hindsight}
+    if choices:
+        # settings 'past': each re-choice, keyed by the refit row it was made at.
+        block_out["past_choices"] = {str(row): choice for row, choice in sorted(choices.items())}
 
     first = params.families[0]
+    assert regimes_of_first is not None  # params.families is never empty
     regime = np.full(len(frame), "", dtype=object)
     live = refit_of_first >= 0
     regime[live] = [names_of_first[r][s] for r, s in
@@ -170,18 +185,26 @@ def backtest_symbol(frame: pd.DataFrame, bars: pd.DataFrame, *, columns: list[st
     return block_out, series
 
 
+def _at(block: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    for key in path:
+        block = block[key]
+    return block
+
+
 def panel_summary(blocks: dict[str, dict[str, Any]], params: BacktestParams
                   ) -> dict[str, dict[str, float]]:
     """Per strategy: the median Sharpe difference from buy-and-hold over the symbols and
     the share of symbols whose maximum drawdown it makes smaller."""
-    strategies = [(BASELINE, lambda b: b[BASELINE])] + [
-        (f"{family}_{rule}", lambda b, f=family, r=rule: b[f][r])
+    # Each strategy's name and where its figures sit in a symbol's block.
+    strategies: list[tuple[str, tuple[str, ...]]] = [(BASELINE, (BASELINE,))] + [
+        (f"{family}_{rule}", (family, rule))
         for family in params.families for rule in rule_names(params)]
     out = {}
-    for name, get in strategies:
-        diffs = [get(b)["sharpe_diff"] for b in blocks.values()]
-        better = [get(b)["max_drawdown"] > b[BENCHMARK]["max_drawdown"] + DRAWDOWN_TOLERANCE
-                  for b in blocks.values()]
+    for name, path in strategies:
+        rows = [_at(b, path) for b in blocks.values()]
+        diffs = [row["sharpe_diff"] for row in rows]
+        better = [row["max_drawdown"] > b[BENCHMARK]["max_drawdown"] + DRAWDOWN_TOLERANCE
+                  for row, b in zip(rows, blocks.values())]
         out[name] = {"median_sharpe_diff": float(np.median(diffs)),
                      "drawdown_improved_share": float(np.mean(better)),
                      "n_symbols": len(blocks)}
@@ -224,7 +247,7 @@ def daily_plots(series: dict[str, Any], first_family: str) -> dict[str, pd.DataF
 def run_backtest(features: pd.DataFrame, bars: pd.DataFrame, *, columns: list[str],
                  base_timeframe: pd.Timedelta, params: BacktestParams,
                  settings: dict[str, Any], scale: ScaleParams, hmm: HMMParams,
-                 jump: JumpParams, seed: int) -> Backtest:
+                 jump: JumpParams, seed: int, dssm: DSSMParams | None = None) -> Backtest:
     """Walk every family forward over every symbol and describe the strategies.
 
     Parameters
@@ -237,7 +260,7 @@ def run_backtest(features: pd.DataFrame, bars: pd.DataFrame, *, columns: list[st
     base_timeframe : the bar interval (the feature spec's)
     params : the ``backtest`` params
     settings : :func:`~regimelab.backtest.walkforward.settings_for`'s result
-    scale, hmm, jump, seed : the params the scaler and models are built from
+    scale, hmm, jump, seed, dssm : the params the scaler and models are built from
     """
     blocks: dict[str, dict[str, Any]] = {}
     plots: dict[str, pd.DataFrame] = {}
@@ -245,7 +268,7 @@ def run_backtest(features: pd.DataFrame, bars: pd.DataFrame, *, columns: list[st
         block, series = backtest_symbol(
             frame, bars[bars["symbol"] == symbol], columns=columns,
             base_timeframe=base_timeframe, params=params, settings=settings, scale=scale,
-            hmm=hmm, jump=jump, seed=seed)
+            hmm=hmm, jump=jump, seed=seed, dssm=dssm)
         blocks[str(symbol)] = block
         if not plots:
             plots = daily_plots(series, params.families[0])

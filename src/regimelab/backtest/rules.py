@@ -22,6 +22,7 @@ it, and the labels restart with the next segment.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,7 @@ def base_name(name: str) -> str:
     return _SUFFIX.sub("", name)
 
 
-def state_exposures(fit: dict, *, rule: str, bars_per_year: float, short: bool = False,
+def state_exposures(fit: dict[str, Any], *, rule: str, bars_per_year: float, short: bool = False,
                     target_vol: float = 0.5, max_leverage: float = 1.0,
                     exposures: dict[str, float] | None = None,
                     exposure_default: float = 0.0) -> np.ndarray:
@@ -65,11 +66,15 @@ def state_exposures(fit: dict, *, rule: str, bars_per_year: float, short: bool =
 
 
 def decided_exposure(walk: WalkForward, *, labels: np.ndarray | None = None,
-                     **rule_settings) -> np.ndarray:
+                     **rule_settings: Any) -> np.ndarray:
     """The exposure decided at each row's close, shape ``(n_rows,)``: the row's label mapped
     through its refit's :func:`state_exposures`; NaN before the first refit."""
     labels = walk.labels if labels is None else labels
-    table = np.array([state_exposures(fit, **rule_settings) for fit in walk.fits])
+    # One row per refit, padded: with ``settings: past`` the state count may change.
+    per_fit = [state_exposures(fit, **rule_settings) for fit in walk.fits]
+    table = np.full((len(per_fit), max(len(e) for e in per_fit)), np.nan)
+    for i, e in enumerate(per_fit):
+        table[i, :len(e)] = e
     out = np.full(len(labels), np.nan)
     live = walk.refit_of >= 0
     out[live] = table[walk.refit_of[live], labels[live]]

@@ -20,6 +20,7 @@ disagree with the numbering.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -32,7 +33,15 @@ from scipy.optimize import linear_sum_assignment
 
 from regimelab.exceptions import ModelError, ParamsError
 from regimelab.naming import name_states
-from regimelab.params import BacktestParams, HMMParams, JumpParams, ScaleParams, parse_timeframe
+from regimelab.params import (
+    BacktestParams,
+    DSSMParams,
+    HMMParams,
+    JumpParams,
+    ScaleParams,
+    SelectParams,
+    parse_timeframe,
+)
 from regimelab.scaling import Scaler
 from regimelab.sequences import segment_lengths
 
@@ -69,37 +78,56 @@ def refit_points(n_rows: int, *, min_train: int, refit: int) -> list[int]:
 
 
 def settings_for(params: BacktestParams, resolved: dict[str, Any] | None, *,
-                 penalties: tuple[float, ...] = (), min_dwell: int = 0) -> dict[str, Any]:
+                 select: SelectParams | None = None, min_dwell: int = 0) -> dict[str, Any]:
     """The state count, covariance type and jump penalty of every refit.
 
     ``backtest.settings: fixed`` takes them from the section; ``past`` takes the
-    state count and covariance type from the section and re-chooses the jump
-    penalty on the past only, from ``penalties`` (``select.penalties``) to reach
-    ``min_dwell`` (see :func:`past_penalty`); ``pipeline`` takes all three from
-    ``resolved`` (select-states' choice, made on data up to the end of validation:
-    look-ahead for any bar before then, and labelled so).
+    covariance type from the section and re-chooses the state count and the jump
+    penalty on the past only, with select-states' own rule (``select``: the
+    stability scan over ``select.grid.n_states`` up to ``backtest.max_states``,
+    ``min_stability``, ``min_separation``, ``resamples``; the penalty from
+    ``select.penalties`` to reach ``min_dwell``; see :func:`past_choice`);
+    ``pipeline`` takes all three from ``resolved`` (select-states' choice, made on
+    data up to the end of validation: look-ahead for any bar before then, and
+    labelled so).
     """
-    if params.settings in ("fixed", "past"):
-        past = params.settings == "past"
-        if past and not penalties:
+    epochs = {"dssm_max_epochs": int(params.dssm_max_epochs)} if "dssm" in params.families else {}
+    if params.settings == "fixed":
+        return {"n_states": params.n_states, "covariance_type": params.covariance_type,
+                "jump_penalty": float(params.jump_penalty), "look_ahead_of_selection": False,
+                **epochs}
+    if params.settings == "past":
+        if select is None or not select.penalties:
             raise ParamsError("backtest.settings: 'past' re-chooses the jump penalty from "
                               "select.penalties, which is empty here; list some or use 'fixed'")
-        return {"n_states": params.n_states, "covariance_type": params.covariance_type,
-                "jump_penalty": "past" if past else float(params.jump_penalty),
-                "look_ahead_of_selection": False,
-                **({"penalties": [float(p) for p in penalties], "min_dwell": int(min_dwell)}
-                   if past else {})}
+        grid = sorted(k for k in select.grid.n_states if k <= params.max_states)
+        if not grid:
+            raise ParamsError(f"backtest.max_states: {params.max_states} is below every "
+                              f"select.grid.n_states {list(select.grid.n_states)}; raise it")
+        return {"n_states": "past", "covariance_type": params.covariance_type,
+                "jump_penalty": "past", "look_ahead_of_selection": False,
+                "state_grid": grid, "min_stability": float(select.min_stability),
+                "min_separation": float(select.min_separation),
+                "resamples": int(select.resamples), "scan_penalty": float(select.scan_penalty),
+                "penalties": [float(p) for p in select.penalties], "min_dwell": int(min_dwell),
+                **epochs}
     if resolved is None or resolved.get("jump_penalty") is None:
         raise ParamsError("backtest.settings: 'pipeline' needs select-states' metrics with a "
                           "jump-model scan; pass them or use 'fixed'")
     return {"n_states": int(resolved["n_states"]),
             "covariance_type": str(resolved["covariance_type"]),
-            "jump_penalty": float(resolved["jump_penalty"]), "look_ahead_of_selection": True}
+            "jump_penalty": float(resolved["jump_penalty"]), "look_ahead_of_selection": True,
+            **epochs}
 
 
 def make_model(family: str, *, settings: dict[str, Any], hmm: HMMParams, jump: JumpParams,
-               seed: int) -> Any:
-    """An unfitted model of ``family`` (``jump`` or ``gaussian_hmm``) with ``settings``."""
+               seed: int, dssm: DSSMParams | None = None) -> Any:
+    """An unfitted model of ``family`` (``jump``, ``gaussian_hmm`` or ``dssm``) with
+    ``settings``; the DSSM trains ``settings['dssm_max_epochs']`` epochs at most."""
+    if family == "dssm":
+        from regimelab.families.dssm.fit import make_dssm
+        return make_dssm(settings["n_states"], seed=seed, dssm=dataclasses.replace(
+            dssm or DSSMParams(), max_epochs=settings["dssm_max_epochs"]))
     if family == "jump":
         from regimelab.families.jump.fit import make_jump
         return make_jump(settings["n_states"], jump=jump, jump_penalty=settings["jump_penalty"],
@@ -108,14 +136,163 @@ def make_model(family: str, *, settings: dict[str, Any], hmm: HMMParams, jump: J
         from regimelab.families.hmm.fit import make_hmm
         return make_hmm(settings["n_states"], settings["covariance_type"], hmm=hmm, seed=seed)
     raise ParamsError(f"backtest.families: {family!r} cannot be walked forward; expected "
-                      "jump or gaussian_hmm")
+                      "jump, gaussian_hmm or dssm")
 
 
-#: Families whose ``fit`` starts from a previous fit's centres (``means_init``).
-WARM_STARTS = ("jump",)
+#: Families whose refits start from the previous fit: the jump model from its centres
+#: (``means_init``, beside its cold starts), the HMM from all its parameters (``init``,
+#: in place of its cold restarts: see :func:`hmm_warm_start`), the DSSM from its regime
+#: parameters and its context network's weights.
+WARM_STARTS = ("jump", "gaussian_hmm", "dssm")
 #: ``settings: past``: the share of the fitting window that calibrates the penalty (as
 #: validation's share of train + validation in the default split).
 CALIBRATION_SHARE = 0.15
+
+
+def hmm_warm_start(previous: Any, previous_scaler: Scaler, scaler: Scaler
+                   ) -> dict[str, np.ndarray]:
+    """A previous HMM's parameters in a new scaler's units (``RegimeHMM.fit(init=)``).
+
+    Means and covariances go back to feature units through the previous scaler
+    and forward through the new one (an affine change per column); the start
+    and transition probabilities carry over as they are.
+    """
+    old, new = previous_scaler.scale_, scaler.scale_
+    raw_means = previous.means_ * old + previous_scaler.center_
+    ratio = old / new
+    return {"startprob": np.asarray(previous.startprob_, dtype=np.float64),
+            "transmat": np.asarray(previous.transmat_, dtype=np.float64),
+            "means": (raw_means - scaler.center_) / new,
+            "covars": previous.covars_ * ratio[None, :, None] * ratio[None, None, :]}
+
+
+@dataclass(frozen=True)
+class RegimeParameters:
+    """A chain and Gaussian emissions, as ``RegimeDSSM.fit(init=)`` reads them."""
+
+    startprob_: np.ndarray
+    transmat_: np.ndarray
+    means_: np.ndarray
+    covars_: np.ndarray
+
+
+def split_window(X: np.ndarray, segment: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                              np.ndarray, np.ndarray]:
+    """A fitting window's first 85% and last 15% (``CALIBRATION_SHARE``), each with the
+    lengths of its gap-free runs: as the pipeline's train and validation splits."""
+    cut = int(round(len(X) * (1 - CALIBRATION_SHARE)))
+    return X[:cut], segment_lengths(segment[:cut]), X[cut:], segment_lengths(segment[cut:])
+
+
+def fit_dssm(model: Any, X: np.ndarray, segment: np.ndarray, *, columns: list[str],
+             previous: tuple[Any, Scaler] | None, scaler: Scaler) -> Any:
+    """Train a DSSM on a fitting window, early-stopped on the window's last 15%.
+
+    Warm: the regime parameters start from the previous fit's (in this scaler's
+    units) and the context network from its weights; cold (the first refit, or
+    another state count): from a full-covariance HMM fitted on the window's fit part.
+    """
+    X_fit, lengths_fit, X_val, lengths_val = split_window(X, segment)
+    init, weights = None, None
+    if previous is not None and previous[0].n_states == model.n_states \
+            and hasattr(previous[0], "net_"):
+        init = RegimeParameters(**{f"{k}_": v for k, v in
+                                   hmm_warm_start(previous[0], previous[1], scaler).items()})
+        weights = previous[0].net_.state_dict()
+    return model.fit(X_fit, lengths_fit, X_val=X_val, lengths_val=lengths_val, init=init,
+                     feature_names=columns, warm_weights=weights)
+
+
+def fit_warm(family: str, *, settings: dict[str, Any], hmm: HMMParams, jump: JumpParams,
+             seed: int, X: np.ndarray, lengths: np.ndarray, columns: list[str],
+             previous: tuple[Any, Scaler] | None, scaler: Scaler,
+             dssm: DSSMParams | None = None, segment: np.ndarray | None = None) -> Any:
+    """A fitted model of ``family``, warm-started from ``previous`` when it can be.
+
+    The jump model adds the previous centres as one more start beside its cold
+    ones. The HMM runs EM from the previous parameters alone (``n_init`` 1: the
+    window grew by one block, so the previous optimum is the natural start and
+    the cold restarts are what a refit costs); if that fit fails, the refit falls
+    back to the usual cold restarts. A refit with another state count (``settings:
+    past``) starts cold.
+    """
+    if family == "dssm":
+        assert segment is not None
+        return fit_dssm(make_model(family, settings=settings, hmm=hmm, jump=jump, seed=seed,
+                                   dssm=dssm), X, segment, columns=columns, previous=previous,
+                        scaler=scaler)
+    fit_kw: dict[str, Any] = {"feature_names": columns}
+    if (family not in WARM_STARTS or previous is None
+            or previous[0].n_states != settings["n_states"]
+            or getattr(previous[0], "covariance_type", settings["covariance_type"])
+            != settings["covariance_type"]):
+        return make_model(family, settings=settings, hmm=hmm, jump=jump, seed=seed).fit(
+            X, lengths, **fit_kw)
+    old_model, old_scaler = previous
+    if family == "jump":
+        raw = old_model.means_ * old_scaler.scale_ + old_scaler.center_
+        return make_model(family, settings=settings, hmm=hmm, jump=jump, seed=seed).fit(
+            X, lengths, means_init=(raw - scaler.center_) / scaler.scale_, **fit_kw)
+    init = hmm_warm_start(old_model, old_scaler, scaler)
+    warm = make_model(family, settings=settings, hmm=dataclasses.replace(hmm, n_init=1),
+                      jump=jump, seed=seed)
+    try:
+        return warm.fit(X, lengths, init=init, **fit_kw)
+    except ModelError as exc:
+        log.info("%s warm refit failed (%s); refitting from cold starts", family, exc)
+        return make_model(family, settings=settings, hmm=hmm, jump=jump, seed=seed).fit(
+            X, lengths, **fit_kw)
+
+
+def past_choice(X: np.ndarray, segment: np.ndarray, *, settings: dict[str, Any],
+                jump: JumpParams, seed: int, columns: list[str]) -> dict[str, Any]:
+    """select-states' choice of the state count and the jump penalty, on a fitting
+    window alone.
+
+    The window's rows (``X``, scaled; ``segment`` their gap-free runs) are split as
+    the pipeline splits train and validation: the first 85% fit, the last 15%
+    validate. Every count of ``settings['state_grid']`` is scanned as select-states
+    scans it (:func:`regimelab.scan.scan_state_count`: block-bootstrap refits'
+    agreement on the validation rows, and the centres' separation), the count is
+    the largest reproducible and distinct one (:func:`regimelab.scan.choose_n_states`),
+    and the penalty is calibrated for that count alone (:func:`past_penalty`). Every
+    bar it looks at lies before the refit point.
+
+    Returns ``n_states``, ``passed`` (whether any count passed), ``jump_penalty``,
+    ``scan`` (stability and separation per count) and ``dwell`` (median run per penalty).
+    """
+    from regimelab.scan import choose_n_states, scan_state_count
+
+    cut = int(round(len(X) * (1 - CALIBRATION_SHARE)))
+    fit_lengths, val_lengths = segment_lengths(segment[:cut]), segment_lengths(segment[cut:])
+    # Penalties are calibrated below for the chosen count only: the scan gets just its own.
+    scan_select = SelectParams(min_stability=settings["min_stability"],
+                               min_separation=settings["min_separation"],
+                               resamples=settings["resamples"],
+                               scan_penalty=settings["scan_penalty"],
+                               penalties=(settings["scan_penalty"],))
+    rows = []
+    for k in settings["state_grid"]:
+        try:
+            row = scan_state_count(X[:cut], fit_lengths, X[cut:], val_lengths, n_states=k,
+                                   select=scan_select, jump=jump, min_dwell=0, seed=seed,
+                                   feature_names=columns)
+        except ModelError:
+            continue  # this count cannot be fitted on this window at all
+        rows.append({"n_states": k, "stability": row["stability"],
+                     "separation": row["separation"]})
+    if not rows:
+        raise ModelError(f"backtest.settings: past, but no state count of "
+                         f"{settings['state_grid']} fits {cut} bars")
+    n_states, passed = choose_n_states(rows, min_stability=settings["min_stability"],
+                                       min_separation=settings["min_separation"])
+    penalty, dwell = past_penalty(X, segment, n_states=n_states, jump=jump,
+                                  penalties=settings["penalties"],
+                                  min_dwell=settings["min_dwell"], seed=seed, columns=columns)
+    return {"n_states": n_states, "passed": passed, "jump_penalty": penalty,
+            "scan": {str(r["n_states"]): {"stability": r["stability"],
+                                          "separation": r["separation"]} for r in rows},
+            "dwell": dwell}
 
 
 def past_penalty(X: np.ndarray, segment: np.ndarray, *, n_states: int, jump: JumpParams,
@@ -144,9 +321,9 @@ def past_penalty(X: np.ndarray, segment: np.ndarray, *, n_states: int, jump: Jum
         except ModelError:
             dwell[f"{penalty:g}"] = None
             continue
-        dwell[f"{penalty:g}"] = median_dwell(
-            model.filter_proba(X[cut:], val_lengths).argmax(axis=1), val_lengths)
-        if dwell[f"{penalty:g}"] >= min_dwell:
+        run = median_dwell(model.filter_proba(X[cut:], val_lengths).argmax(axis=1), val_lengths)
+        dwell[f"{penalty:g}"] = run
+        if run >= min_dwell:
             return float(penalty), dwell
     fitted = [p for p in penalties if dwell[f"{p:g}"] is not None]
     if not fitted:
@@ -178,10 +355,6 @@ class WalkForward:
     refit_of: np.ndarray
     fits: list[dict[str, Any]] = field(default_factory=list)
 
-    @property
-    def n_states(self) -> int:
-        return len(self.fits[0]["names"])
-
     def penalties(self) -> dict[str, float]:
         """The jump penalty of each refit at which it changed, keyed by its first row."""
         out: dict[str, float] = {}
@@ -193,16 +366,26 @@ class WalkForward:
         return out
 
     def identity_report(self) -> dict[str, float]:
-        """How often a state's name, and the centre matching, change between refits."""
+        """How often a state's name, the centre matching and the state count change
+        between refits (names and matching compared where the count stays)."""
         pairs = list(zip(self.fits[:-1], self.fits[1:]))
-        if not pairs:
-            return {"name_change_rate": 0.0, "order_change_rate": 0.0, "refits": len(self.fits),
-                    "failed": self.failed}
-        changed = [a != b for p, q in pairs for a, b in zip(p["names"], q["names"])]
-        reordered = [q["matched_order"] != list(range(len(q["names"]))) for _, q in pairs]
-        return {"name_change_rate": float(np.mean(changed)),
-                "order_change_rate": float(np.mean(reordered)),
+        same = [(p, q) for p, q in pairs if len(p["names"]) == len(q["names"])]
+        changed = [a != b for p, q in same for a, b in zip(p["names"], q["names"])]
+        reordered = [q["matched_order"] != list(range(len(q["names"]))) for _, q in same]
+        return {"name_change_rate": float(np.mean(changed)) if changed else 0.0,
+                "order_change_rate": float(np.mean(reordered)) if reordered else 0.0,
+                "state_count_changes": len(pairs) - len(same),
                 "refits": len(self.fits), "failed": self.failed}
+
+    def state_counts(self) -> dict[str, int]:
+        """The state count of each refit at which it changed, keyed by its first row."""
+        out: dict[str, int] = {}
+        last = None
+        for fit in self.fits:
+            if fit["n_states"] != last:
+                out[str(fit["start"])] = int(fit["n_states"])
+                last = fit["n_states"]
+        return out
 
     @property
     def failed(self) -> int:
@@ -229,8 +412,9 @@ def _state_moments(labels: np.ndarray, nxt: np.ndarray, k: int
 
 def _match(previous: np.ndarray | None, current: np.ndarray) -> list[int]:
     """``order[j]``: the state of the current fit nearest previous state j (Hungarian on
-    the distance between centres, in feature units)."""
-    if previous is None:
+    the distance between centres, in feature units); the identity when there is no
+    previous fit or it had another state count."""
+    if previous is None or previous.shape != current.shape:
         return list(range(len(current)))
     cost = np.linalg.norm(previous[:, None, :] - current[None, :, :], axis=2)
     rows, cols = linear_sum_assignment(cost)
@@ -242,7 +426,8 @@ def _match(previous: np.ndarray | None, current: np.ndarray) -> list[int]:
 def walk_forward(frame: pd.DataFrame, columns: list[str], returns: np.ndarray, *,
                  family: str, settings: dict[str, Any], points: list[int], rolling: int | None,
                  scale: ScaleParams, hmm: HMMParams, jump: JumpParams, seed: int,
-                 reselect: int | None = None,
+                 dssm: DSSMParams | None = None, reselect: int | None = None,
+                 choices: dict[int, dict[str, Any]] | None = None,
                  progress: Callable[[int, int], None] | None = None) -> WalkForward:
     """Refit ``family`` at each of ``points`` and label the rows up to the next one.
 
@@ -259,10 +444,14 @@ def walk_forward(frame: pd.DataFrame, columns: list[str], returns: np.ndarray, *
     rolling : int, optional
         Fit on the last ``rolling`` rows only (``None``: every row before the point).
     reselect : int, optional
-        With ``settings['jump_penalty'] == 'past'``: rows between re-choices of the
-        penalty (:func:`past_penalty`, at the first refit and then at the first
+        With ``settings: past``: rows between re-choices of the state count and the
+        penalty (:func:`past_choice`, at the first refit and then at the first
         refit at least ``reselect`` rows after the last choice).
-    scale, hmm, jump, seed : the params the scaler and the model are built from
+    choices : dict, optional
+        ``settings: past``: the choices made so far, by refit row, shared between
+        the families walked over one symbol (the choice depends on the rows before
+        the refit only, not on the family); filled in here.
+    scale, hmm, jump, seed, dssm : the params the scaler and the model are built from
     """
     n = len(frame)
     X_all = frame[columns].to_numpy(dtype=np.float64)
@@ -275,7 +464,8 @@ def walk_forward(frame: pd.DataFrame, columns: list[str], returns: np.ndarray, *
                       refit_of=np.full(n, -1, dtype=np.int64))
     previous_raw: np.ndarray | None = None
     previous: tuple[Any, Scaler] | None = None
-    chosen: tuple[int, float] | None = None  # settings 'past': (row chosen at, penalty)
+    choices = {} if choices is None else choices
+    chosen: int | None = None  # settings 'past': the row of the choice in force
     ends = points[1:] + [n]
     for i, (a, b) in enumerate(zip(points, ends)):
         started = time.perf_counter()
@@ -286,22 +476,20 @@ def walk_forward(frame: pd.DataFrame, columns: list[str], returns: np.ndarray, *
         lengths_train = segment_lengths(segment[lo:a])
         lengths_all = segment_lengths(segment[lo:b])
         fit_settings, calibration = settings, None
-        if family == "jump" and settings["jump_penalty"] == "past":
-            if chosen is None or a - chosen[0] >= (reselect or 0):
-                penalty, calibration = past_penalty(
-                    X[:a - lo], segment[lo:a], n_states=settings["n_states"], jump=jump,
-                    penalties=settings["penalties"], min_dwell=settings["min_dwell"],
-                    seed=seed, columns=columns)
-                chosen = (a, penalty)
-            fit_settings = {**settings, "jump_penalty": chosen[1]}
-        model = make_model(family, settings=fit_settings, hmm=hmm, jump=jump, seed=seed)
-        fit_kw: dict[str, Any] = {"feature_names": columns}
-        if family in WARM_STARTS and previous_raw is not None:
-            # The previous centres, in this fit's scaled units.
-            fit_kw["means_init"] = (previous_raw - scaler.center_) / scaler.scale_
+        if settings["n_states"] == "past":
+            if chosen is None or a - chosen >= (reselect or 0):
+                if a not in choices:
+                    choices[a] = past_choice(X[:a - lo], segment[lo:a], settings=settings,
+                                             jump=jump, seed=seed, columns=columns)
+                chosen, calibration = a, choices[a]
+            fit_settings = {**settings, "n_states": choices[chosen]["n_states"],
+                            "jump_penalty": choices[chosen]["jump_penalty"]}
         failed = None
         try:
-            model.fit(X[:a - lo], lengths_train, **fit_kw)
+            model = fit_warm(family, settings=fit_settings, hmm=hmm, jump=jump, seed=seed,
+                             X=X[:a - lo], lengths=lengths_train, columns=columns,
+                             previous=previous, scaler=scaler, dssm=dssm,
+                             segment=segment[lo:a])
         except ModelError as exc:
             if previous is None:
                 raise ModelError(f"backtest: the first refit ({family}, {a - lo} bars) cannot "
@@ -333,6 +521,7 @@ def walk_forward(frame: pd.DataFrame, columns: list[str], returns: np.ndarray, *
             "names": list(naming["names"]), "mean": mean, "vol": vol, "count": count,
             "matched_order": _match(previous_raw, raw_means),
             "jump_penalty": fit_settings.get("jump_penalty") if family == "jump" else None,
+            "n_states": k,
             "calibration": calibration,
             "failed": failed,
         })

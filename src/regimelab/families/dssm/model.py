@@ -44,6 +44,8 @@ _PARAM_NAMES = ("n_states", "hidden", "transition", "emission", "max_log_scale",
                 "random_state")
 # How many arrays' inference terms a model keeps (train, val, test and one more).
 _CACHED_ARRAYS = 4
+#: The network's regime parameters (what ``init_from_hmm`` sets); the rest is the context.
+REGIME_PARAMETERS = ("start_logits", "trans_logits", "means", "chol_lower", "chol_log_diag")
 
 
 @contextlib.contextmanager
@@ -149,7 +151,8 @@ class RegimeDSSM:
 
     def fit(self, X: np.ndarray, lengths: np.ndarray, *, X_val: np.ndarray,
             lengths_val: np.ndarray, init: Any = None, feature_names: list[str] | None = None,
-            log_dir: str | Path | None = None, progress_bar: bool = False) -> RegimeDSSM:
+            log_dir: str | Path | None = None, progress_bar: bool = False,
+            warm_weights: dict[str, torch.Tensor] | None = None) -> RegimeDSSM:
         """Train on ``X`` with early stopping on ``X_val``.
 
         Parameters
@@ -171,6 +174,10 @@ class RegimeDSSM:
             Where DVCLive writes the training curves (nothing is logged without one).
         progress_bar : bool
             Lightning's progress bar (for people at a terminal).
+        warm_weights : dict, optional
+            A previous fit's ``net_.state_dict()`` (same states, features and sizes):
+            the context network (GRU and heads) starts from its weights instead of
+            fresh ones; the regime parameters still start from ``init``.
         """
         X = np.asarray(X, dtype=np.float64)
         X_val = np.asarray(X_val, dtype=np.float64)
@@ -188,6 +195,12 @@ class RegimeDSSM:
             torch.manual_seed(self.random_state)
             net = self._new_net(X.shape[1]).double()
             net.init_from_hmm(init.startprob_, init.transmat_, init.means_, init.covars_)
+            if warm_weights is not None:
+                context = {k: v for k, v in warm_weights.items() if k not in REGIME_PARAMETERS}
+                try:
+                    net.load_state_dict(context, strict=False)
+                except RuntimeError as exc:
+                    raise ModelError(f"warm_weights do not fit this network: {exc}") from None
             self._attach(net)
             self.init_log_likelihood_ = self.score(X, lengths)
             self._train(net, X, lengths, X_val, lengths_val, log_dir, progress_bar)

@@ -280,7 +280,8 @@ class RegimeHMM:
             raise FloatingPointError("a parameter became NaN or infinite")
 
     def fit(self, X: np.ndarray, lengths: np.ndarray, *,
-            feature_names: list[str] | None = None) -> RegimeHMM:
+            feature_names: list[str] | None = None,
+            init: dict[str, np.ndarray] | None = None) -> RegimeHMM:
         """Fit with restarts and keep the best training log-likelihood.
 
         Parameters
@@ -291,21 +292,52 @@ class RegimeHMM:
         feature_names : list of str, optional
             Column names of ``X``; they pick the volatility feature that orders
             the states (see :func:`regimelab.regimes.volatility_order`).
+        init : dict, optional
+            A warm start (a previous fit's ``startprob``, ``transmat``, ``means`` and
+            full ``covars``, in ``X``'s units): restart 0 starts EM from these instead
+            of k-means; the other ``n_init - 1`` restarts are as usual.
 
         Raises
         ------
         ModelError
-            If every restart fails (numerically, or with a state left almost empty).
+            If every restart fails (numerically, or with a state left almost empty),
+            or ``init`` has the wrong shapes.
         """
         lengths = _check_lengths(X, lengths)
+        if init is not None:
+            init = self._check_init(init, X.shape[1])
         # One BLAS thread: the result then does not depend on the machine's core count
         # (select-states and train-hmm agree bit for bit); parallelism comes from
         # fitting candidates side by side.
         with threadpool_limits(1):
-            return self._fit(X, lengths, feature_names)
+            return self._fit(X, lengths, feature_names, init)
 
-    def _fit(self, X: np.ndarray, lengths: np.ndarray, feature_names: list[str] | None
-             ) -> RegimeHMM:
+    def _check_init(self, init: dict[str, np.ndarray], d: int) -> dict[str, np.ndarray]:
+        k = self.n_states
+        shapes = {"startprob": (k,), "transmat": (k, k), "means": (k, d), "covars": (k, d, d)}
+        out = {}
+        for key, shape in shapes.items():
+            value = np.asarray(init.get(key), dtype=np.float64)
+            if value.shape != shape or not np.isfinite(value).all():
+                raise ModelError(f"init[{key!r}] has shape {value.shape}; expected finite "
+                                 f"values of shape {shape}")
+            out[key] = value
+        return out
+
+    def _warm(self, model: StableGaussianHMM, init: dict[str, np.ndarray]) -> None:
+        """Start ``model`` from a previous fit (see ``fit``'s ``init``)."""
+        d = init["means"].shape[1]
+        full = init["covars"].copy()
+        if self.covariance_type == "tied":
+            full[:] = full.mean(axis=0)
+        model.n_features = d
+        model.startprob_ = init["startprob"]
+        model.transmat_ = init["transmat"]
+        model.means_ = init["means"]
+        model.covars_ = _native_covars(full, self.covariance_type)
+
+    def _fit(self, X: np.ndarray, lengths: np.ndarray, feature_names: list[str] | None,
+             init: dict[str, np.ndarray] | None = None) -> RegimeHMM:
         self.feature_names_ = list(feature_names) if feature_names is not None else []
         tol_total = self.tol * len(X)
         seeds = np.random.SeedSequence(self.random_state).generate_state(self.n_init)
@@ -314,8 +346,11 @@ class RegimeHMM:
         for restart in restarts:
             model = self._new_model(restart.seed, self.short_iter, tol_total, len(X))
             try:
-                self._initialise(model, X, lengths, restart.seed,
-                                 _init_window(self.init_smoothing, restart.index))
+                if init is not None and restart.index == 0:
+                    self._warm(model, init)
+                else:
+                    self._initialise(model, X, lengths, restart.seed,
+                                     _init_window(self.init_smoothing, restart.index))
                 self._run(model, X, lengths, self.short_iter)
             except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
                 self._fail(restart, f"{type(exc).__name__}: {exc}")

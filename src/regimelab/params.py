@@ -18,7 +18,6 @@ import pandas as pd
 import yaml
 
 from regimelab.exceptions import ParamsError
-from regimelab.families import FAMILIES
 
 PARAMS_FILE = "params.yaml"
 
@@ -555,6 +554,8 @@ class BacktestParams:
                  "block", self.block, "'auto' (Politis-White) or an integer >= 1")
 
 
+#: The short names of regimelab.families.FAMILIES (not imported: every stage reads params).
+FAMILY_KEYS = ("dssm", "hmm", "jump")
 VOL_PROXIES = ("parkinson", "squared_returns")
 VOL_MODELS = ("har", "garch")
 
@@ -578,9 +579,8 @@ class ForecastVolParams:
     dm_bandwidth: int | str = "auto"
 
     def __post_init__(self) -> None:
-        keys = sorted(f.key for f in FAMILIES.values())
-        _require(self.family in keys, "forecast_vol", "family", self.family,
-                 f"one of {', '.join(keys)} (a trained model folder models/<family>)")
+        _require(self.family in FAMILY_KEYS, "forecast_vol", "family", self.family,
+                 f"one of {', '.join(FAMILY_KEYS)} (a trained model folder models/<family>)")
         _require(len(self.horizons) > 0 and all(_is_int(v) and v >= 1 for v in self.horizons)
                  and len(set(self.horizons)) == len(self.horizons), "forecast_vol",
                  "horizons", _shown(self.horizons), "a list of distinct integers >= 1 (bars)")

@@ -330,3 +330,17 @@ def _horizon(table: pd.DataFrame, *, h: int, n_states: int, params: ForecastVolP
             "test_start": str(out["timestamp"].min()), "models": models,
             "best_qlike": min(models, key=lambda m: models[m]["qlike"]),
             "diebold_mariano": dm, "fits": fits}, out
+
+
+def plot_tables(forecasts: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Forecast against actual volatility on test, one table per horizon (``h1``, ...), for
+    the first symbol: ``timestamp``, ``actual`` and one column per model, each the square
+    root of the variance over the horizon (``dvc plots show`` draws them)."""
+    first = forecasts[forecasts["symbol"] == forecasts["symbol"].min()]
+    tables = {}
+    for h, group in first.groupby("horizon", sort=True):
+        values = group.drop(columns=["timestamp", "symbol", "horizon"])
+        table = np.sqrt(values).astype("float64")
+        table.insert(0, "timestamp", group["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        tables[f"h{h}"] = table.reset_index(drop=True)
+    return tables

@@ -571,7 +571,7 @@ class ForecastVolParams:
     Diebold–Mariano test (``auto``: Newey–West's choice), at least ``h - 1``.
     """
 
-    family: str = "jump"
+    family: str = "dssm"
     horizons: tuple[int, ...] = (1, 24)
     proxy: str = "parkinson"
     models: tuple[str, ...] = VOL_MODELS

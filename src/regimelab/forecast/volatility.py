@@ -31,7 +31,8 @@ value across a gap. A target whose h bars are not contiguous is left out.
 **Fitting.** Regressions are fitted on train and val origins whose target ends
 before the first test bar; GARCH parameters on training returns only. Test is
 scored once. Posteriors are filtered within each split as the regimes table's
-are (:func:`filtered_posteriors`).
+are (:func:`filtered_posteriors`). With several symbols the regressions are pooled,
+GARCH is fitted per symbol, and the test's loss series are the symbols' in turn.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ log = logging.getLogger(__name__)
 
 #: Returns are scaled to percent for arch's optimiser, and variances scaled back.
 GARCH_SCALE = 100.0
-#: Log regressions floor a variance at this share of the median positive train value.
+#: Log regressions floor a variance at this share of the median trailing-day variance
+#: before test (a bar with no range would otherwise have a log of minus infinity).
 FLOOR_SHARE = 1e-3
 #: The base model each regime-aware one extends, for the Diebold–Mariano test.
 BASES = {"har_regimes": "har", "garch_regimes": "garch_mz"}

@@ -34,7 +34,7 @@ PIPELINE_DEFAULTS = {"features": {"set": "range"}, "scale": {"clip": 4.0}}
 
 
 @pytest.mark.parametrize("section", ["ingest", "features", "split", "scale", "dssm", "evaluate",
-                                     "select", "hmm", "jump"])
+                                     "select", "hmm", "jump", "forecast_vol"])
 def test_committed_params_document_every_key_at_its_default(project_root: Path,
                                                            section: str) -> None:
     raw = yaml.safe_load((project_root / "params.yaml").read_text())

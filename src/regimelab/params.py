@@ -565,6 +565,54 @@ class BacktestParams:
                  "block", self.block, "'auto' (Politis-White) or an integer >= 1")
 
 
+#: The short names of regimelab.families.FAMILIES (not imported: every stage reads params).
+FAMILY_KEYS = ("dssm", "hmm", "jump")
+VOL_PROXIES = ("parkinson", "squared_returns")
+VOL_MODELS = ("har", "garch")
+
+
+@dataclass(frozen=True)
+class ForecastVolParams:
+    """``forecast_vol``: realised-volatility forecasts with and without the regimes.
+
+    ``family`` is a model folder's short name (``models/<family>``), whose filtered
+    posteriors are the regime inputs; ``proxy`` the per-bar variance summed over the
+    next ``h`` bars; ``har_windows`` the HAR day, week and month in bars (``auto``:
+    1, 7 and 30 days of bars); ``dm_bandwidth`` the Bartlett bandwidth of the
+    Diebold–Mariano test (``auto``: Newey–West's choice), at least ``h - 1``.
+    """
+
+    family: str = "dssm"
+    horizons: tuple[int, ...] = (1, 24)
+    proxy: str = "parkinson"
+    models: tuple[str, ...] = VOL_MODELS
+    har_windows: tuple[int, ...] | str = "auto"
+    dm_bandwidth: int | str = "auto"
+
+    def __post_init__(self) -> None:
+        _require(self.family in FAMILY_KEYS, "forecast_vol", "family", self.family,
+                 f"one of {', '.join(FAMILY_KEYS)} (a trained model folder models/<family>)")
+        _require(len(self.horizons) > 0 and all(_is_int(v) and v >= 1 for v in self.horizons)
+                 and len(set(self.horizons)) == len(self.horizons), "forecast_vol",
+                 "horizons", _shown(self.horizons), "a list of distinct integers >= 1 (bars)")
+        _require(self.proxy in VOL_PROXIES, "forecast_vol", "proxy", self.proxy,
+                 "'parkinson' (the high-low range) or 'squared_returns' (close to close)")
+        _require(len(self.models) > 0 and all(m in VOL_MODELS for m in self.models)
+                 and len(set(self.models)) == len(self.models), "forecast_vol", "models",
+                 _shown(self.models), f"a list of distinct models from {VOL_MODELS}")
+        _require(self.har_windows == "auto"
+                 or (isinstance(self.har_windows, tuple) and len(self.har_windows) == 3
+                     and all(_is_int(v) and v >= 1 for v in self.har_windows)
+                     and list(self.har_windows) == sorted(set(self.har_windows))),
+                 "forecast_vol", "har_windows", _shown(self.har_windows),
+                 "'auto' (1, 7 and 30 days of bars) or three increasing integers >= 1 "
+                 "(day, week, month in bars)")
+        _require(self.dm_bandwidth == "auto"
+                 or (_is_int(self.dm_bandwidth) and self.dm_bandwidth >= 0), "forecast_vol",
+                 "dm_bandwidth", self.dm_bandwidth,
+                 "'auto' (Newey-West's choice) or an integer >= 0 (lags); never below h - 1")
+
+
 SECTIONS: dict[str, type] = {
     "ingest": IngestParams,
     "features": FeaturesParams,
@@ -577,6 +625,7 @@ SECTIONS: dict[str, type] = {
     "jump": JumpParams,
     "evaluate": EvaluateParams,
     "backtest": BacktestParams,
+    "forecast_vol": ForecastVolParams,
 }
 
 T = TypeVar("T")
@@ -642,6 +691,7 @@ __all__ = [
     "DSSMParams",
     "EvaluateParams",
     "FeaturesParams",
+    "ForecastVolParams",
     "GridParams",
     "HMMParams",
     "IngestParams",

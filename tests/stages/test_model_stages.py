@@ -446,3 +446,30 @@ def test_monitor_reports_drift_of_the_test_split(outputs: Path) -> None:
     assert jump["fit"] is None
     assert set(jump["features"]) == set(spec_columns)
     assert 0 <= jump["regimes"]["occupancy_tv"] <= 1
+
+
+def test_forecast_vol_writes_metrics_and_plots_reproducibly(scaled: Path, outputs: Path,
+                                                            stage: Stage) -> None:
+    params = scaled / "params_forecast_vol.yaml"
+    params.write_text(yaml.safe_dump({**yaml.safe_load((scaled / "params.yaml").read_text()),
+                                      "forecast_vol": {"family": "jump", "horizons": [1, 6]}}))
+    args = ["--params", str(params), "--bars", str(scaled / "bars.parquet"),
+            "--scaled", str(scaled / "scaled"), "--spec", str(scaled / "spec.json"),
+            "--models", str(outputs / "models")]
+    digests = []
+    for run in ("a", "b"):
+        out = scaled / f"forecast_vol_{run}"
+        stage("forecast_vol").main([*args, "--metrics", str(out / "forecast_vol.json"),
+                                    "--plots", str(out / "plots")])
+        digests.append([hashlib.sha256((out / name).read_bytes()).hexdigest()
+                        for name in ("forecast_vol.json", "plots/h1.csv", "plots/h6.csv")])
+    assert digests[0] == digests[1]
+    report = read(scaled / "forecast_vol_a/forecast_vol.json")
+    assert report["family"] == "jump" and list(report["horizons"]) == ["h1", "h6"]
+    block = report["horizons"]["h6"]
+    assert set(block["models"]) == {"har", "har_regimes", "garch", "garch_mz", "garch_regimes"}
+    assert set(block["diebold_mariano"]) == {"har_regimes_vs_har", "garch_regimes_vs_garch_mz"}
+    plot = pd.read_csv(scaled / "forecast_vol_a/plots/h6.csv")
+    assert list(plot.columns) == ["timestamp", "actual", "garch", "har", "har_regimes",
+                                  "garch_mz", "garch_regimes"]
+    assert len(plot) == block["n_test"]

@@ -1,0 +1,1 @@
+"""Forecasts on top of the regimes: the next regime, and realised volatility."""

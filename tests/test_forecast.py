@@ -216,6 +216,9 @@ def test_regime_age_beats_the_markov_chain_on_a_semi_markov_market(tmp_path: Pat
     assert scores["hist_gradient_boosting"]["roc_auc"] > scores["markov"]["roc_auc"] + 0.3
     assert result.report["importance"]["hist_gradient_boosting"]["regime_age"] > 0.1
     assert result.report["tuning"]["hist_gradient_boosting"]["n_trials"] == 1
+    with pytest.raises(ParamsError, match="split.folds"):
+        run_task(table, kind="switch", horizon=10, inputs=["regime_age"], n_states=2,
+                 transmat=transmat, folds=[], settings=settings)
     # The study is resumable: a second run finds its trial and runs none.
     again = run_task(table, kind="switch", horizon=10,
                      inputs=["p_filter_0", "p_filter_1", "regime_age"], n_states=2,

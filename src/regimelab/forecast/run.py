@@ -30,7 +30,7 @@ import pandas as pd
 from sklearn.metrics import log_loss
 from threadpoolctl import threadpool_limits
 
-from regimelab.exceptions import InputDataError
+from regimelab.exceptions import InputDataError, ParamsError
 from regimelab.forecast.baselines import (
     markov_proba,
     markov_switch_proba,
@@ -160,6 +160,9 @@ def run_task(table: pd.DataFrame, *, kind: str, horizon: int, inputs: list[str],
     """
     task = f"{kind}_h{horizon}"
     target = f"{kind}_h{horizon}"
+    if not folds and any(m in TREE_MODELS for m in settings.models):
+        raise ParamsError("split.folds: 0, but the forecast stage tunes its learned models "
+                          "on the walk-forward folds; set split.folds >= 1")
     known = table[target].notna().to_numpy()
     pre = table.loc[known & table["split"].isin(PRE_TEST).to_numpy()].reset_index(drop=True)
     test = table.loc[known & (table["split"] == "test").to_numpy()].reset_index(drop=True)

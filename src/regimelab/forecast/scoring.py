@@ -74,7 +74,7 @@ def reliability(y: np.ndarray, probas: dict[str, np.ndarray],
     """One row per confidence bin: ``confidence`` (the bin's centre) and, per model, the
     share of its forecasts in that bin that were right (empty where none fell in it)."""
     edges = np.linspace(0.0, 1.0, RELIABILITY_BINS + 1)
-    table: dict[str, Any] = {"confidence": (edges[:-1] + edges[1:]) / 2}
+    table: dict[str, Any] = {"confidence": np.round((edges[:-1] + edges[1:]) / 2, 6)}
     for name, proba in probas.items():
         confidence = proba.max(axis=1)
         right = classes[proba.argmax(axis=1)] == y

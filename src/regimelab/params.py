@@ -611,6 +611,72 @@ class ForecastVolParams:
                  or (_is_int(self.dm_bandwidth) and self.dm_bandwidth >= 0), "forecast_vol",
                  "dm_bandwidth", self.dm_bandwidth,
                  "'auto' (Newey-West's choice) or an integer >= 0 (lags); never below h - 1")
+FORECAST_FAMILIES = ("jump", "hmm", "dssm")
+FORECAST_TARGETS = ("state", "switch", "bull_bear")
+FORECAST_MODELS = ("persistence", "markov", "random_forest", "hist_gradient_boosting")
+
+
+@dataclass(frozen=True)
+class ForecastParams:
+    """``forecast``: which family's regimes are forecast, the targets, models and tuning.
+
+    ``family`` is a model folder's short name (``models/<family>``); ``targets``
+    are ``state`` (the hindsight regime at t + h), ``switch`` (a switch within the
+    next h bars) and ``bull_bear`` (the price dating at t + h, with
+    ``bull_threshold`` and ``bear_threshold``). The learned models are tuned with
+    ``n_trials`` Optuna trials each over the split stage's folds, in ``storage``
+    (null: SQLite among the stage's files), and fitted on at most
+    ``max_train_rows`` evenly spaced rows (null: all).
+    """
+
+    family: str = "jump"
+    horizons: tuple[int, ...] = (1, 24)
+    targets: tuple[str, ...] = FORECAST_TARGETS
+    models: tuple[str, ...] = FORECAST_MODELS
+    bull_threshold: float = 0.2
+    bear_threshold: float = 0.2
+    input_windows: tuple[int, ...] = (24, 168)
+    n_trials: int = 3
+    n_estimators: int = 50
+    max_train_rows: int | None = 5000
+    importance_repeats: int = 2
+    storage: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.family in FORECAST_FAMILIES, "forecast", "family", self.family,
+                 f"one of {', '.join(FORECAST_FAMILIES)} (a folder under models/)")
+        _require(len(self.horizons) > 0 and all(_is_int(v) and v >= 1 for v in self.horizons)
+                 and len(set(self.horizons)) == len(self.horizons), "forecast", "horizons",
+                 _shown(self.horizons), "a list of distinct integers >= 1 (bars)")
+        for key, allowed in (("targets", FORECAST_TARGETS), ("models", FORECAST_MODELS)):
+            value = getattr(self, key)
+            _require(len(value) > 0 and all(v in allowed for v in value)
+                     and len(set(value)) == len(value), "forecast", key, _shown(value),
+                     f"a list of distinct names from {', '.join(allowed)}")
+        for key in ("bull_threshold", "bear_threshold"):
+            value = getattr(self, key)
+            _require(_is_number(value) and 0 < value < 1, "forecast", key, value,
+                     "a share in (0, 1), e.g. 0.2 for a 20% move")
+        _require(all(_is_int(v) and v >= 2 for v in self.input_windows)
+                 and len(set(self.input_windows)) == len(self.input_windows), "forecast",
+                 "input_windows", _shown(self.input_windows),
+                 "a list of distinct integers >= 2 (bars), or []")
+        _require(_is_int(self.n_trials) and self.n_trials >= 1, "forecast", "n_trials",
+                 self.n_trials, "an integer >= 1 (Optuna trials per model and target)")
+        _require(_is_int(self.n_estimators) and self.n_estimators >= 1, "forecast",
+                 "n_estimators", self.n_estimators,
+                 "an integer >= 1 (trees of the forest, boosting iterations)")
+        _require(self.max_train_rows is None
+                 or (_is_int(self.max_train_rows) and self.max_train_rows >= 100), "forecast",
+                 "max_train_rows", self.max_train_rows, "null (every row) or an integer >= 100")
+        _require(_is_int(self.importance_repeats) and self.importance_repeats >= 1, "forecast",
+                 "importance_repeats", self.importance_repeats, "an integer >= 1")
+        _require(self.storage is None or (isinstance(self.storage, str) and "://" in self.storage),
+                 "forecast", "storage", self.storage,
+                 "null (a SQLite file among the outputs) or a database URL such as "
+                 "postgresql://user@host/db")
+        _require(_is_int(self.seed), "forecast", "seed", self.seed, "an integer")
 
 
 SECTIONS: dict[str, type] = {
@@ -626,6 +692,7 @@ SECTIONS: dict[str, type] = {
     "evaluate": EvaluateParams,
     "backtest": BacktestParams,
     "forecast_vol": ForecastVolParams,
+    "forecast": ForecastParams,
 }
 
 T = TypeVar("T")
@@ -692,6 +759,7 @@ __all__ = [
     "EvaluateParams",
     "FeaturesParams",
     "ForecastVolParams",
+    "ForecastParams",
     "GridParams",
     "HMMParams",
     "IngestParams",

@@ -1,0 +1,146 @@
+"""Walk-forward tuning with Optuna over the split stage's folds.
+
+Each fold (``data/split/folds.json``: expanding window, embargo after the cut)
+trains on rows before its cut and scores the rows of its validation chunk.
+A training row is kept only if its **target** is known before the chunk
+starts (bar t + h earlier than the chunk's first bar), so no fold trains on a
+label that overlaps the bars it scores. The objective is the mean log loss
+over folds (a proper score; lower is better). The study lives in an Optuna
+RDB storage (SQLite among the stage's files by default, or a shared
+PostgreSQL URL), named by the data and settings, so a rerun with the same
+inputs resumes it and runs only the trials still missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from sklearn.metrics import log_loss
+
+from regimelab import __version__
+from regimelab.forecast.scoring import clipped
+from regimelab.forecast.trees import full_proba, make_estimator, suggest
+from regimelab.selection import open_storage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Fold:
+    """Row positions of one walk-forward fold: ``train`` and ``val``, int64 arrays."""
+
+    train: np.ndarray
+    val: np.ndarray
+
+
+def fold_rows(timestamps: np.ndarray, target_times: np.ndarray,
+              folds: Sequence[dict[str, Any]]) -> list[Fold]:
+    """The rows of each fold of ``folds`` (the split stage's ``folds.json`` entries).
+
+    Parameters
+    ----------
+    timestamps : ndarray of shape (n_samples,)
+        Each row's bar time (datetime64[ns], UTC).
+    target_times : ndarray of shape (n_samples,)
+        The time of the last bar each row's target looks at (t + h).
+    folds : sequence of dict
+        ``train_end``, ``val_start``, ``val_end`` (ISO timestamps) per fold.
+    """
+    out = []
+    for fold in folds:
+        train_end, val_start, val_end = (
+            pd.Timestamp(fold[key]).tz_convert("UTC").tz_localize(None).to_datetime64()
+            for key in ("train_end", "val_start", "val_end"))
+        train = (timestamps <= train_end) & (target_times < val_start)
+        val = (timestamps >= val_start) & (timestamps <= val_end)
+        out.append(Fold(np.flatnonzero(train), np.flatnonzero(val)))
+    return out
+
+
+def thin(rows: np.ndarray, max_rows: int | None) -> np.ndarray:
+    """Every k-th of ``rows`` so that at most ``max_rows`` remain (all without a cap):
+    a deterministic subsample that keeps the whole time span."""
+    if max_rows is None or len(rows) <= max_rows:
+        return rows
+    return rows[::-(-len(rows) // max_rows)]
+
+
+def fit_score(name: str, params: dict[str, Any], X: np.ndarray, y: np.ndarray,
+              folds: Sequence[Fold], *, classes: np.ndarray, seed: int,
+              max_rows: int | None) -> float:
+    """Mean log loss over ``folds`` of model ``name`` with ``params``."""
+    losses = []
+    for fold in folds:
+        rows = thin(fold.train, max_rows)
+        if len(np.unique(y[rows])) < 2 or len(fold.val) == 0:
+            continue
+        estimator = make_estimator(name, params, seed=seed).fit(X[rows], y[rows])
+        proba = full_proba(estimator, X[fold.val], classes)
+        losses.append(log_loss(y[fold.val], clipped(proba), labels=classes))
+    return float(np.mean(losses)) if losses else float("inf")
+
+
+def study_name(task: str, model: str, X: np.ndarray, y: np.ndarray,
+               settings: dict[str, Any]) -> str:
+    """A name only the same data, settings and regimelab version share."""
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(X, dtype=np.float64).tobytes())
+    digest.update(np.ascontiguousarray(y, dtype=np.float64).tobytes())
+    digest.update(json.dumps({**settings, "version": __version__}, sort_keys=True).encode())
+    return f"forecast-{task}-{model}-{digest.hexdigest()[:16]}"
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """The best parameters, their mean fold log loss and the number of finished trials."""
+
+    params: dict[str, Any]
+    value: float
+    n_trials: int
+    study: str
+
+
+def tune(name: str, X: np.ndarray, y: np.ndarray, folds: Sequence[Fold], *, task: str,
+         classes: np.ndarray, n_trials: int, n_estimators: int, storage: str, seed: int,
+         max_rows: int | None) -> Tuned:
+    """Search model ``name``'s space on the walk-forward ``folds`` (see the module notes).
+
+    Trials already finished in the study (same name) count towards ``n_trials``.
+    """
+    settings = {"task": task, "model": name, "n_estimators": n_estimators, "seed": seed,
+                "max_rows": max_rows, "folds": [[int(f.train[-1]) if len(f.train) else -1,
+                                                 int(f.val[0]) if len(f.val) else -1]
+                                                for f in folds]}
+    study_id = study_name(task, name, X, y, settings)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=open_storage(storage), study_name=study_id,
+                                direction="minimize", load_if_exists=True,
+                                sampler=optuna.samplers.TPESampler(seed=seed))
+    done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+
+    def objective(trial: optuna.Trial) -> float:
+        params = suggest(trial, name, n_estimators=n_estimators)
+        return fit_score(name, params, X, y, folds, classes=classes, seed=seed,
+                         max_rows=max_rows)
+
+    if done < n_trials:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.optimize(objective, n_trials=n_trials - done)
+    else:
+        log.info("%s: study %s already has %d trials; resumed with none to run", task,
+                 study_id, done)
+    best = study.best_trial
+    params = suggest(optuna.trial.FixedTrial(best.params), name, n_estimators=n_estimators)
+    value = best.value if best.value is not None else float("inf")
+    return Tuned(params=params, value=float(value), n_trials=len(study.trials),
+                 study=study_id)

@@ -132,7 +132,7 @@ def dwell_histograms(run_states: np.ndarray, run_lengths: np.ndarray, transmat: 
         ax.plot(d + 0.5, len(lengths) * (1 - p) * p ** (d - 1), color="black", linewidth=1,
                 label=f"geometric, p={p:.3f}")
         ax.set(title=state_labels(k, names)[state], xlabel="bars")
-        ax.legend(fontsize=6)
+        ax.legend(loc="upper right", fontsize=6)  # "best" is slow on long runs
     for ax in list(axes.flat)[k:]:
         ax.set_visible(False)
     fig.suptitle(title)
@@ -191,6 +191,6 @@ def selection_curves(table: pd.DataFrame, *, path: str | os.PathLike[str]) -> No
             part = part.sort_values("n_states")
             ax.plot(part["n_states"], part[key], marker="o", label=cov)
         ax.set(xlabel="n_states", title=label)
-        ax.legend(fontsize=7)
+        ax.legend(loc="upper right", fontsize=7)
     fig.tight_layout()
     save(fig, path)

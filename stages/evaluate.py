@@ -53,10 +53,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     write_json(report, args.metrics)
     for name, _, _ in args.model:
         block = report[name]
-        log.info("%s: K=%d, test %.4f nats/bar (held out), val %.4f (used for model choice), "
-                 "largest share %.2f, mean dwell %.1f bars", name, block["n_states"],
-                 block["ll_per_bar"]["test"], block["ll_per_bar"]["val"],
-                 block["largest_share"], block["dwell_mean_bars"])
+        ll = block["ll_per_bar"]
+        # A family without a likelihood (the jump model) reports None for both.
+        fit = ("no likelihood" if ll["test"] is None else
+               f"test {ll['test']:.4f} nats/bar (held out), val {ll['val']:.4f} (used for "
+               "model choice)")
+        log.info("%s: K=%d, %s, largest share %.2f, mean dwell %.1f bars", name,
+                 block["n_states"], fit, block["largest_share"], block["dwell_mean_bars"])
 
 
 if __name__ == "__main__":

@@ -651,7 +651,7 @@ class ForecastParams:
     sequence_window: int = 24
     sequence_max_epochs: int = 6
     sequence_patience: int = 2
-    sequence_batch_size: int = 256
+    sequence_batch_size: int = 64
     sequence_max_train_rows: int | None = 2000
     num_threads: int = 1
     storage: str | None = None

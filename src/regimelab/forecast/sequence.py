@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,6 +50,8 @@ WEIGHTS_FILE = "weights.safetensors"
 VALIDATION_SHARE = 0.2
 #: Rows per forward pass when predicting.
 PREDICT_BATCH = 4096
+#: Standardised inputs are clipped to +- this many training standard deviations.
+CLIP = 10.0
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,10 @@ class SequenceNet(nn.Module):
                  hidden: int, dropout: float) -> None:
         super().__init__()
         self.kind = kind
+        # The inputs' training mean and spread (set by the fit, saved with the weights):
+        # the regime's age counts bars in the thousands, the features are scaled.
+        self.register_buffer("shift", torch.zeros(n_inputs))
+        self.register_buffer("scale", torch.ones(n_inputs))
         self.encoder: nn.Module
         if kind == "transformer":
             self.embed = nn.Linear(n_inputs, hidden)
@@ -144,6 +151,7 @@ class SequenceNet(nn.Module):
         self.head = nn.Linear(hidden, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = ((x - self.get_buffer("shift")) / self.get_buffer("scale")).clamp(-CLIP, CLIP)
         if self.kind == "transformer":
             out = self.encoder(self.embed(x) + self.position)
         else:
@@ -160,6 +168,19 @@ def _torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """Logger ``name`` at WARNING: Lightning's notes on each of a stage's hundred fits
+    (no GPU, a tip) say nothing."""
+    logger = logging.getLogger(name)
+    before = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
 
 
 class SequenceClassifier:
@@ -188,7 +209,7 @@ class SequenceClassifier:
 
     def __init__(self, kind: str, *, window: int, hidden: int = 16, lr: float = 3e-3,
                  dropout: float = 0.1, max_epochs: int = 6, patience: int = 2,
-                 batch_size: int = 256, num_threads: int = 1, random_state: int = 0) -> None:
+                 batch_size: int = 64, num_threads: int = 1, random_state: int = 0) -> None:
         if kind not in SEQUENCE_MODELS:
             raise ModelError(f"forecast.models: {kind!r} is not a sequence model; expected "
                              f"one of {', '.join(SEQUENCE_MODELS)}")
@@ -228,8 +249,14 @@ class SequenceClassifier:
         with _torch_threads(self.num_threads), torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.random_state)
             net = self._net(X.n_inputs, len(self.classes_))
+            train = X.array(slice(0, cut))
+            last = train[:, -1, :].astype(np.float64)
+            spread = last.std(axis=0)
+            with torch.no_grad():
+                net.get_buffer("shift").copy_(torch.from_numpy(last.mean(axis=0)))
+                net.get_buffer("scale").copy_(torch.from_numpy(np.where(spread > 0, spread, 1.0)))
             self.epochs_, self.best_epoch_ = _train(
-                net, X.array(slice(0, cut)), codes[:cut], X.array(slice(cut, None)),
+                net, train, codes[:cut], X.array(slice(cut, None)),
                 codes[cut:], lr=self.lr, max_epochs=self.max_epochs, patience=self.patience,
                 batch_size=self.batch_size, seed=self.random_state)
         self.net_ = net.eval()
@@ -267,7 +294,7 @@ def _train(net: SequenceNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray,
                          num_sanity_val_steps=0,
                          callbacks=[EarlyStopping(monitor="val_loss", mode="min",
                                                   patience=patience)])
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet("lightning.pytorch"):
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
         warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
@@ -331,7 +358,7 @@ class SequenceSettings:
     window: int = 24
     max_epochs: int = 6
     patience: int = 2
-    batch_size: int = 256
+    batch_size: int = 64
     max_train_rows: int | None = 2000
     num_threads: int = 1
 

@@ -648,11 +648,11 @@ class ForecastParams:
     n_estimators: int = 50
     max_train_rows: int | None = 5000
     importance_repeats: int = 2
-    sequence_window: int = 24
-    sequence_max_epochs: int = 6
+    sequence_window: int = 16
+    sequence_max_epochs: int = 5
     sequence_patience: int = 2
     sequence_batch_size: int = 64
-    sequence_max_train_rows: int | None = 2000
+    sequence_max_train_rows: int | None = 1500
     num_threads: int = 1
     storage: str | None = None
     seed: int = 0

@@ -208,7 +208,7 @@ class SequenceClassifier:
     """
 
     def __init__(self, kind: str, *, window: int, hidden: int = 16, lr: float = 3e-3,
-                 dropout: float = 0.1, max_epochs: int = 6, patience: int = 2,
+                 dropout: float = 0.1, max_epochs: int = 5, patience: int = 2,
                  batch_size: int = 64, num_threads: int = 1, random_state: int = 0) -> None:
         if kind not in SEQUENCE_MODELS:
             raise ModelError(f"forecast.models: {kind!r} is not a sequence model; expected "
@@ -355,11 +355,11 @@ def make_sequence(name: str, params: dict[str, Any], *, settings: SequenceSettin
 class SequenceSettings:
     """What params fix for every sequence model (not tuned)."""
 
-    window: int = 24
-    max_epochs: int = 6
+    window: int = 16
+    max_epochs: int = 5
     patience: int = 2
     batch_size: int = 64
-    max_train_rows: int | None = 2000
+    max_train_rows: int | None = 1500
     num_threads: int = 1
 
 

@@ -615,8 +615,6 @@ FORECAST_FAMILIES = ("jump", "hmm", "dssm")
 FORECAST_TARGETS = ("state", "switch", "bull_bear")
 FORECAST_MODELS = ("persistence", "markov", "random_forest", "hist_gradient_boosting", "gru",
                    "lstm", "transformer")
-#: The models the ``forecast`` stage runs by default (the sequence models are opt-in).
-FORECAST_DEFAULT_MODELS = ("persistence", "markov", "random_forest", "hist_gradient_boosting")
 
 
 @dataclass(frozen=True)
@@ -640,7 +638,7 @@ class ForecastParams:
     family: str = "jump"
     horizons: tuple[int, ...] = (1, 24)
     targets: tuple[str, ...] = FORECAST_TARGETS
-    models: tuple[str, ...] = FORECAST_DEFAULT_MODELS
+    models: tuple[str, ...] = FORECAST_MODELS
     bull_threshold: float = 0.2
     bear_threshold: float = 0.2
     input_windows: tuple[int, ...] = (24, 168)

@@ -19,6 +19,7 @@ from regimelab.forecast.inputs import input_columns
 from regimelab.forecast.labels import hindsight_regimes, write_labelled
 from regimelab.forecast.outputs import write_models, write_plots
 from regimelab.forecast.run import Settings, run_forecast
+from regimelab.forecast.sequence import SequenceSettings
 from regimelab.io import read_json, read_parquet, write_json
 from regimelab.models import load_model, model_version
 from regimelab.params import load_section, parse_timeframe
@@ -71,7 +72,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings=Settings(models=params.models, n_trials=params.n_trials,
                           n_estimators=params.n_estimators,
                           max_train_rows=params.max_train_rows, storage=storage,
-                          seed=params.seed, importance_repeats=params.importance_repeats))
+                          seed=params.seed, importance_repeats=params.importance_repeats,
+                          sequence=SequenceSettings(
+                              window=params.sequence_window,
+                              max_epochs=params.sequence_max_epochs,
+                              patience=params.sequence_patience,
+                              batch_size=params.sequence_batch_size,
+                              max_train_rows=params.sequence_max_train_rows,
+                              num_threads=params.num_threads)))
     write_models(result, args.models_out, labeller=labeller)
     write_plots(result, args.plots)
     write_json({"family": params.family, "labeller": labeller, **result.report}, args.metrics)

@@ -613,7 +613,8 @@ class ForecastVolParams:
                  "'auto' (Newey-West's choice) or an integer >= 0 (lags); never below h - 1")
 FORECAST_FAMILIES = ("jump", "hmm", "dssm")
 FORECAST_TARGETS = ("state", "switch", "bull_bear")
-FORECAST_MODELS = ("persistence", "markov", "random_forest", "hist_gradient_boosting")
+FORECAST_MODELS = ("persistence", "markov", "random_forest", "hist_gradient_boosting", "gru",
+                   "lstm", "transformer")
 
 
 @dataclass(frozen=True)
@@ -626,7 +627,12 @@ class ForecastParams:
     ``bull_threshold`` and ``bear_threshold``). The learned models are tuned with
     ``n_trials`` Optuna trials each over the split stage's folds, in ``storage``
     (null: SQLite among the stage's files), and fitted on at most
-    ``max_train_rows`` evenly spaced rows (null: all).
+    ``max_train_rows`` evenly spaced rows (null: all). The sequence models (``gru``,
+    ``lstm``, ``transformer``) read windows of ``sequence_window`` bars, train for at
+    most ``sequence_max_epochs`` epochs (early stopping after ``sequence_patience``
+    without progress on the latest fifth of the fit's rows) in batches of
+    ``sequence_batch_size`` on at most ``sequence_max_train_rows`` windows, with
+    ``num_threads`` torch threads.
     """
 
     family: str = "jump"
@@ -640,6 +646,12 @@ class ForecastParams:
     n_estimators: int = 50
     max_train_rows: int | None = 5000
     importance_repeats: int = 2
+    sequence_window: int = 16
+    sequence_max_epochs: int = 5
+    sequence_patience: int = 2
+    sequence_batch_size: int = 64
+    sequence_max_train_rows: int | None = 1500
+    num_threads: int = 1
     storage: str | None = None
     seed: int = 0
 
@@ -672,6 +684,20 @@ class ForecastParams:
                  "max_train_rows", self.max_train_rows, "null (every row) or an integer >= 100")
         _require(_is_int(self.importance_repeats) and self.importance_repeats >= 1, "forecast",
                  "importance_repeats", self.importance_repeats, "an integer >= 1")
+        for key, lowest, meaning in (
+                ("sequence_window", 1, "bars per window of a sequence model"),
+                ("sequence_max_epochs", 1, "training epochs of a sequence model"),
+                ("sequence_patience", 1, "epochs without progress before stopping"),
+                ("sequence_batch_size", 1, "windows per training batch"),
+                ("num_threads", 1, "torch's intra-op threads")):
+            value = getattr(self, key)
+            _require(_is_int(value) and value >= lowest, "forecast", key, value,
+                     f"an integer >= {lowest} ({meaning})")
+        _require(self.sequence_max_train_rows is None
+                 or (_is_int(self.sequence_max_train_rows)
+                     and self.sequence_max_train_rows >= 100), "forecast",
+                 "sequence_max_train_rows", self.sequence_max_train_rows,
+                 "null (every window) or an integer >= 100")
         _require(self.storage is None or (isinstance(self.storage, str) and "://" in self.storage),
                  "forecast", "storage", self.storage,
                  "null (a SQLite file among the outputs) or a database URL such as "

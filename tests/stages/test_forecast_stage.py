@@ -18,7 +18,8 @@ from regimelab.synth import make_market, write_market
 from tests.stages.conftest import load_stage, run_data_stages
 
 FORECAST = {"horizons": [1, 6], "n_trials": 1, "n_estimators": 10, "max_train_rows": 500,
-            "importance_repeats": 1, "bull_threshold": 0.05, "bear_threshold": 0.05}
+            "importance_repeats": 1, "bull_threshold": 0.05, "bear_threshold": 0.05,
+            "models": ["persistence", "markov", "random_forest", "hist_gradient_boosting"]}
 
 
 def write_params(d: Path, **forecast: object) -> None:
@@ -101,3 +102,27 @@ def test_a_bad_forecast_param_is_one_line_and_exit_2(pipeline: Path, tmp_path: P
     assert run(load_stage("forecast").main, argv) == EXIT_USER_ERROR
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [err[0]] and "forecast.targets" in err[0]
+
+
+def test_a_sequence_forecaster_is_saved_without_pickle_and_reruns_byte_identical(
+        pipeline: Path, tmp_path: Path) -> None:
+    d = tmp_path / "seq"
+    d.mkdir()
+    params = yaml.safe_load((pipeline / "params.yaml").read_text())
+    params["forecast"].update({"models": ["persistence", "gru"], "targets": ["switch"],
+                               "horizons": [6], "sequence_window": 4,
+                               "sequence_max_epochs": 2, "sequence_max_train_rows": 300})
+    (d / "params.yaml").write_text(yaml.safe_dump(params))
+    stage = load_stage("forecast")
+    for run_name in ("a", "b"):
+        argv = args(pipeline, tmp_path / run_name)
+        argv[1] = str(d / "params.yaml")
+        stage.main(argv)
+    folder = tmp_path / "a/models/switch_h6/gru"
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json",
+                                                         "weights.safetensors"]
+    assert read_json(folder / "manifest.json")["settings"]["window"] == 4
+    first, second = outputs(tmp_path / "a"), outputs(tmp_path / "b")
+    assert [k for k in first if first[k] != second.get(k)] == []
+    metrics = json.loads((tmp_path / "a/forecast.json").read_text())
+    assert metrics["switch_h6"]["tuning"]["gru"]["n_trials"] == 1

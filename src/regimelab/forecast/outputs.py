@@ -1,9 +1,10 @@
 """The forecast stage's files: model folders, best parameters and plot tables.
 
-``<models>/<task>/<model>/`` holds each fitted learned model (see
-:mod:`regimelab.forecast.trees`: skops, no pickle) and ``<models>/best_params.json``
-every task's tuned parameters. ``<plots>/confusion/<task>/<model>.csv``
-(``actual``, ``predicted``: DVC's confusion templates),
+``<models>/<task>/<model>/`` holds each fitted learned model (trees: skops;
+sequence models: safetensors; no pickle;
+:func:`regimelab.forecast.folders.load_forecaster` loads either) and
+``<models>/best_params.json`` every task's tuned parameters.
+``<plots>/confusion/<task>/<model>.csv`` (``actual``, ``predicted``: DVC's confusion templates),
 ``<plots>/reliability/<task>.csv`` and ``<plots>/importance/<task>.csv``.
 Both folders are built next to their target and swapped in whole.
 """
@@ -14,8 +15,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from regimelab.forecast.folders import save_forecaster
 from regimelab.forecast.run import Forecast
-from regimelab.forecast.trees import save_estimator
 from regimelab.io import replace_dir, write_csv, write_json
 
 
@@ -34,7 +35,7 @@ def write_models(result: Forecast, folder: str | Path, *, labeller: dict[str, An
     for task, task_result in result.tasks.items():
         best[task] = task_result.best_params
         for name, estimator in task_result.estimators.items():
-            save_estimator(estimator, staging / task / name, manifest={
+            save_forecaster(estimator, staging / task / name, manifest={
                 "task": task, "model": name, "kind": task_result.report["kind"],
                 "horizon": task_result.report["horizon"],
                 "classes": task_result.report["classes"], "inputs": result.report["inputs"],

@@ -14,8 +14,10 @@ see; the test split is scored once. The kinds:
 
 The baselines are scored on the same folds as the learned models, so the
 model a user should deploy is chosen on the folds among all of them (the
-``headline`` block: ``chosen``, and ``learned`` among the trees only), never
-on test.
+``headline`` block: ``chosen``, and ``learned`` among the trees and sequence
+models only), never on test. The sequence models
+(:mod:`regimelab.forecast.sequence`) read windows of the same inputs and have no
+permutation importance.
 """
 
 from __future__ import annotations
@@ -45,13 +47,22 @@ from regimelab.forecast.scoring import (
     reliability,
     switch_scores,
 )
-from regimelab.forecast.trees import TREE_MODELS, full_proba, make_estimator
-from regimelab.forecast.tuning import Fold, fold_rows, thin, tune
+from regimelab.forecast.sequence import (
+    SEQUENCE_MODELS,
+    SequenceSettings,
+    Windows,
+    make_windows,
+)
+from regimelab.forecast.targets import run_ids
+from regimelab.forecast.trees import TREE_MODELS, full_proba
+from regimelab.forecast.tuning import Fold, fold_rows, make_model, thin, tune
 
 log = logging.getLogger(__name__)
 
 TARGET_KINDS = ("state", "switch", "bull_bear")
 BASELINES = ("persistence", "markov")
+#: The models tuned and fitted on the inputs (the rest are baselines).
+LEARNED_MODELS = (*TREE_MODELS, *SEQUENCE_MODELS)
 PRE_TEST = ("train", "val")
 
 
@@ -66,6 +77,7 @@ class Settings:
     storage: str
     seed: int
     importance_repeats: int
+    sequence: SequenceSettings = field(default_factory=SequenceSettings)
 
 
 @dataclass
@@ -160,12 +172,14 @@ def run_task(table: pd.DataFrame, *, kind: str, horizon: int, inputs: list[str],
     """
     task = f"{kind}_h{horizon}"
     target = f"{kind}_h{horizon}"
-    if not folds and any(m in TREE_MODELS for m in settings.models):
+    if not folds and any(m in LEARNED_MODELS for m in settings.models):
         raise ParamsError("split.folds: 0, but the forecast stage tunes its learned models "
                           "on the walk-forward folds; set split.folds >= 1")
     known = table[target].notna().to_numpy()
-    pre = table.loc[known & table["split"].isin(PRE_TEST).to_numpy()].reset_index(drop=True)
-    test = table.loc[known & (table["split"] == "test").to_numpy()].reset_index(drop=True)
+    in_pre = known & table["split"].isin(PRE_TEST).to_numpy()
+    in_test = known & (table["split"] == "test").to_numpy()
+    pre = table.loc[in_pre].reset_index(drop=True)
+    test = table.loc[in_test].reset_index(drop=True)
     if pre.empty or test.empty:
         raise InputDataError(f"forecast {task}: no rows with a known target in the "
                              f"{'train/val' if pre.empty else 'test'} splits")
@@ -184,20 +198,35 @@ def run_task(table: pd.DataFrame, *, kind: str, horizon: int, inputs: list[str],
     tuning: dict[str, Any] = {name: {"fold_log_loss": baseline_fold_loss(
         name, kind, horizon, pre, y_pre, fold_sets, n_states=n_states, transmat=transmat,
         classes=classes)} for name in probas}
-    for name in (m for m in settings.models if m in TREE_MODELS):
-        tuned = tune(name, X_pre, y_pre, fold_sets, task=task, classes=classes,
+    windows: tuple[Windows, Windows] | None = None
+    if any(m in SEQUENCE_MODELS for m in settings.models):
+        # Over the whole table (before the rows without a target are dropped), so a
+        # window holds the bars just before t even where some have no target.
+        every = make_windows(table[inputs].to_numpy(dtype=np.float64), run_ids(table),
+                             settings.sequence.window)
+        windows = every[np.flatnonzero(in_pre)], every[np.flatnonzero(in_test)]
+    for name in (m for m in settings.models if m in LEARNED_MODELS):
+        sequence = name in SEQUENCE_MODELS and windows is not None
+        fit_pre: np.ndarray | Windows = windows[0] if sequence and windows else X_pre
+        fit_test: np.ndarray | Windows = windows[1] if sequence and windows else X_test
+        max_rows = settings.sequence.max_train_rows if sequence else settings.max_train_rows
+        tuned = tune(name, fit_pre, y_pre, fold_sets, task=task, classes=classes,
                      n_trials=settings.n_trials, n_estimators=settings.n_estimators,
-                     storage=settings.storage, seed=settings.seed,
-                     max_rows=settings.max_train_rows)
-        rows = thin(np.arange(len(pre)), settings.max_train_rows)
-        estimator = make_estimator(name, tuned.params, seed=settings.seed)
-        estimator.fit(X_pre[rows], y_pre[rows])
-        probas[name] = full_proba(estimator, X_test, classes)
-        importances[name] = importance(estimator, X_test, y_test, columns=inputs,
-                                       scoring=("roc_auc" if kind == "switch"
-                                                else "balanced_accuracy"),
-                                       n_repeats=settings.importance_repeats,
-                                       seed=settings.seed)
+                     storage=settings.storage, seed=settings.seed, max_rows=max_rows,
+                     sequence=settings.sequence)
+        rows = thin(np.arange(len(pre)), max_rows)
+        estimator = make_model(name, tuned.params, seed=settings.seed,
+                               sequence=settings.sequence)
+        estimator.fit(fit_pre[rows], y_pre[rows])
+        probas[name] = full_proba(estimator, fit_test, classes)
+        if not sequence:
+            # scikit-learn's permutation importance shuffles columns of a matrix; the
+            # sequence models read windows, and have none.
+            importances[name] = importance(estimator, X_test, y_test, columns=inputs,
+                                           scoring=("roc_auc" if kind == "switch"
+                                                    else "balanced_accuracy"),
+                                           n_repeats=settings.importance_repeats,
+                                           seed=settings.seed)
         tuning[name] = {"fold_log_loss": tuned.value, "n_trials": tuned.n_trials,
                         "study": tuned.study, "train_rows": len(rows)}
         result.estimators[name] = estimator
@@ -239,7 +268,7 @@ def _headline(result: TaskResult) -> dict[str, Any]:
     key = "roc_auc" if result.report["kind"] == "switch" else "balanced_accuracy"
     block: dict[str, Any] = {"score": key}
     for label, pool in (("chosen", list(tuning)),
-                        ("learned", [m for m in tuning if m in TREE_MODELS])):
+                        ("learned", [m for m in tuning if m in LEARNED_MODELS])):
         if not pool:
             continue
         best = min(pool, key=lambda name: (tuning[name]["fold_log_loss"], name))

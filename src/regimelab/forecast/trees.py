@@ -56,9 +56,10 @@ def make_estimator(name: str, params: dict[str, Any], *, seed: int) -> Any:
                      f"{', '.join(TREE_MODELS)}")
 
 
-def full_proba(estimator: Any, X: np.ndarray, classes: np.ndarray) -> np.ndarray:
+def full_proba(estimator: Any, X: Any, classes: np.ndarray) -> np.ndarray:
     """``predict_proba`` with one column per entry of ``classes`` (zeros for a class the
-    estimator never saw), shape ``(n_samples, len(classes))``."""
+    estimator never saw), shape ``(n_samples, len(classes))``. ``X`` is what the
+    estimator predicts from: a matrix, or a sequence model's windows."""
     proba = estimator.predict_proba(X)
     out = np.zeros((len(X), len(classes)))
     for j, c in enumerate(estimator.classes_):

@@ -18,7 +18,7 @@ import json
 import logging
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,13 @@ from sklearn.metrics import log_loss
 
 from regimelab import __version__
 from regimelab.forecast.scoring import clipped
+from regimelab.forecast.sequence import (
+    SEQUENCE_MODELS,
+    SequenceSettings,
+    Windows,
+    make_sequence,
+)
+from regimelab.forecast.sequence import suggest as suggest_sequence
 from regimelab.forecast.trees import full_proba, make_estimator, suggest
 from regimelab.selection import open_storage
 
@@ -74,26 +81,48 @@ def thin(rows: np.ndarray, max_rows: int | None) -> np.ndarray:
     return rows[::-(-len(rows) // max_rows)]
 
 
-def fit_score(name: str, params: dict[str, Any], X: np.ndarray, y: np.ndarray,
+def make_model(name: str, params: dict[str, Any], *, seed: int,
+               sequence: SequenceSettings | None = None) -> Any:
+    """An unfitted tree (:func:`~regimelab.forecast.trees.make_estimator`) or sequence
+    model (:func:`~regimelab.forecast.sequence.make_sequence`, with ``sequence``'s
+    settings) ``name`` with ``params``."""
+    if name in SEQUENCE_MODELS:
+        return make_sequence(name, params, settings=sequence or SequenceSettings(), seed=seed)
+    return make_estimator(name, params, seed=seed)
+
+
+def suggest_params(trial: optuna.Trial | optuna.trial.FixedTrial, name: str, *,
+                   n_estimators: int) -> dict[str, Any]:
+    """One point of model ``name``'s search space (trees or sequence models)."""
+    if name in SEQUENCE_MODELS:
+        return suggest_sequence(trial, name)
+    return suggest(trial, name, n_estimators=n_estimators)
+
+
+def fit_score(name: str, params: dict[str, Any], X: np.ndarray | Windows, y: np.ndarray,
               folds: Sequence[Fold], *, classes: np.ndarray, seed: int,
-              max_rows: int | None) -> float:
-    """Mean log loss over ``folds`` of model ``name`` with ``params``."""
+              max_rows: int | None, sequence: SequenceSettings | None = None) -> float:
+    """Mean log loss over ``folds`` of model ``name`` with ``params``. ``X`` is the input
+    matrix of a tree model, the :class:`~regimelab.forecast.sequence.Windows` of a
+    sequence model."""
     losses = []
     for fold in folds:
         rows = thin(fold.train, max_rows)
         if len(np.unique(y[rows])) < 2 or len(fold.val) == 0:
             continue
-        estimator = make_estimator(name, params, seed=seed).fit(X[rows], y[rows])
+        estimator = make_model(name, params, seed=seed, sequence=sequence).fit(X[rows],
+                                                                               y[rows])
         proba = full_proba(estimator, X[fold.val], classes)
         losses.append(log_loss(y[fold.val], clipped(proba), labels=classes))
     return float(np.mean(losses)) if losses else float("inf")
 
 
-def study_name(task: str, model: str, X: np.ndarray, y: np.ndarray,
+def study_name(task: str, model: str, X: np.ndarray | Windows, y: np.ndarray,
                settings: dict[str, Any]) -> str:
     """A name only the same data, settings and regimelab version share."""
     digest = hashlib.sha256()
-    digest.update(np.ascontiguousarray(X, dtype=np.float64).tobytes())
+    digest.update(X.fingerprint() if isinstance(X, Windows)
+                  else np.ascontiguousarray(X, dtype=np.float64).tobytes())
     digest.update(np.ascontiguousarray(y, dtype=np.float64).tobytes())
     digest.update(json.dumps({**settings, "version": __version__}, sort_keys=True).encode())
     return f"forecast-{task}-{model}-{digest.hexdigest()[:16]}"
@@ -109,14 +138,17 @@ class Tuned:
     study: str
 
 
-def tune(name: str, X: np.ndarray, y: np.ndarray, folds: Sequence[Fold], *, task: str,
-         classes: np.ndarray, n_trials: int, n_estimators: int, storage: str, seed: int,
-         max_rows: int | None) -> Tuned:
+def tune(name: str, X: np.ndarray | Windows, y: np.ndarray, folds: Sequence[Fold], *,
+         task: str, classes: np.ndarray, n_trials: int, n_estimators: int, storage: str,
+         seed: int, max_rows: int | None, sequence: SequenceSettings | None = None) -> Tuned:
     """Search model ``name``'s space on the walk-forward ``folds`` (see the module notes).
 
-    Trials already finished in the study (same name) count towards ``n_trials``.
+    Trials already finished in the study (same name) count towards ``n_trials``. A
+    sequence model takes its fixed settings from ``sequence`` and ``X`` as windows.
     """
+    fixed = (asdict(sequence) if sequence is not None and name in SEQUENCE_MODELS else {})
     settings = {"task": task, "model": name, "n_estimators": n_estimators, "seed": seed,
+                **({"sequence": fixed} if fixed else {}),
                 "max_rows": max_rows, "folds": [[int(f.train[-1]) if len(f.train) else -1,
                                                  int(f.val[0]) if len(f.val) else -1]
                                                 for f in folds]}
@@ -128,9 +160,9 @@ def tune(name: str, X: np.ndarray, y: np.ndarray, folds: Sequence[Fold], *, task
     done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
 
     def objective(trial: optuna.Trial) -> float:
-        params = suggest(trial, name, n_estimators=n_estimators)
+        params = suggest_params(trial, name, n_estimators=n_estimators)
         return fit_score(name, params, X, y, folds, classes=classes, seed=seed,
-                         max_rows=max_rows)
+                         max_rows=max_rows, sequence=sequence)
 
     if done < n_trials:
         with warnings.catch_warnings():
@@ -140,7 +172,8 @@ def tune(name: str, X: np.ndarray, y: np.ndarray, folds: Sequence[Fold], *, task
         log.info("%s: study %s already has %d trials; resumed with none to run", task,
                  study_id, done)
     best = study.best_trial
-    params = suggest(optuna.trial.FixedTrial(best.params), name, n_estimators=n_estimators)
+    params = suggest_params(optuna.trial.FixedTrial(best.params), name,
+                            n_estimators=n_estimators)
     value = best.value if best.value is not None else float("inf")
     return Tuned(params=params, value=float(value), n_trials=len(study.trials),
                  study=study_id)

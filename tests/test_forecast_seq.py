@@ -1,0 +1,148 @@
+"""The sequence forecasters (GRU, LSTM, Transformer): they learn what a window shows,
+they never look past bar t, they save without pickle, and they refit to the same bytes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from numpy.testing import assert_array_equal
+from safetensors.numpy import load_file
+
+from regimelab.exceptions import ParamsError
+from regimelab.forecast.folders import forecaster_inputs, load_forecaster, save_forecaster
+from regimelab.forecast.inputs import regime_age
+from regimelab.forecast.run import Settings, run_task
+from regimelab.forecast.sequence import (
+    SEQUENCE_MODELS,
+    WEIGHTS_FILE,
+    SequenceClassifier,
+    SequenceSettings,
+    make_windows,
+)
+from regimelab.forecast.targets import ahead_index, switch_within
+from regimelab.params import ForecastParams
+from regimelab.split import walk_forward_folds
+from regimelab.synth import make_market
+
+STEP = pd.Timedelta(1, unit="h")
+LAG = 3
+
+
+def _lagged(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs ``x`` (noise) and a label that is the sign of ``x`` three bars back: a
+    window shows it; the label a bar earlier (persistence) says nothing of it."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 2))
+    y = np.r_[np.zeros(LAG, dtype=np.int64), (x[:-LAG, 0] > 0).astype(np.int64)]
+    return x, y
+
+
+def _fit(kind: str, x: np.ndarray, y: np.ndarray, seed: int = 0) -> SequenceClassifier:
+    model = SequenceClassifier(kind, window=6, hidden=8, lr=2e-2, dropout=0.0,
+                               max_epochs=12, patience=3, batch_size=64, random_state=seed)
+    return model.fit(make_windows(x, np.zeros(len(x)), 6), y)
+
+
+@pytest.mark.parametrize("kind", SEQUENCE_MODELS)
+def test_a_sequence_model_learns_what_its_window_shows(kind: str) -> None:
+    x, y = _lagged(1200, seed=0)
+    model = _fit(kind, x[:800], y[:800])
+    test = make_windows(x, np.zeros(len(x)), 6)[np.arange(800, 1200)]
+    predicted = model.classes_[model.predict_proba(test).argmax(axis=1)]
+    persistence = np.mean(y[799:1199] == y[800:1200])
+    assert persistence < 0.6
+    assert np.mean(predicted == y[800:1200]) > persistence + 0.25
+
+
+def test_a_window_holds_its_bar_and_earlier_bars_of_its_run_only() -> None:
+    x = np.arange(10, dtype=float)[:, None]
+    windows = make_windows(x, np.array([0] * 6 + [1] * 4), 3)
+    array = windows.array()[:, :, 0]
+    assert_array_equal(array[0], [0, 0, 0])        # the run's first row repeated
+    assert_array_equal(array[5], [3, 4, 5])
+    assert_array_equal(array[6], [6, 6, 6])        # a new run: nothing from the last
+    assert_array_equal(array[9], [7, 8, 9])
+
+
+@pytest.mark.parametrize("kind", SEQUENCE_MODELS)
+def test_no_forecast_changes_when_the_future_does(kind: str) -> None:
+    x, y = _lagged(600, seed=1)
+    model = _fit(kind, x[:400], y[:400])
+    cut = 500
+    later = x.copy()
+    later[cut + 1:] = np.random.default_rng(9).normal(size=(len(x) - cut - 1, 2)) * 50
+    runs = np.zeros(len(x))
+    before = model.predict_proba(make_windows(x, runs, 6))
+    after = model.predict_proba(make_windows(later, runs, 6))
+    assert_array_equal(after[:cut + 1], before[:cut + 1])
+    assert not np.array_equal(after[cut + 1:], before[cut + 1:])
+
+
+@pytest.mark.parametrize("kind", SEQUENCE_MODELS)
+def test_a_sequence_folder_has_no_pickle_refits_to_the_same_bytes_and_loads_back(
+        kind: str, tmp_path: Path) -> None:
+    x, y = _lagged(400, seed=2)
+    manifest = {"inputs": ["a", "b"], "classes": [0, 1]}
+    save_forecaster(_fit(kind, x, y), tmp_path / "a", manifest=manifest)
+    save_forecaster(_fit(kind, x, y), tmp_path / "b", manifest=manifest)
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["manifest.json",
+                                                                  WEIGHTS_FILE]
+    load_file(tmp_path / "a" / WEIGHTS_FILE)  # plain tensors, read without torch or pickle
+    assert ((tmp_path / "a" / WEIGHTS_FILE).read_bytes()
+            == (tmp_path / "b" / WEIGHTS_FILE).read_bytes())
+    # Another seed gives other weights: the bytes above are equal for a reason.
+    save_forecaster(_fit(kind, x, y, seed=1), tmp_path / "c", manifest=manifest)
+    assert ((tmp_path / "c" / WEIGHTS_FILE).read_bytes()
+            != (tmp_path / "a" / WEIGHTS_FILE).read_bytes())
+    loaded, read = load_forecaster(tmp_path / "a")
+    assert read["inputs"] == ["a", "b"]
+    windows = forecaster_inputs(read, x)
+    assert_array_equal(loaded.predict_proba(windows), _fit(kind, x, y).predict_proba(
+        make_windows(x, np.zeros(len(x)), 6)))
+
+
+def test_the_stage_tunes_and_scores_a_sequence_model_beside_the_baselines(
+        tmp_path: Path) -> None:
+    # Regimes that last 40 bars almost exactly: a window of the regime's age tells when
+    # the next switch comes; persistence (the training switch rate) cannot.
+    n = 3000
+    bars = make_market(n, n_regimes=2, dwell="gamma", mean_dwell=40.0, dwell_shape=400.0,
+                       random_state=1)
+    states = bars["regime"].to_numpy()
+    table = pd.DataFrame({"timestamp": pd.date_range("2024-01-01", periods=n, freq="h", tz="UTC"),
+                          "symbol": "SYN", "segment": 0,
+                          "split": np.where(np.arange(n) < int(0.75 * n), "train", "test")})
+    table.loc[table["split"] == "test", "segment"] = 1
+    for k in range(2):
+        table[f"p_filter_{k}"] = (states == k).astype(float)
+    table["regime_age"] = regime_age(states, table["segment"].to_numpy()) / 40.0
+    table["switch_h10"] = switch_within(states, table, ahead_index(table, 10, STEP))
+    table["target_time_h10"] = table["timestamp"] + 10 * STEP
+    pre = table["split"] == "train"
+    folds = walk_forward_folds(table.loc[pre, "timestamp"], n_folds=2, embargo=STEP)
+    settings = Settings(models=("persistence", "gru"), n_trials=1, n_estimators=10,
+                        max_train_rows=None, storage=f"sqlite:///{tmp_path / 'study.db'}",
+                        seed=0, importance_repeats=1,
+                        sequence=SequenceSettings(window=4, max_epochs=8, patience=2,
+                                                  batch_size=64, max_train_rows=1500))
+    result = run_task(table, kind="switch", horizon=10,
+                      inputs=["p_filter_0", "p_filter_1", "regime_age"], n_states=2,
+                      transmat=np.full((2, 2), 0.5), folds=folds, settings=settings)
+    scores = result.report["models"]
+    assert scores["gru"]["roc_auc"] > 0.8
+    assert result.report["tuning"]["gru"]["n_trials"] == 1
+    assert result.report["tuning"]["gru"]["train_rows"] <= 1500
+    assert isinstance(result.estimators["gru"], SequenceClassifier)
+    assert "gru" not in result.report["importance"]
+
+
+def test_bad_sequence_params_are_named() -> None:
+    with pytest.raises(ParamsError, match="sequence_window"):
+        ForecastParams(sequence_window=0)
+    with pytest.raises(ParamsError, match="sequence_max_train_rows"):
+        ForecastParams(sequence_max_train_rows=10)
+    assert set(SEQUENCE_MODELS) <= set(ForecastParams().models)
+    assert ForecastParams(models=("persistence", "lstm")).models == ("persistence", "lstm")

@@ -2,7 +2,8 @@
 
 ``<models>/<task>/<model>/`` holds each fitted learned model (see
 :mod:`regimelab.forecast.trees`: skops, no pickle) and ``<models>/best_params.json``
-every task's tuned parameters. ``<plots>/confusion/<task>/<model>.csv``
+every task's tuned parameters, ``<models>/headline.json`` the model each task chose on
+the folds (its metrics' ``headline`` block). ``<plots>/confusion/<task>/<model>.csv``
 (``actual``, ``predicted``: DVC's confusion templates),
 ``<plots>/reliability/<task>.csv`` and ``<plots>/importance/<task>.csv``.
 Both folders are built next to their target and swapped in whole.
@@ -14,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from regimelab.forecast.apply import HEADLINE_FILE
 from regimelab.forecast.run import Forecast
 from regimelab.forecast.trees import save_estimator
 from regimelab.io import replace_dir, write_csv, write_json
@@ -40,6 +42,10 @@ def write_models(result: Forecast, folder: str | Path, *, labeller: dict[str, An
                 "classes": task_result.report["classes"], "inputs": result.report["inputs"],
                 "params": task_result.best_params[name], "labeller": labeller})
     write_json(best, staging / "best_params.json")
+    # Which model each task chose on the folds: `regimelab forecast` applies the learned one.
+    write_json({task: block["headline"] for task, block in result.report.items()
+                if isinstance(block, dict) and "headline" in block},
+               staging / HEADLINE_FILE)
     replace_dir(staging, folder)
 
 

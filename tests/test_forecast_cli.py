@@ -4,6 +4,8 @@ REST answer, on a small synthetic pipeline whose forecast stage has run."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ from regimelab.models import load_model
 from regimelab.serve import create_app
 from regimelab.split import read_splits
 from regimelab.synth import make_market, write_market
+from tests import core_install
 from tests.stages.conftest import load_stage, run_data_stages
 from tests.stages.test_forecast_stage import write_params
 from tests.test_serve import bars_json, call, running
@@ -55,9 +58,10 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def forecast(d: Path, bars: Path, out: Path) -> pd.DataFrame:
+def forecast(d: Path, bars: Path, out: Path, *extra: str) -> pd.DataFrame:
     assert main(["forecast", "--model", str(d / "models/jump"), "--forecast-model",
-                 str(d / "models/forecast"), "--input", str(bars), "--output", str(out)]) == 0
+                 str(d / "models/forecast"), "--input", str(bars), "--output", str(out),
+                 *extra]) == 0
     return pd.read_parquet(out)
 
 
@@ -72,9 +76,13 @@ def test_forecast_on_the_training_bars_is_the_stages_models(pipeline: Path,
     train = labels.loc[labels["split"] == "train"].reset_index(drop=True)
     bars = pd.read_parquet(d / "bars.parquet")
     bars.loc[bars["timestamp"] <= train["timestamp"].iloc[-1]].to_parquet(tmp_path / "b.parquet")
-    out = forecast(d, tmp_path / "b.parquet", tmp_path / "f.parquet")
+    out = forecast(d, tmp_path / "b.parquet", tmp_path / "f.parquet", "--inputs")
     assert len(out) == len(train)
     pd.testing.assert_series_equal(out["timestamp"], train["timestamp"])
+    inputs = read_json(d / "forecast.json")["inputs"]
+    assert "regime_age" in inputs and "bull_bear_known" in inputs
+    np.testing.assert_array_equal(out[[f"input_{c}" for c in inputs]].to_numpy(),
+                                  train[inputs].to_numpy())
     headline = read_json(d / "models/forecast/headline.json")
     transmat = load_model(d / "models/jump").transmat_
     filtered = train[["p_filter_0", "p_filter_1"]].to_numpy()
@@ -152,3 +160,33 @@ def test_a_bad_forecast_model_is_one_line_and_exit_2(pipeline: Path, tmp_path: P
                  "--input", str(d / "bars.parquet")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [err[0]] and err[0].startswith("error:") and "--forecast-model" in err[0]
+
+
+CORE_FORECAST = """
+import json, sys
+from pathlib import Path
+
+from regimelab.cli import main
+
+d, out = map(Path, sys.argv[1:3])
+common = ["--model", str(d / "models/jump"), "--forecast-model", str(d / "models/forecast"),
+          "--input", str(d / "bars.parquet")]
+assert main(["forecast", *common, "--output", str(out / "core.parquet")]) == 0
+assert main(["now", *common, "--json", "--no-store"]) == 0
+print(json.dumps(sorted(m for m in sys.modules if m.partition(".")[0] in
+                        ("lightning", "optuna", "dvc", "dvclive", "matplotlib", "arch"))))
+"""
+
+
+def test_a_core_install_forecasts_as_a_full_one(pipeline: Path, tmp_path: Path) -> None:
+    """skops and scikit-learn are core: the forecasters load and give the same numbers
+    without the pipeline extra (Optuna, ...), which is never imported."""
+    (tmp_path / "core.py").write_text(CORE_FORECAST)
+    proc = subprocess.run([sys.executable, str(core_install.SCRIPT), str(tmp_path / "core.py"),
+                           str(pipeline), str(tmp_path)], capture_output=True, text=True,
+                          check=False, env=core_install.environment())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "core.parquet"),
+                                  forecast(pipeline, pipeline / "bars.parquet",
+                                           tmp_path / "full.parquet"))

@@ -6,7 +6,7 @@
     regimelab now   --model models/dssm --input recent.csv [--lookback 500] [--as-of T] [--json]
                     [--forecast-model models/forecast]
     regimelab forecast --model models/jump --forecast-model models/forecast --input bars.csv
-                    [--output forecasts.parquet]
+                    [--output forecasts.parquet] [--inputs]
     regimelab drift --model models/hmm --input recent.csv [--output drift.json]
     regimelab serve --model models/hmm [--host 127.0.0.1] [--port 8080] [--workers 1]
     regimelab history [--model models/hmm] [--symbol BTCUSDT] [--limit 100] [--csv]
@@ -166,7 +166,8 @@ def cmd_forecast(args: argparse.Namespace) -> None:
                              n_states=model.n_states, labeller=forecaster.labeller)
     out = pd.concat([out, pd.DataFrame({
         **chain_columns(filtered, model.transmat_, forecaster.horizons),
-        **learned_columns(forecaster, inputs.to_numpy(dtype=np.float64))})], axis=1)
+        **learned_columns(forecaster, inputs.to_numpy(dtype=np.float64))}),
+        *([inputs.add_prefix("input_")] if args.inputs else [])], axis=1)
     _write(out, args.output)
     log.info("%s: %d bars, %d forecast tasks (%s), model %s", args.input, len(out),
              len(forecaster.tasks), ", ".join(forecaster.tasks), args.forecast_model)
@@ -384,6 +385,8 @@ def parser() -> argparse.ArgumentParser:
                           help="bars: CSV, CSV.gz or Parquet (or a glob)"), shtab.FILE)
     _path(fc.add_argument("--output", help=".parquet, .csv or .csv.gz (default: CSV on "
                                            "stdout)"), shtab.FILE)
+    fc.add_argument("--inputs", action="store_true",
+                    help="also the inputs the forecasters read (input_<name> columns)")
     fc.set_defaults(func=cmd_forecast)
     hist = command("history", "the stored predictions")
     hist.add_argument("--store", help="prediction store URL")

@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.ensemble import RandomForestClassifier
 
 from regimelab.cli import main
 from regimelab.families.base import manifest
 from regimelab.families.jump.model import RegimeJump
-from regimelab.forecast.apply import load_estimator
+from regimelab.forecast.apply import full_proba, load_estimator
 from regimelab.forecast.baselines import markov_proba, markov_switch_proba
 from regimelab.io import read_json, sha256_file
 from regimelab.models import load_model
@@ -190,3 +191,16 @@ def test_a_core_install_forecasts_as_a_full_one(pipeline: Path, tmp_path: Path) 
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "core.parquet"),
                                   forecast(pipeline, pipeline / "bars.parquet",
                                            tmp_path / "full.parquet"))
+
+
+def test_a_forests_probabilities_are_scikit_learns() -> None:
+    """The forest's probabilities, summed tree by tree without joblib, are predict_proba's
+    to the bit, with a class the forest never saw as a zero column."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(400, 5)), rng.integers(0, 3, 400)
+    y[y == 1] = 2  # classes 0 and 2 seen, 1 never
+    forest = RandomForestClassifier(n_estimators=20, max_depth=4, random_state=0).fit(X, y)
+    test = rng.normal(size=(50, 5))
+    proba = full_proba(forest, test, np.array([0, 1, 2]))
+    np.testing.assert_array_equal(proba[:, [0, 2]], forest.predict_proba(test))
+    assert not proba[:, 1].any()

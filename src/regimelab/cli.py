@@ -190,9 +190,9 @@ def cmd_now(args: argparse.Namespace) -> None:
                    if r["unclosed"] else "")
         sys.stdout.write(f"{r['symbol']} {r['timestamp'].isoformat()} state {r['state']}, "
                          f"{r['regime']} (p = {r[f'p_filter_{r.state}']:.3f}; "
-                         f"{probs}{forming})\n")
-        for f in r["forecasts"]:
-            sys.stdout.write(f"  in {f['horizon']} bar(s): {_forecast_line(f)}\n")
+                         f"{probs}{forming})"
+                         + "".join(f" | in {f['horizon']} bar(s): {_forecast_line(f)}"
+                                   for f in r["forecasts"]) + "\n")
 
 
 def _forecast_line(answer: dict[str, Any]) -> str:

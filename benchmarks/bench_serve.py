@@ -17,7 +17,10 @@ Measured in the same run, without HTTP:
 - the plain-library way, what a user of the batch API would write:
   `validate_bars` on a DataFrame of the bars, `observations`, the model's
   `filter_proba`, last row (pandas; this was the service's path before);
-- the DSSM's context pass, compiled (numba) against the same loop in numpy.
+- the DSSM's context pass, compiled (numba) against the same loop in numpy;
+- with the forecast stage's `models/forecast` in place, the service's path on
+  its family's model with and without the learned next-regime forecasters
+  (`--forecast-model`; the chain's forecasts are in both).
 
 Usage::
 
@@ -44,6 +47,7 @@ from scipy.special import expit, log_softmax
 
 from regimelab.data import ingest, validate_bars
 from regimelab.families.dssm.net import _SQ_FLOOR, LOG_2PI
+from regimelab.forecast.apply import Forecaster, load_forecaster
 from regimelab.inference import latest_series, observations
 from regimelab.models import load_model, read_manifest
 from regimelab.sequences import to_sequences
@@ -183,6 +187,28 @@ def without_http(model: Any, manifest: dict[str, Any], parsed: list, raw: list[p
     return entry
 
 
+def with_forecaster(parsed: list, *, n: int) -> dict[str, Any] | None:
+    """The service's path on the forecast family's model, without and with the
+    forecast stage's learned models (None when models/forecast is missing)."""
+    folder = ROOT / "models" / "forecast"
+    if not folder.is_dir():
+        return None
+    forecaster = load_forecaster(folder)
+    regime = ROOT / "models" / forecaster.labeller["family"]
+    model, manifest = load_model(regime), read_manifest(regime)
+    now = pd.Timestamp.now(tz="UTC")
+
+    def path(i: int, fc: Forecaster | None) -> None:
+        for s in request_series(parsed[i % WINDOWS]):
+            latest_series(model, manifest, s.symbol, s.timestamp, s.columns,
+                          lookback=10_000, as_of=now, source="request", forecaster=fc)
+
+    return {"family": forecaster.labeller["family"],
+            "models": {name: task.model for name, task in forecaster.tasks.items()},
+            "chain_only": timed(lambda i: path(i, None), n),
+            "learned": timed(lambda i: path(i, forecaster), n)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -232,6 +258,14 @@ def main() -> None:
             print(f"    context pass over {c['bars']} bars: compiled "
                   f"{c['compiled']['p50_ms']:.2f} ms, numpy loop {c['numpy']['p50_ms']:.1f} ms "
                   f"({c['numpy']['p50_ms'] / c['compiled']['p50_ms']:.0f}x)")
+    forecasts = with_forecaster(parsed, n=min(args.requests, 200))
+    if forecasts is not None:
+        report["forecast"] = forecasts
+        print(f"{forecasts['family']} without HTTP: chain forecasts only p50 "
+              f"{forecasts['chain_only']['p50_ms']:.1f} ms, p99 "
+              f"{forecasts['chain_only']['p99_ms']:.1f} ms; with the learned forecasters "
+              f"p50 {forecasts['learned']['p50_ms']:.1f} ms, p99 "
+              f"{forecasts['learned']['p99_ms']:.1f} ms")
     (OUT / "bench_serve.db").unlink(missing_ok=True)
     (OUT / "bench_serve.json").write_text(json.dumps(report, indent=2) + "\n")
 

@@ -109,6 +109,8 @@ def test_now_prints_one_line_per_symbol(outputs: Path, unseen: Path,  # noqa: F8
                  "--lookback", "300"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("SYN ") and " state " in lines[0]
+    # The chain's next-regime forecasts, on the same line.
+    assert " | in 1 bar(s): chain 0:" in lines[0] and " | in 24 bar(s): chain 0:" in lines[0]
 
 
 @pytest.mark.parametrize("name", MODELS)

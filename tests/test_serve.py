@@ -116,6 +116,18 @@ def test_regime_of_the_last_bar_equals_the_library(server: tuple[str, Prediction
                                rtol=0, atol=1e-12)
     assert answer["model_version"] == model_version(folder)
     assert answer["regime"] == manifest["regime_names"][answer["state"]]
+    # The chain's next-regime forecasts, p_filter A^h, at the default horizons.
+    transmat = load_model(folder).transmat_
+    assert [f["horizon"] for f in answer["forecasts"]] == [1, 24]
+    for f in answer["forecasts"]:
+        p = np.asarray(answer["probabilities"])
+        np.testing.assert_allclose(f["markov"],
+                                   p @ np.linalg.matrix_power(transmat, f["horizon"]),
+                                   rtol=0, atol=1e-12)
+        # No switch in h bars: staying put h times, sum_i p_i A_ii^h.
+        assert f["markov_switch"] == pytest.approx(
+            1 - p @ np.diag(transmat) ** f["horizon"], abs=1e-12)
+        assert "learned" not in f  # no forecast model folder given
     stored = store.history()
     assert len(stored) == before + 1 and stored["source"].iloc[-1] == "serve"
 

@@ -4,6 +4,9 @@
 
     regimelab infer --model models/hmm --input bars.csv [--output regimes.parquet] [--smoothed]
     regimelab now   --model models/dssm --input recent.csv [--lookback 500] [--as-of T] [--json]
+                    [--forecast-model models/forecast]
+    regimelab forecast --model models/jump --forecast-model models/forecast --input bars.csv
+                    [--output forecasts.parquet] [--inputs]
     regimelab drift --model models/hmm --input recent.csv [--output drift.json]
     regimelab serve --model models/hmm [--host 127.0.0.1] [--port 8080] [--workers 1]
     regimelab history [--model models/hmm] [--symbol BTCUSDT] [--limit 100] [--csv]
@@ -14,6 +17,12 @@ only warnings and errors (``-qq`` errors only), before or after the command's
 name; ``--version`` prints the installed version. ``--print-completion bash``
 (or ``zsh``, ``tcsh``, ``fish``, ``powershell``) prints a shell completion script,
 e.g. in ~/.bashrc: ``eval "$(regimelab --print-completion bash)"``.
+
+``forecast`` writes, per bar, the next-regime probabilities of the forecast stage's
+learned models and of the regime model's Markov chain (``p_filter A^h``) at each
+horizon, the chance of a switch within h bars, and the model that made each.
+``now`` and ``serve`` add the chain's forecasts, and the learned ones given
+``--forecast-model`` (or ``$REGIMELAB_FORECAST_MODEL``).
 
 Every prediction of infer, now and serve is appended to the prediction store
 (``--store URL``; default ``$REGIMELAB_STORE`` or ``sqlite:///predictions.db``;
@@ -30,11 +39,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import shtab
 
@@ -42,6 +53,14 @@ from regimelab import __version__
 from regimelab.data import ingest
 from regimelab.drift import Thresholds, drift_report
 from regimelab.exceptions import InputDataError
+from regimelab.forecast.apply import (
+    FORECAST_ENV,
+    Forecaster,
+    chain_columns,
+    forecast_inputs,
+    learned_columns,
+    load_forecaster,
+)
 from regimelab.inference import latest, latest_json, observations, regime_names, regimes
 from regimelab.io import (
     json_text,
@@ -122,11 +141,44 @@ def _as_of(value: str | None) -> pd.Timestamp:
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
+def _forecaster(folder: str | None, regime_model: str) -> Forecaster | None:
+    """The forecast model folder's learned models (None without a folder), checked to be
+    built on ``regime_model``'s regimes."""
+    if not folder:
+        return None
+    forecaster = load_forecaster(folder, model_version=model_version(regime_model))
+    log.debug("%s: %s", folder, ", ".join(f"{name} {task.model}"
+                                         for name, task in forecaster.tasks.items()))
+    return forecaster
+
+
+def cmd_forecast(args: argparse.Namespace) -> None:
+    manifest, model = _model(args.model)
+    forecaster = _forecaster(args.forecast_model, args.model)
+    assert forecaster is not None  # a required option
+    bars = _bars(args.input)
+    table = observations(bars, manifest, source=args.input)
+    out = regimes(model, table, manifest["features"],
+                  names=regime_names(manifest, model.n_states)).drop(
+                      columns=["state", "regime"])
+    filtered = out[[f"p_filter_{k}" for k in range(model.n_states)]].to_numpy()
+    inputs = forecast_inputs(out, table, bars, columns=manifest["feature_spec"]["columns"],
+                             n_states=model.n_states, labeller=forecaster.labeller)
+    out = pd.concat([out, pd.DataFrame({
+        **chain_columns(filtered, model.transmat_, forecaster.horizons),
+        **learned_columns(forecaster, inputs.to_numpy(dtype=np.float64))}),
+        *([inputs.add_prefix("input_")] if args.inputs else [])], axis=1)
+    _write(out, args.output)
+    log.info("%s: %d bars, %d forecast tasks (%s), model %s", args.input, len(out),
+             len(forecaster.tasks), ", ".join(forecaster.tasks), args.forecast_model)
+
+
 def cmd_now(args: argparse.Namespace) -> None:
     as_of = _as_of(args.as_of)
     manifest, model = _model(args.model)
     rows = latest(model, _bars(args.input), manifest, lookback=args.lookback, as_of=as_of,
-                  source=args.input)
+                  source=args.input,
+                  forecaster=_forecaster(args.forecast_model, args.model))
     _record(args, rows, "now")
     k = model.n_states
     if args.json:
@@ -138,7 +190,23 @@ def cmd_now(args: argparse.Namespace) -> None:
                    if r["unclosed"] else "")
         sys.stdout.write(f"{r['symbol']} {r['timestamp'].isoformat()} state {r['state']}, "
                          f"{r['regime']} (p = {r[f'p_filter_{r.state}']:.3f}; "
-                         f"{probs}{forming})\n")
+                         f"{probs}{forming})"
+                         + "".join(f" | in {f['horizon']} bar(s): {_forecast_line(f)}"
+                                   for f in r["forecasts"]) + "\n")
+
+
+def _forecast_line(answer: dict[str, Any]) -> str:
+    """One horizon of :func:`~regimelab.forecast.apply.horizon_answers` as text."""
+    parts = ["chain " + " ".join(f"{k}:{p:.3f}" for k, p in enumerate(answer["markov"]))
+             + f", switch {answer['markov_switch']:.3f}"]
+    if "learned" in answer:
+        parts.append(f"{answer['learned_model']} "
+                     + " ".join(f"{k}:{p:.3f}" for k, p in enumerate(answer["learned"])))
+    if "switch" in answer:
+        parts.append(f"switch {answer['switch']:.3f} ({answer['switch_model']})")
+    if "bull" in answer:
+        parts.append(f"bull {answer['bull']:.3f} ({answer['bull_model']})")
+    return "; ".join(parts)
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
@@ -180,6 +248,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from regimelab.serve import serve
 
     serve(args.model, host=args.host, port=args.port, store=_store(args),
+          forecast_model=args.forecast_model,
           workers=args.workers, log_level=log_level(args), access_log=args.access_log)
 
 
@@ -247,6 +316,14 @@ def parser() -> argparse.ArgumentParser:
         _path(command.add_argument("--model", required=required, help=help_),
               shtab.DIRECTORY)
 
+    def forecast_option(command: argparse.ArgumentParser, required: bool = False) -> None:
+        default = None if required else os.environ.get(FORECAST_ENV) or None
+        _path(command.add_argument(
+            "--forecast-model", required=required, default=default,
+            help="the forecast stage's models folder (models/forecast)" + (
+                "" if required else f": adds its learned forecasts (default ${FORECAST_ENV})")),
+            shtab.DIRECTORY)
+
     infer = command("infer", "states and posteriors of every bar of new data")
     model_option(infer, help_="a model folder (models/hmm, models/dssm)")
     _path(infer.add_argument("--input", required=True,
@@ -266,6 +343,7 @@ def parser() -> argparse.ArgumentParser:
     now.add_argument("--as-of", help="the clock (default now, UTC): bars that close after "
                                      "it are still forming and are left out")
     now.add_argument("--json", action="store_true", help="JSON instead of one line a symbol")
+    forecast_option(now)
     _store_options(now)
     now.set_defaults(func=cmd_now)
     drift = command("drift", "recent bars against the training data; exit 1 on drift")
@@ -296,8 +374,20 @@ def parser() -> argparse.ArgumentParser:
                           "(default 1); several should share a database store, not SQLite")
     srv.add_argument("--no-access-log", dest="access_log", action="store_false",
                      help="no log line per request (uvicorn's access log, at INFO)")
+    forecast_option(srv)
     _store_options(srv)
     srv.set_defaults(func=cmd_serve)
+    fc = command("forecast", "next-regime and switch probabilities of every bar of new data")
+    model_option(fc, help_="the regime model folder the forecasters were trained on "
+                           "(models/jump, ...)")
+    forecast_option(fc, required=True)
+    _path(fc.add_argument("--input", required=True,
+                          help="bars: CSV, CSV.gz or Parquet (or a glob)"), shtab.FILE)
+    _path(fc.add_argument("--output", help=".parquet, .csv or .csv.gz (default: CSV on "
+                                           "stdout)"), shtab.FILE)
+    fc.add_argument("--inputs", action="store_true",
+                    help="also the inputs the forecasters read (input_<name> columns)")
+    fc.set_defaults(func=cmd_forecast)
     hist = command("history", "the stored predictions")
     hist.add_argument("--store", help="prediction store URL")
     model_option(hist, required=False, help_="only this model folder's predictions")

@@ -11,7 +11,7 @@ bars from which the model's columns cannot be built, are refused.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,13 @@ from regimelab.exceptions import InputDataError, ModelError
 from regimelab.features import build_features
 from regimelab.features.build import base_interval, symbol_features
 from regimelab.features.catalog import select_features
+from regimelab.forecast.apply import (
+    DEFAULT_HORIZONS,
+    Forecaster,
+    horizon_answers,
+    last_inputs,
+    learned_columns,
+)
 from regimelab.params import FeaturesParams, format_timeframe, from_mapping, parse_timeframe
 from regimelab.regimes import RegimeModel
 from regimelab.scaling import Scaler
@@ -113,8 +120,11 @@ def _interval_error(source: str, found_ns: int, trained: str) -> InputDataError:
 
 def latest_series(model: RegimeModel, manifest: dict[str, Any], symbol: str,
                   ts_ns: np.ndarray, cols: dict[str, np.ndarray], *, lookback: int,
-                  as_of: pd.Timestamp | None = None, source: str = "input") -> dict[str, Any]:
-    """The regime of one symbol's last closed bar, from its last ``lookback`` bars.
+                  as_of: pd.Timestamp | None = None, source: str = "input",
+                  horizons: Sequence[int] = DEFAULT_HORIZONS,
+                  forecaster: Forecaster | None = None) -> dict[str, Any]:
+    """The regime of one symbol's last closed bar, from its last ``lookback`` bars, and
+    the next-regime forecasts.
 
     The same features, scaler and filter as :func:`observations` and
     :func:`regimes`, on arrays: a request of a few hundred bars then costs a
@@ -135,13 +145,19 @@ def latest_series(model: RegimeModel, manifest: dict[str, Any], symbol: str,
         comes on top).
     as_of : pandas.Timestamp, optional
         The clock: a bar that closes after it is still forming and is left out.
+    horizons : sequence of int
+        Bars ahead of the chain's forecasts (the forecaster's own when it is given).
+    forecaster : Forecaster, optional
+        The forecast stage's learned models (:func:`~regimelab.forecast.apply.
+        load_forecaster`), applied to the inputs of the last bar built from these bars.
 
     Returns
     -------
     dict
         ``timestamp``, ``symbol``, ``state`` (the filtered state), ``p_filter_0..K-1``,
-        ``bars`` (the bars of its gap-free run that the filter read) and
-        ``unclosed`` (bars left out because they had not closed by ``as_of``).
+        ``bars`` (the bars of its gap-free run that the filter read),
+        ``unclosed`` (bars left out because they had not closed by ``as_of``) and
+        ``forecasts`` (:func:`~regimelab.forecast.apply.horizon_answers`).
     """
     spec = manifest["feature_spec"]
     base_ns = int(parse_timeframe(spec["base_timeframe"]).value)
@@ -190,12 +206,20 @@ def latest_series(model: RegimeModel, manifest: dict[str, Any], symbol: str,
     scaled = scaler.transform_array(np.column_stack([values[c] for c in scaler.columns_]))
     values.update(zip(scaler.columns_, scaled.T))
     X = np.ascontiguousarray(np.column_stack([values[c] for c in manifest["features"]]))
-    proba = model.filter_proba(X, np.array([len(X)]))[-1]  # the filter alone: no Viterbi pass
+    filtered = model.filter_proba(X, np.array([len(X)]))  # the filter alone: no Viterbi pass
+    proba = filtered[-1]
     state = int(proba.argmax())
+    learned = None
+    if forecaster is not None:
+        horizons = forecaster.horizons
+        inputs = last_inputs(filtered, {c: values[c] for c in spec["columns"]}, cols["close"],
+                             columns=spec["columns"], labeller=forecaster.labeller)
+        learned = learned_columns(forecaster, inputs)
     return {"timestamp": pd.Timestamp(int(ts_ns[-1]), tz="UTC"), "symbol": symbol,
             "state": state, "regime": regime_names(manifest, model.n_states)[state],
             **{f"p_filter_{k}": float(p) for k, p in enumerate(proba)},
-            "bars": len(X), "unclosed": unclosed}
+            "bars": len(X), "unclosed": unclosed,
+            "forecasts": horizon_answers(proba, model.transmat_, horizons, learned)}
 
 
 def latest_json(row: Mapping[str, Any], n_states: int) -> dict[str, Any]:
@@ -204,11 +228,13 @@ def latest_json(row: Mapping[str, Any], n_states: int) -> dict[str, Any]:
     return {"symbol": str(row["symbol"]), "timestamp": row["timestamp"].isoformat(),
             "state": int(row["state"]), "regime": str(row["regime"]), "bars": int(row["bars"]),
             "unclosed": int(row["unclosed"]),
-            "probabilities": [float(row[f"p_filter_{k}"]) for k in range(n_states)]}
+            "probabilities": [float(row[f"p_filter_{k}"]) for k in range(n_states)],
+            "forecasts": row["forecasts"]}
 
 
 def latest(model: RegimeModel, bars: pd.DataFrame, manifest: dict[str, Any], *,
-           lookback: int, as_of: pd.Timestamp | None = None, source: str = "input"
+           lookback: int, as_of: pd.Timestamp | None = None, source: str = "input",
+           horizons: Sequence[int] = DEFAULT_HORIZONS, forecaster: Forecaster | None = None
            ) -> pd.DataFrame:
     """The regime of each symbol's last closed bar, from its last ``lookback`` bars (plus
     the features' warm-up before them).
@@ -240,5 +266,6 @@ def latest(model: RegimeModel, bars: pd.DataFrame, manifest: dict[str, Any], *,
         ts_ns = group["timestamp"].to_numpy(dtype="datetime64[ns]").view("int64")
         cols = {c: group[c].to_numpy(dtype="float64") for c in VALUE_COLUMNS}
         rows.append(latest_series(model, manifest, str(symbol), ts_ns, cols,
-                                  lookback=lookback, as_of=as_of, source=source))
+                                  lookback=lookback, as_of=as_of, source=source,
+                                  horizons=horizons, forecaster=forecaster))
     return pd.DataFrame(rows)

@@ -2,8 +2,8 @@
 
 - ``POST /regime`` with ``{"bars": [{"timestamp", "open", "high", "low", "close",
   "volume"[, "symbol"]}, ...]}`` (recent bars, oldest first) returns the state
-  of the last closed bar (by the server's clock), its filtered probabilities
-  and the model version, one answer per symbol;
+  of the last closed bar (by the server's clock), its filtered probabilities,
+  the next-regime forecasts per horizon and the model version, one answer per symbol;
 - ``GET /health``; ``GET /model`` (the manifest).
 
 ``regimelab serve --model F [--workers N]`` runs it; so does uvicorn itself, with
@@ -11,7 +11,9 @@ its own options, through the app factory::
 
     REGIMELAB_MODEL=models/hmm uvicorn --factory regimelab.serve:create_app --workers 4
 
-where ``$REGIMELAB_MODEL`` names the model folder, ``$REGIMELAB_STORE`` the
+where ``$REGIMELAB_MODEL`` names the model folder, ``$REGIMELAB_FORECAST_MODEL`` the
+forecast stage's models folder (optional: the learned next-regime forecasts; without
+it each answer has the chain's only), ``$REGIMELAB_STORE`` the
 prediction store (as for the CLI) and ``REGIMELAB_NO_STORE=1`` keeps none.
 
 Bad input is a 422 (a body over the size limit a 413, a store that cannot be
@@ -49,6 +51,7 @@ from typing_extensions import TypedDict  # pydantic needs this one before Python
 from regimelab.data.readers import parse_text_timestamps, parse_timestamps
 from regimelab.data.validate import NAT, SeriesBars, clean_series
 from regimelab.exceptions import InputDataError, RegimelabError
+from regimelab.forecast.apply import FORECAST_ENV, load_forecaster
 from regimelab.inference import latest_json, latest_series
 from regimelab.models import load_model, model_version, read_manifest
 from regimelab.serve_schema import (
@@ -221,7 +224,8 @@ def request_series(bars: list[Bar], *, source: str = "request") -> list[SeriesBa
 
 def create_app(model_folder: str | Path | None = None, *,
                store: PredictionStore | None = None,
-               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+               max_body_bytes: int = MAX_BODY_BYTES,
+               forecast_model: str | Path | None = None) -> FastAPI:
     """The application for one model folder, loaded once.
 
     Parameters
@@ -236,6 +240,9 @@ def create_app(model_folder: str | Path | None = None, *,
         Where answers are appended; None keeps none.
     max_body_bytes : int
         Larger request bodies get a 413 before they are parsed.
+    forecast_model : path, optional
+        The forecast stage's models folder: its learned forecasts join the chain's in
+        every answer (:func:`~regimelab.forecast.apply.load_forecaster`).
     """
     if model_folder is None:
         return _app_from_environment(max_body_bytes)
@@ -243,6 +250,8 @@ def create_app(model_folder: str | Path | None = None, *,
     manifest = read_manifest(folder)
     model = load_model(folder)
     version = model_version(folder)
+    forecaster = (None if forecast_model is None
+                  else load_forecaster(forecast_model, model_version=version))
     # The first pass compiles or loads the DSSM's compiled loop: before the first request.
     model.filter_proba(np.zeros((2, len(manifest["features"]))), np.array([2]))
     app = FastAPI(title="regimelab", version=manifest["regimelab_version"],
@@ -319,7 +328,8 @@ def create_app(model_folder: str | Path | None = None, *,
                                          ) from None
         now = pd.Timestamp.now(tz="UTC")
         rows = [latest_series(model, manifest, s.symbol, s.timestamp, s.columns,
-                              lookback=MAX_BARS, as_of=now, source="request")
+                              lookback=MAX_BARS, as_of=now, source="request",
+                              forecaster=forecaster)
                 for s in request_series(body["bars"])]
         if store is not None:
             await run_in_threadpool(store.append, rows, source="serve", model=folder,
@@ -349,7 +359,8 @@ def _app_from_environment(max_body_bytes: int) -> FastAPI:
                                  "(models/hmm, models/dssm, ...) to serve")
         keep_none = os.environ.get(NO_STORE_ENV, "") not in ("", "0")
         app = create_app(folder, store=None if keep_none else PredictionStore(),
-                         max_body_bytes=max_body_bytes)
+                         max_body_bytes=max_body_bytes,
+                         forecast_model=os.environ.get(FORECAST_ENV) or None)
     except RegimelabError as exc:
         sys.stderr.write(f"error: {exc}\n")
         raise SystemExit(_STARTUP_FAILURE) from None
@@ -362,7 +373,8 @@ def _app_from_environment(max_body_bytes: int) -> FastAPI:
 
 def serve(model_folder: str | Path, *, host: str = "127.0.0.1", port: int = 8080,
           store: PredictionStore | None = None, workers: int = 1,
-          log_level: int = logging.INFO, access_log: bool = True) -> None:
+          log_level: int = logging.INFO, access_log: bool = True,
+          forecast_model: str | Path | None = None) -> None:
     """Run the application with uvicorn until interrupted (loopback unless told).
 
     Parameters
@@ -371,6 +383,8 @@ def serve(model_folder: str | Path, *, host: str = "127.0.0.1", port: int = 8080
         Server processes on one socket. With more than one, each loads the model
         through the app factory, told the folder and the store by this process's
         environment (``$REGIMELAB_MODEL``, ``$REGIMELAB_STORE``, ``$REGIMELAB_NO_STORE``).
+    forecast_model : path, optional
+        The forecast stage's models folder (``$REGIMELAB_FORECAST_MODEL`` for workers).
     log_level : int
         uvicorn's: INFO shows its start-up lines and, with ``access_log``, one line
         per request.
@@ -382,6 +396,10 @@ def serve(model_folder: str | Path, *, host: str = "127.0.0.1", port: int = 8080
     if workers > 1:
         read_manifest(model_folder)  # a wrong folder is one error here, not one per worker
         os.environ[MODEL_ENV] = str(Path(model_folder).resolve())
+        if forecast_model is None:
+            os.environ.pop(FORECAST_ENV, None)
+        else:
+            os.environ[FORECAST_ENV] = str(Path(forecast_model).resolve())
         if store is None:
             os.environ[NO_STORE_ENV] = "1"
         else:
@@ -391,7 +409,7 @@ def serve(model_folder: str | Path, *, host: str = "127.0.0.1", port: int = 8080
                  workers)
         uvicorn.run("regimelab.serve:create_app", factory=True, workers=workers, **options)
         return
-    app = create_app(model_folder, store=store)
+    app = create_app(model_folder, store=store, forecast_model=forecast_model)
     _settle()
     log.info("serving %s on http://%s:%d", model_folder, host, port)
     # A request's matrices are a few hundred rows: BLAS threads would only spin and

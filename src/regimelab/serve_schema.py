@@ -49,6 +49,27 @@ class RegimeRequestDoc(BaseModel):
                                description="Recent bars, oldest first")
 
 
+class HorizonForecast(BaseModel):
+    """The next-regime forecasts h bars ahead of the last closed bar: the regime model's
+    Markov chain always; the forecast stage's learned models when the service was started
+    with a forecast model folder (each field where that folder has the task)."""
+
+    horizon: int = Field(ge=1, description="Bars ahead")
+    markov: list[float] = Field(description="The chain's P(state = k at t + h), "
+                                            "p_filter A^h, k = 0..K-1")
+    markov_switch: float = Field(ge=0, le=1, description="The chain's P(at least one switch "
+                                                         "in t + 1 .. t + h)")
+    learned: list[float] | None = Field(None, description="The learned model's P(hindsight "
+                                                          "state = k at t + h)")
+    learned_model: str | None = Field(None, description="The model that gave `learned`")
+    switch: float | None = Field(None, ge=0, le=1, description="The learned model's P(a "
+                                                               "switch within h bars)")
+    switch_model: str | None = None
+    bull: float | None = Field(None, ge=0, le=1, description="The learned model's P(a bull "
+                                                             "market at t + h)")
+    bull_model: str | None = None
+
+
 class SymbolAnswer(BaseModel):
     """The regime of a symbol's last closed bar."""
 
@@ -60,6 +81,7 @@ class SymbolAnswer(BaseModel):
     bars: int = Field(ge=1, description="Bars of its gap-free run that the filter read")
     unclosed: int = Field(ge=0, description="Bars left out: not closed by the server's clock")
     probabilities: list[float] = Field(description="The filtered P(state = k), k = 0..K-1")
+    forecasts: list[HorizonForecast] = Field(description="One per horizon")
 
 
 class RegimeAnswer(SymbolAnswer):

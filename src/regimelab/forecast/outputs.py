@@ -2,9 +2,11 @@
 
 ``<models>/<task>/<model>/`` holds each fitted learned model (trees: skops;
 sequence models: safetensors; no pickle;
-:func:`regimelab.forecast.folders.load_forecaster` loads either) and
-``<models>/best_params.json`` every task's tuned parameters.
-``<plots>/confusion/<task>/<model>.csv`` (``actual``, ``predicted``: DVC's confusion templates),
+:func:`regimelab.forecast.folders.load_forecaster` loads either),
+``<models>/best_params.json`` every task's tuned parameters and
+``<models>/headline.json`` the model each task chose on the folds (its metrics'
+``headline`` block). ``<plots>/confusion/<task>/<model>.csv``
+(``actual``, ``predicted``: DVC's confusion templates),
 ``<plots>/reliability/<task>.csv`` and ``<plots>/importance/<task>.csv``.
 Both folders are built next to their target and swapped in whole.
 """
@@ -15,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from regimelab.forecast.apply import HEADLINE_FILE
 from regimelab.forecast.folders import save_forecaster
 from regimelab.forecast.run import Forecast
 from regimelab.io import replace_dir, write_csv, write_json
@@ -41,6 +44,10 @@ def write_models(result: Forecast, folder: str | Path, *, labeller: dict[str, An
                 "classes": task_result.report["classes"], "inputs": result.report["inputs"],
                 "params": task_result.best_params[name], "labeller": labeller})
     write_json(best, staging / "best_params.json")
+    # Which model each task chose on the folds: `regimelab forecast` applies the learned one.
+    write_json({task: block["headline"] for task, block in result.report.items()
+                if isinstance(block, dict) and "headline" in block},
+               staging / HEADLINE_FILE)
     replace_dir(staging, folder)
 
 

@@ -268,7 +268,10 @@ def _headline(result: TaskResult) -> dict[str, Any]:
     key = "roc_auc" if result.report["kind"] == "switch" else "balanced_accuracy"
     block: dict[str, Any] = {"score": key}
     for label, pool in (("chosen", list(tuning)),
-                        ("learned", [m for m in tuning if m in LEARNED_MODELS])):
+                        ("learned", [m for m in tuning if m in LEARNED_MODELS]),
+                        # What `regimelab forecast`, `now` and the service apply: a tree
+                        # loads on a core install, a sequence model needs the pipeline's.
+                        ("tree", [m for m in tuning if m in TREE_MODELS])):
         if not pool:
             continue
         best = min(pool, key=lambda name: (tuning[name]["fold_log_loss"], name))

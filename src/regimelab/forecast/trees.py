@@ -15,17 +15,18 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 import skops.io as sio
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 
 from regimelab.exceptions import ModelError
-from regimelab.io import atomic_path, read_json, write_json
+from regimelab.forecast.apply import MODEL_FILE as MODEL_FILE
+from regimelab.forecast.apply import full_proba as full_proba
+from regimelab.forecast.apply import load_estimator as load_estimator
+from regimelab.io import atomic_path, write_json
 
 #: The learned models, by their params.yaml name.
 TREE_MODELS = ("random_forest", "hist_gradient_boosting")
-MODEL_FILE = "model.skops"
 
 
 def suggest(trial: optuna.Trial | optuna.trial.FixedTrial, name: str, *,
@@ -54,17 +55,6 @@ def make_estimator(name: str, params: dict[str, Any], *, seed: int) -> Any:
                                               random_state=seed)
     raise ModelError(f"forecast.models: {name!r} is not a learned model; expected one of "
                      f"{', '.join(TREE_MODELS)}")
-
-
-def full_proba(estimator: Any, X: Any, classes: np.ndarray) -> np.ndarray:
-    """``predict_proba`` with one column per entry of ``classes`` (zeros for a class the
-    estimator never saw), shape ``(n_samples, len(classes))``. ``X`` is what the
-    estimator predicts from: a matrix, or a sequence model's windows."""
-    proba = estimator.predict_proba(X)
-    out = np.zeros((len(X), len(classes)))
-    for j, c in enumerate(estimator.classes_):
-        out[:, int(np.searchsorted(classes, c))] = proba[:, j]
-    return out
 
 
 #: Object ids skops writes into its schema and member names (``"__id__": N``, ``N.npy``).
@@ -101,17 +91,3 @@ def save_estimator(estimator: Any, folder: str | Path, *, manifest: dict[str, An
         tmp.write_bytes(canonical_skops(sio.dumps(estimator)))
     write_json({**manifest, "scikit_learn_version": version("scikit-learn"),
                 "skops_version": version("skops")}, folder / "manifest.json")
-
-
-def load_estimator(folder: str | Path) -> tuple[Any, dict[str, Any]]:
-    """The estimator and manifest in ``folder``; only types skops lists as untrusted-free
-    for this estimator's class are built (nothing is unpickled)."""
-    path = Path(folder) / MODEL_FILE
-    if not path.is_file():
-        raise ModelError(f"{folder}: no {MODEL_FILE}; expected a forecast model folder")
-    trusted = sio.get_untrusted_types(file=path)
-    allowed = [t for t in trusted if t.startswith(("sklearn.", "numpy."))]
-    if allowed != trusted:
-        raise ModelError(f"{path}: holds types outside scikit-learn and numpy: "
-                         f"{sorted(set(trusted) - set(allowed))}")
-    return sio.load(path, trusted=allowed), read_json(Path(folder) / "manifest.json")

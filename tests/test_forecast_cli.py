@@ -1,0 +1,206 @@
+"""The forecast stage's models applied to new bars: ``regimelab forecast``, ``now`` and the
+REST answer, on a small synthetic pipeline whose forecast stage has run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.ensemble import RandomForestClassifier
+
+from regimelab.cli import main
+from regimelab.families.base import manifest
+from regimelab.families.jump.model import RegimeJump
+from regimelab.forecast.apply import full_proba, load_estimator
+from regimelab.forecast.baselines import markov_proba, markov_switch_proba
+from regimelab.io import read_json, sha256_file
+from regimelab.models import load_model
+from regimelab.serve import create_app
+from regimelab.split import read_splits
+from regimelab.synth import make_market, write_market
+from tests import core_install
+from tests.stages.conftest import load_stage, run_data_stages
+from tests.stages.test_forecast_stage import write_params
+from tests.test_serve import bars_json, call, running
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ingest → featurize → split → scale, a jump model saved as train-jump saves it, and
+    the forecast stage on its regimes."""
+    d = tmp_path_factory.mktemp("forecast_cli")
+    write_market(make_market(2400, n_regimes=2, n_gaps=1, random_state=5), d / "m.csv")
+    write_params(d)
+    load_stage("ingest").main(["--params", str(d / "params.yaml"),
+                               "--bars", str(d / "bars.parquet"),
+                               "--gaps", str(d / "gaps.csv"), "--metrics", str(d / "ingest.json")])
+    run_data_stages(d)
+    spec = read_json(d / "spec.json")
+    train = read_splits(d / "scaled")["train"]
+    model = RegimeJump(2, jump_penalty=10.0, n_init=2, random_state=0)
+    lengths = train.groupby("segment", sort=False).size().to_numpy()
+    model.fit(train[spec["columns"]].to_numpy(), lengths, feature_names=spec["columns"])
+    model.save(d / "models/jump", manifest=manifest(
+        spec=spec, scaler=read_json(d / "scaled/scaler.json"),
+        train_sha256=sha256_file(d / "scaled/train.parquet"), resolved={"n_states": 2},
+        seed=0, libraries=[]))
+    load_stage("forecast").main([
+        "--params", str(d / "params.yaml"), "--scaled", str(d / "scaled"),
+        "--spec", str(d / "spec.json"), "--bars", str(d / "bars.parquet"),
+        "--folds", str(d / "split/folds.json"), "--model", str(d / "models/jump"),
+        "--labels", str(d / "labels.parquet"), "--models-out", str(d / "models/forecast"),
+        "--study-dir", str(d / "study"), "--metrics", str(d / "forecast.json"),
+        "--plots", str(d / "plots")])
+    return d
+
+
+def forecast(d: Path, bars: Path, out: Path, *extra: str) -> pd.DataFrame:
+    assert main(["forecast", "--model", str(d / "models/jump"), "--forecast-model",
+                 str(d / "models/forecast"), "--input", str(bars), "--output", str(out),
+                 *extra]) == 0
+    return pd.read_parquet(out)
+
+
+def test_forecast_on_the_training_bars_is_the_stages_models(pipeline: Path,
+                                                            tmp_path: Path) -> None:
+    """On the bars up to the end of the train split (which starts the series, so that the
+    filter, the feature means, the regime age and the dating all start where the stage's
+    did) every input row and forecast is the stage's: its learned model's predict_proba on
+    its labelled rows, and the chain's p_filter A^h."""
+    d = pipeline
+    labels = pd.read_parquet(d / "labels.parquet")
+    train = labels.loc[labels["split"] == "train"].reset_index(drop=True)
+    bars = pd.read_parquet(d / "bars.parquet")
+    bars.loc[bars["timestamp"] <= train["timestamp"].iloc[-1]].to_parquet(tmp_path / "b.parquet")
+    out = forecast(d, tmp_path / "b.parquet", tmp_path / "f.parquet", "--inputs")
+    assert len(out) == len(train)
+    pd.testing.assert_series_equal(out["timestamp"], train["timestamp"])
+    inputs = read_json(d / "forecast.json")["inputs"]
+    assert "regime_age" in inputs and "bull_bear_known" in inputs
+    np.testing.assert_array_equal(out[[f"input_{c}" for c in inputs]].to_numpy(),
+                                  train[inputs].to_numpy())
+    headline = read_json(d / "models/forecast/headline.json")
+    transmat = load_model(d / "models/jump").transmat_
+    filtered = train[["p_filter_0", "p_filter_1"]].to_numpy()
+    for h in (1, 6):
+        chosen = {kind: headline[f"{kind}_h{h}"]["learned"]["model"]
+                  for kind in ("state", "switch", "bull_bear")}
+        assert set(out[f"model_state_h{h}"]) == {chosen["state"]}
+        estimator, meta = load_estimator(d / f"models/forecast/state_h{h}/{chosen['state']}")
+        expected = estimator.predict_proba(train[meta["inputs"]].to_numpy())
+        np.testing.assert_allclose(out[[f"p_state_h{h}_0", f"p_state_h{h}_1"]].to_numpy(),
+                                   expected, rtol=0, atol=1e-12)
+        estimator, meta = load_estimator(d / f"models/forecast/switch_h{h}/{chosen['switch']}")
+        np.testing.assert_allclose(out[f"p_switch_h{h}"],
+                                   estimator.predict_proba(train[meta["inputs"]].to_numpy())[:, 1],
+                                   rtol=0, atol=1e-12)
+        assert set(out[f"model_bull_bear_h{h}"]) == {chosen["bull_bear"]}
+        np.testing.assert_allclose(out[[f"p_markov_h{h}_0", f"p_markov_h{h}_1"]].to_numpy(),
+                                   markov_proba(filtered, transmat, h), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(out[f"p_switch_markov_h{h}"],
+                                   markov_switch_proba(filtered, transmat, h), rtol=0,
+                                   atol=1e-12)
+
+
+def test_now_and_the_rest_answer_carry_the_forecasts(pipeline: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]
+                                                     ) -> None:
+    """``now`` and POST /regime give the last bar's chain and learned forecasts: those of
+    ``regimelab forecast``'s last row when the lookback covers the input."""
+    d = pipeline
+    recent = make_market(300, n_regimes=2, random_state=8).assign(symbol="SYN")
+    recent.to_parquet(tmp_path / "r.parquet")
+    last = forecast(d, tmp_path / "r.parquet", tmp_path / "f.parquet").iloc[-1]
+    assert main(["now", "--model", str(d / "models/jump"), "--forecast-model",
+                 str(d / "models/forecast"), "--input", str(tmp_path / "r.parquet"),
+                 "--lookback", "1000", "--json", "--no-store"]) == 0
+    [answer] = json.loads(capsys.readouterr().out)
+    with running(create_app(d / "models/jump", forecast_model=d / "models/forecast")) as url:
+        status, served = call(f"{url}/regime", {"bars": bars_json(recent)})
+    assert status == 200, served
+    assert served["forecasts"] == answer["forecasts"]
+    assert [f["horizon"] for f in answer["forecasts"]] == [1, 6]
+    for f in answer["forecasts"]:
+        h = f["horizon"]
+        np.testing.assert_allclose(f["markov"], last[[f"p_markov_h{h}_0", f"p_markov_h{h}_1"]]
+                                   .astype(float), rtol=0, atol=1e-9)
+        np.testing.assert_allclose(f["learned"], last[[f"p_state_h{h}_0", f"p_state_h{h}_1"]]
+                                   .astype(float), rtol=0, atol=1e-9)
+        assert f["learned_model"] == last[f"model_state_h{h}"]
+        assert f["switch"] == pytest.approx(last[f"p_switch_h{h}"], abs=1e-9)
+        assert f["bull"] == pytest.approx(last[f"p_bull_h{h}"], abs=1e-9)
+    # Without a forecast model folder: the chain's forecasts alone.
+    assert main(["now", "--model", str(d / "models/jump"), "--input",
+                 str(tmp_path / "r.parquet"), "--lookback", "1000", "--json",
+                 "--no-store"]) == 0
+    [chain] = json.loads(capsys.readouterr().out)
+    assert [set(f) for f in chain["forecasts"]] == [{"horizon", "markov", "markov_switch"}] * 2
+
+
+@pytest.mark.parametrize("case", ["no_folder", "not_a_forecast_folder", "other_regimes"])
+def test_a_bad_forecast_model_is_one_line_and_exit_2(pipeline: Path, tmp_path: Path,
+                                                     case: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    d = pipeline
+    folder = {"no_folder": tmp_path / "missing", "not_a_forecast_folder": d / "models",
+              "other_regimes": d / "models/forecast"}[case]
+    model = d / "models/jump"
+    if case == "other_regimes":
+        other = RegimeJump(2, jump_penalty=5.0, n_init=1, random_state=1)
+        train = read_splits(d / "scaled")["train"]
+        columns = read_json(d / "spec.json")["columns"]
+        other.fit(train[columns].to_numpy(), np.array([len(train)]), feature_names=columns)
+        model = tmp_path / "other"
+        other.save(model, manifest=read_json(d / "models/jump/manifest.json"))
+    assert main(["forecast", "--model", str(model), "--forecast-model", str(folder),
+                 "--input", str(d / "bars.parquet")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [err[0]] and err[0].startswith("error:") and "--forecast-model" in err[0]
+
+
+CORE_FORECAST = """
+import json, sys
+from pathlib import Path
+
+from regimelab.cli import main
+
+d, out = map(Path, sys.argv[1:3])
+common = ["--model", str(d / "models/jump"), "--forecast-model", str(d / "models/forecast"),
+          "--input", str(d / "bars.parquet")]
+assert main(["forecast", *common, "--output", str(out / "core.parquet")]) == 0
+assert main(["now", *common, "--json", "--no-store"]) == 0
+print(json.dumps(sorted(m for m in sys.modules if m.partition(".")[0] in
+                        ("lightning", "optuna", "dvc", "dvclive", "matplotlib", "arch"))))
+"""
+
+
+def test_a_core_install_forecasts_as_a_full_one(pipeline: Path, tmp_path: Path) -> None:
+    """skops and scikit-learn are core: the forecasters load and give the same numbers
+    without the pipeline extra (Optuna, ...), which is never imported."""
+    (tmp_path / "core.py").write_text(CORE_FORECAST)
+    proc = subprocess.run([sys.executable, str(core_install.SCRIPT), str(tmp_path / "core.py"),
+                           str(pipeline), str(tmp_path)], capture_output=True, text=True,
+                          check=False, env=core_install.environment())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "core.parquet"),
+                                  forecast(pipeline, pipeline / "bars.parquet",
+                                           tmp_path / "full.parquet"))
+
+
+def test_a_forests_probabilities_are_scikit_learns() -> None:
+    """The forest's probabilities, summed tree by tree without joblib, are predict_proba's
+    to the bit, with a class the forest never saw as a zero column."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(400, 5)), rng.integers(0, 3, 400)
+    y[y == 1] = 2  # classes 0 and 2 seen, 1 never
+    forest = RandomForestClassifier(n_estimators=20, max_depth=4, random_state=0).fit(X, y)
+    test = rng.normal(size=(50, 5))
+    proba = full_proba(forest, test, np.array([0, 1, 2]))
+    np.testing.assert_array_equal(proba[:, [0, 2]], forest.predict_proba(test))
+    assert not proba[:, 1].any()

@@ -204,3 +204,17 @@ def test_a_forests_probabilities_are_scikit_learns() -> None:
     proba = full_proba(forest, test, np.array([0, 1, 2]))
     np.testing.assert_array_equal(proba[:, [0, 2]], forest.predict_proba(test))
     assert not proba[:, 1].any()
+
+
+def test_a_sequence_headline_falls_back_to_the_best_tree() -> None:
+    """The CLI and the service load trees only (a sequence model needs the pipeline extra):
+    when the folds chose a GRU, the best tree on the folds is applied, never an arbitrary one."""
+    from regimelab.forecast.apply import _chosen
+
+    headline = {"state_h24": {"learned": {"model": "gru"},
+                              "tree": {"model": "random_forest"}}}
+    trees = ["hist_gradient_boosting", "random_forest"]
+    assert _chosen(headline, "state_h24", trees) == "random_forest"
+    headline["state_h24"]["learned"] = {"model": "hist_gradient_boosting"}
+    assert _chosen(headline, "state_h24", trees) == "hist_gradient_boosting"
+    assert _chosen({}, "state_h24", trees) is None

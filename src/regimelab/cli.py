@@ -155,7 +155,9 @@ def _forecaster(folder: str | None, regime_model: str) -> Forecaster | None:
 def cmd_forecast(args: argparse.Namespace) -> None:
     manifest, model = _model(args.model)
     forecaster = _forecaster(args.forecast_model, args.model)
-    assert forecaster is not None  # a required option
+    if forecaster is None:  # argparse requires the option; an empty value gets here
+        raise InputDataError("--forecast-model: empty; give the forecast stage's models "
+                             "folder (models/forecast)")
     bars = _bars(args.input)
     table = observations(bars, manifest, source=args.input)
     out = regimes(model, table, manifest["features"],

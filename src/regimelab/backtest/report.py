@@ -31,6 +31,7 @@ from regimelab.backtest.walkforward import (
     resolve_bars,
     walk_forward,
 )
+from regimelab.exceptions import ParamsError
 from regimelab.params import BacktestParams, DSSMParams, HMMParams, JumpParams, ScaleParams
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,8 @@ def backtest_symbol(frame: pd.DataFrame, bars: pd.DataFrame, *, columns: list[st
         block_out["past_choices"] = {str(row): choice for row, choice in sorted(choices.items())}
 
     first = params.families[0]
-    assert regimes_of_first is not None  # params.families is never empty
+    if regimes_of_first is None:
+        raise ParamsError("backtest.families: empty; list at least one family to walk forward")
     regime = np.full(len(frame), "", dtype=object)
     live = refit_of_first >= 0
     regime[live] = [names_of_first[r][s] for r, s in

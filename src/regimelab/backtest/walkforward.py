@@ -217,7 +217,8 @@ def fit_warm(family: str, *, settings: dict[str, Any], hmm: HMMParams, jump: Jum
     past``) starts cold.
     """
     if family == "dssm":
-        assert segment is not None
+        if segment is None:
+            raise ValueError("fit_warm: the dssm family needs each row's segment id")
         return fit_dssm(make_model(family, settings=settings, hmm=hmm, jump=jump, seed=seed,
                                    dssm=dssm), X, segment, columns=columns, previous=previous,
                         scaler=scaler)

@@ -7,6 +7,7 @@
                     [--forecast-model models/forecast]
     regimelab forecast --model models/jump --forecast-model models/forecast --input bars.csv
                     [--output forecasts.parquet] [--inputs] [--vol-model models/forecast_vol]
+    regimelab forecast --model models/dssm --vol-model models/forecast_vol --input bars.csv
     regimelab drift --model models/hmm --input recent.csv [--output drift.json]
     regimelab serve --model models/hmm [--host 127.0.0.1] [--port 8080] [--workers 1]
     regimelab history [--model models/hmm] [--symbol BTCUSDT] [--limit 100] [--csv]
@@ -156,11 +157,14 @@ def _forecaster(folder: str | None, regime_model: str) -> Forecaster | None:
 
 
 def cmd_forecast(args: argparse.Namespace) -> None:
+    if not args.forecast_model and args.vol_model:
+        return _forecast_volatility(args, args.vol_model)
     manifest, model = _model(args.model)
     forecaster = _forecaster(args.forecast_model, args.model)
-    if forecaster is None:  # argparse requires the option; an empty value gets here
-        raise InputDataError("--forecast-model: empty; give the forecast stage's models "
-                             "folder (models/forecast)")
+    if forecaster is None:
+        raise InputDataError("--forecast-model: not given; give the forecast stage's models "
+                             "folder (models/forecast), or --vol-model the forecast-vol "
+                             "stage's (models/forecast_vol)")
     vol = _vol_models(args.vol_model, args.model)
     bars = _bars(args.input)
     table = observations(bars, manifest, source=args.input)
@@ -188,6 +192,22 @@ def _vol_models(folder: str | None, regime_model: str) -> VolModels | None:
     vol = load_vol_models(folder, model_version=model_version(regime_model))
     log.debug("%s: %s", folder, ", ".join(vol.columns))
     return vol
+
+
+def _forecast_volatility(args: argparse.Namespace, folder: str) -> None:
+    """``forecast --vol-model`` without ``--forecast-model``: the filtered regimes and the
+    volatility forecasts (the two stages may use different regime families)."""
+    manifest, model = _model(args.model)
+    vol = load_vol_models(folder, model_version=model_version(args.model))
+    bars = _bars(args.input)
+    table = observations(bars, manifest, source=args.input)
+    out = regimes(model, table, manifest["features"],
+                  names=regime_names(manifest, model.n_states)).drop(
+                      columns=["state", "regime"])
+    out = pd.concat([out, vol_forecasts(vol, bars, out)], axis=1)
+    _write(out, args.output)
+    log.info("%s: %d bars, volatility forecasts %s, model %s", args.input, len(out),
+             ", ".join(vol.columns), args.vol_model)
 
 
 def cmd_now(args: argparse.Namespace) -> None:
@@ -394,10 +414,11 @@ def parser() -> argparse.ArgumentParser:
     forecast_option(srv)
     _store_options(srv)
     srv.set_defaults(func=cmd_serve)
-    fc = command("forecast", "next-regime and switch probabilities of every bar of new data")
+    fc = command("forecast", "next-regime and switch probabilities, and realised volatility, "
+                             "of every bar of new data")
     model_option(fc, help_="the regime model folder the forecasters were trained on "
                            "(models/jump, ...)")
-    forecast_option(fc, required=True)
+    forecast_option(fc)
     _path(fc.add_argument("--input", required=True,
                           help="bars: CSV, CSV.gz or Parquet (or a glob)"), shtab.FILE)
     _path(fc.add_argument("--output", help=".parquet, .csv or .csv.gz (default: CSV on "

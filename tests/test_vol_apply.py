@@ -22,8 +22,18 @@ from regimelab.forecast.vol_apply import (
     vol_variances,
     write_vol_models,
 )
-from regimelab.forecast.vol_inputs import garch_backcast, garch_variance
-from regimelab.forecast.volatility import VolForecast, forecast_volatility
+from regimelab.forecast.vol_inputs import (
+    garch_backcast,
+    garch_sums,
+    garch_variance,
+    log_returns,
+)
+from regimelab.forecast.volatility import (
+    GarchFit,
+    VolForecast,
+    forecast_volatility,
+    garch_forecasts,
+)
 from regimelab.params import ForecastVolParams
 from tests.test_forecast_vol import STEP, posteriors, regime_market  # noqa: F401  (fixtures)
 
@@ -67,6 +77,20 @@ def test_the_numpy_garch_recursion_is_archs() -> None:
                          beta=params["beta[1]"], backcast=backcast, horizon=24)
     assert got.shape == expected.shape == (3000, 24)
     assert_allclose(got, expected, rtol=1e-12, atol=0)
+
+
+def test_the_saved_garch_reproduces_archs_forecasts_from_the_first_bar(
+        saved: VolModels, regime_market: pd.DataFrame) -> None:  # noqa: F811
+    """The saved backcast is where the stage's arch recursion started: from the series'
+    first return on, where the start still weighs, the numpy forecasts are arch's."""
+    (symbol, params), = saved.spec["garch"].items()
+    r = log_returns(regime_market[regime_market["symbol"] == symbol])
+    fit = GarchFit(params={k: params[k] for k in ("mu", "omega", "alpha[1]", "beta[1]")},
+                   n_train=params["n_train"], converged=True, backcast=params["backcast"])
+    expected = garch_forecasts(r, fit, (1, 24))
+    got = garch_sums(r, fit.params, backcast=params["backcast"], horizons=(1, 24))
+    for h in (1, 24):
+        assert_allclose(got[h], expected[h], rtol=1e-12, atol=0)
 
 
 def test_applied_forecasts_are_the_stages_test_forecasts(

@@ -262,7 +262,7 @@ def vol_answer(vol: VolModels, bars: pd.DataFrame, p_filter: Sequence[float]
     if bars.empty or bars["symbol"].nunique() != 1:
         raise InputDataError(f"vol_answer: expected one symbol's bars, got "
                              f"{bars['symbol'].nunique()} symbols in {len(bars)} bars")
-    last = bars.loc[bars["timestamp"].idxmax()]
+    last = bars.iloc[int(np.argmax(bars["timestamp"].to_numpy()))]
     row = pd.DataFrame({"symbol": [last["symbol"]], "timestamp": [last["timestamp"]],
                         **{f"p_filter_{k}": [float(p)] for k, p in enumerate(p_filter)}})
     forecast = vol_forecasts(vol, bars, row).iloc[0]

@@ -37,7 +37,6 @@ GARCH is fitted per symbol, and the test's loss series are the symbols' in turn.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -85,14 +84,15 @@ def forward_sum(v: np.ndarray, timestamps: np.ndarray, *, horizon: int,
 @dataclass(frozen=True)
 class GarchFit:
     """GARCH(1,1) parameters fitted on one symbol's training returns (returns in percent):
-    ``mu``, ``omega``, ``alpha[1]``, ``beta[1]``, and how many returns it saw.
-    ``backcast``: where the forecasts' recursion starts (arch's backcast of the first
-    residuals of the series run forward; NaN until :func:`_symbol_inputs` sets it)."""
+    ``mu``, ``omega``, ``alpha[1]``, ``beta[1]``, how many returns it saw, and
+    ``backcast``, where :func:`garch_forecasts`' recursion starts: arch's backcast of the
+    first 75 residuals, training returns when the training split begins the series
+    (saved, so that :mod:`regimelab.forecast.vol_apply` reproduces the forecasts)."""
 
     params: dict[str, float]
     n_train: int
     converged: bool
-    backcast: float = float("nan")
+    backcast: float
 
 
 def fit_garch(returns: np.ndarray) -> GarchFit:
@@ -104,8 +104,9 @@ def fit_garch(returns: np.ndarray) -> GarchFit:
     if not converged:
         log.warning("GARCH(1,1) on %d training returns did not converge (%s)", returns.size,
                     result.optimization_result.message)
-    return GarchFit(params={k: float(v) for k, v in result.params.items()},
-                    n_train=int(returns.size), converged=converged)
+    params = {k: float(v) for k, v in result.params.items()}
+    return GarchFit(params=params, n_train=int(returns.size), converged=converged,
+                    backcast=garch_backcast(returns * GARCH_SCALE - params["mu"]))
 
 
 def garch_forecasts(returns: np.ndarray, fit: GarchFit, horizons: tuple[int, ...]
@@ -158,11 +159,7 @@ def _symbol_inputs(bars: pd.DataFrame, *, params: ForecastVolParams, step: pd.Ti
         if n_train < 100:
             raise InputDataError(f"forecast_vol: {bars['symbol'].iloc[0]} has {n_train} "
                                  "training returns; GARCH(1,1) needs at least 100")
-        fit = fit_garch(r[:n_train])
-        # What arch's forecast starts from: saved, so that applying the model to new bars
-        # reproduces these forecasts (regimelab.forecast.vol_apply).
-        fit = dataclasses.replace(fit, backcast=garch_backcast(r * GARCH_SCALE
-                                                                - fit.params["mu"]))
+        fit = fit_garch(r[:n_train])  # its backcast, of r's first 75 returns, starts r's
         for h, f in garch_forecasts(r, fit, params.horizons).items():
             out[f"garch_{h}"] = np.concatenate([[np.nan], f])  # bar 0 has no return yet
     return out, fit

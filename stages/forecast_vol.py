@@ -1,5 +1,6 @@
 """Stage forecast-vol: realised volatility over the next h bars, HAR-RV and GARCH(1,1)
-with and without the regimes' filtered posteriors, fitted on train (+ val), scored on test."""
+with and without the regimes' filtered posteriors, fitted on train (+ val), scored on test;
+the fitted models saved as JSON for ``regimelab forecast --vol-model``."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from regimelab.forecast.vol_apply import write_vol_models
 from regimelab.forecast.volatility import filtered_posteriors, forecast_volatility, plot_tables
 from regimelab.io import read_json, read_parquet, write_csv, write_json
-from regimelab.models import load_model, read_manifest
+from regimelab.models import load_model, model_version, read_manifest
 from regimelab.params import load_section, parse_timeframe
 from regimelab.split import read_splits
 from regimelab.stage import run
@@ -32,6 +34,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="folder of model folders; forecast_vol.family picks one")
     parser.add_argument("--metrics", required=True, help="metrics file (JSON)")
     parser.add_argument("--plots", required=True, help="folder for the forecast-vs-actual CSVs")
+    parser.add_argument("--models-out", required=True,
+                        help="folder for the fitted models (JSON, for regimelab forecast)")
     args = parser.parse_args(argv)
 
     params = load_section("forecast_vol", args.params)
@@ -42,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     result = forecast_volatility(read_parquet(args.bars), posteriors, params=params,
                                  step=parse_timeframe(spec["base_timeframe"]))
     write_json({"family": params.family, **result.report}, args.metrics)
+    write_vol_models(result.models, args.models_out, family=params.family,
+                     model_version=model_version(folder))
     for name, table in plot_tables(result.forecasts).items():
         write_csv(table, Path(args.plots) / f"{name}.csv")
     for h, block in result.report["horizons"].items():

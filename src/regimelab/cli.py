@@ -6,7 +6,8 @@
     regimelab now   --model models/dssm --input recent.csv [--lookback 500] [--as-of T] [--json]
                     [--forecast-model models/forecast]
     regimelab forecast --model models/jump --forecast-model models/forecast --input bars.csv
-                    [--output forecasts.parquet] [--inputs]
+                    [--output forecasts.parquet] [--inputs] [--vol-model models/forecast_vol]
+    regimelab forecast --model models/dssm --vol-model models/forecast_vol --input bars.csv
     regimelab drift --model models/hmm --input recent.csv [--output drift.json]
     regimelab serve --model models/hmm [--host 127.0.0.1] [--port 8080] [--workers 1]
     regimelab history [--model models/hmm] [--symbol BTCUSDT] [--limit 100] [--csv]
@@ -20,7 +21,9 @@ e.g. in ~/.bashrc: ``eval "$(regimelab --print-completion bash)"``.
 
 ``forecast`` writes, per bar, the next-regime probabilities of the forecast stage's
 learned models and of the regime model's Markov chain (``p_filter A^h``) at each
-horizon, the chance of a switch within h bars, and the model that made each.
+horizon, the chance of a switch within h bars, and the model that made each; with
+``--vol-model``, each forecast-vol model's realised volatility over the next h bars
+(``rv_<model>_h{h}``: the square root of the variance over the h bars, not annualised).
 ``now`` and ``serve`` add the chain's forecasts, and the learned ones given
 ``--forecast-model`` (or ``$REGIMELAB_FORECAST_MODEL``).
 
@@ -61,6 +64,7 @@ from regimelab.forecast.apply import (
     learned_columns,
     load_forecaster,
 )
+from regimelab.forecast.vol_apply import VolModels, load_vol_models, vol_forecasts
 from regimelab.inference import latest, latest_json, observations, regime_names, regimes
 from regimelab.io import (
     json_text,
@@ -153,11 +157,15 @@ def _forecaster(folder: str | None, regime_model: str) -> Forecaster | None:
 
 
 def cmd_forecast(args: argparse.Namespace) -> None:
+    if not args.forecast_model and args.vol_model:
+        return _forecast_volatility(args, args.vol_model)
     manifest, model = _model(args.model)
     forecaster = _forecaster(args.forecast_model, args.model)
-    if forecaster is None:  # argparse requires the option; an empty value gets here
-        raise InputDataError("--forecast-model: empty; give the forecast stage's models "
-                             "folder (models/forecast)")
+    if forecaster is None:
+        raise InputDataError("--forecast-model: not given; give the forecast stage's models "
+                             "folder (models/forecast), or --vol-model the forecast-vol "
+                             "stage's (models/forecast_vol)")
+    vol = _vol_models(args.vol_model, args.model)
     bars = _bars(args.input)
     table = observations(bars, manifest, source=args.input)
     out = regimes(model, table, manifest["features"],
@@ -169,10 +177,37 @@ def cmd_forecast(args: argparse.Namespace) -> None:
     out = pd.concat([out, pd.DataFrame({
         **chain_columns(filtered, model.transmat_, forecaster.horizons),
         **learned_columns(forecaster, inputs.to_numpy(dtype=np.float64))}),
-        *([inputs.add_prefix("input_")] if args.inputs else [])], axis=1)
+        *([inputs.add_prefix("input_")] if args.inputs else []),
+        *([vol_forecasts(vol, bars, out)] if vol is not None else [])], axis=1)
     _write(out, args.output)
     log.info("%s: %d bars, %d forecast tasks (%s), model %s", args.input, len(out),
              len(forecaster.tasks), ", ".join(forecaster.tasks), args.forecast_model)
+
+
+def _vol_models(folder: str | None, regime_model: str) -> VolModels | None:
+    """The forecast-vol stage's models (None without a folder), checked to be fitted on
+    ``regime_model``'s regimes."""
+    if not folder:
+        return None
+    vol = load_vol_models(folder, model_version=model_version(regime_model))
+    log.debug("%s: %s", folder, ", ".join(vol.columns))
+    return vol
+
+
+def _forecast_volatility(args: argparse.Namespace, folder: str) -> None:
+    """``forecast --vol-model`` without ``--forecast-model``: the filtered regimes and the
+    volatility forecasts (the two stages may use different regime families)."""
+    manifest, model = _model(args.model)
+    vol = load_vol_models(folder, model_version=model_version(args.model))
+    bars = _bars(args.input)
+    table = observations(bars, manifest, source=args.input)
+    out = regimes(model, table, manifest["features"],
+                  names=regime_names(manifest, model.n_states)).drop(
+                      columns=["state", "regime"])
+    out = pd.concat([out, vol_forecasts(vol, bars, out)], axis=1)
+    _write(out, args.output)
+    log.info("%s: %d bars, volatility forecasts %s, model %s", args.input, len(out),
+             ", ".join(vol.columns), args.vol_model)
 
 
 def cmd_now(args: argparse.Namespace) -> None:
@@ -379,16 +414,21 @@ def parser() -> argparse.ArgumentParser:
     forecast_option(srv)
     _store_options(srv)
     srv.set_defaults(func=cmd_serve)
-    fc = command("forecast", "next-regime and switch probabilities of every bar of new data")
+    fc = command("forecast", "next-regime and switch probabilities, and realised volatility, "
+                             "of every bar of new data")
     model_option(fc, help_="the regime model folder the forecasters were trained on "
                            "(models/jump, ...)")
-    forecast_option(fc, required=True)
+    forecast_option(fc)
     _path(fc.add_argument("--input", required=True,
                           help="bars: CSV, CSV.gz or Parquet (or a glob)"), shtab.FILE)
     _path(fc.add_argument("--output", help=".parquet, .csv or .csv.gz (default: CSV on "
                                            "stdout)"), shtab.FILE)
     fc.add_argument("--inputs", action="store_true",
                     help="also the inputs the forecasters read (input_<name> columns)")
+    _path(fc.add_argument("--vol-model",
+                          help="the forecast-vol stage's models folder (models/forecast_vol): "
+                               "adds rv_<model>_h{h}, each model's realised volatility over "
+                               "the next h bars"), shtab.DIRECTORY)
     fc.set_defaults(func=cmd_forecast)
     hist = command("history", "the stored predictions")
     hist.add_argument("--store", help="prediction store URL")

@@ -448,8 +448,14 @@ def test_monitor_reports_drift_of_the_test_split(outputs: Path) -> None:
     assert 0 <= jump["regimes"]["occupancy_tv"] <= 1
 
 
-def test_forecast_vol_writes_metrics_and_plots_reproducibly(scaled: Path, outputs: Path,
-                                                            stage: Stage) -> None:
+def test_forecast_vol_writes_metrics_plots_and_models_reproducibly(scaled: Path,
+                                                                   outputs: Path,
+                                                                   stage: Stage) -> None:
+    from regimelab.forecast.vol_apply import load_vol_models, vol_forecasts
+    from regimelab.forecast.volatility import filtered_posteriors
+    from regimelab.models import load_model, model_version
+    from regimelab.split import read_splits
+
     params = scaled / "params_forecast_vol.yaml"
     params.write_text(yaml.safe_dump({**yaml.safe_load((scaled / "params.yaml").read_text()),
                                       "forecast_vol": {"family": "jump", "horizons": [1, 6]}}))
@@ -460,10 +466,29 @@ def test_forecast_vol_writes_metrics_and_plots_reproducibly(scaled: Path, output
     for run in ("a", "b"):
         out = scaled / f"forecast_vol_{run}"
         stage("forecast_vol").main([*args, "--metrics", str(out / "forecast_vol.json"),
-                                    "--plots", str(out / "plots")])
+                                    "--plots", str(out / "plots"),
+                                    "--models-out", str(out / "models")])
         digests.append([hashlib.sha256((out / name).read_bytes()).hexdigest()
-                        for name in ("forecast_vol.json", "plots/h1.csv", "plots/h6.csv")])
+                        for name in ("forecast_vol.json", "plots/h1.csv", "plots/h6.csv",
+                                     "models/vol_models.json")])
     assert digests[0] == digests[1]
+    # The saved models, applied to the test bars, give the stage's test forecasts (the
+    # plots' volatilities, written to full precision).
+    jump = outputs / "models/jump"
+    vol = load_vol_models(scaled / "forecast_vol_a/models", model_version=model_version(jump))
+    assert vol.spec["family"] == "jump" and vol.horizons == (1, 6)
+    test = read_splits(scaled / "scaled")["test"]
+    test_posteriors = filtered_posteriors(load_model(jump), {"test": test},
+                                          columns=read(jump / "manifest.json")["features"])
+    applied = pd.concat([test_posteriors[["timestamp"]], vol_forecasts(
+        vol, pd.read_parquet(scaled / "bars.parquet"), test_posteriors)], axis=1)
+    applied["timestamp"] = applied["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    for h in (1, 6):
+        plot = pd.read_csv(scaled / f"forecast_vol_a/plots/h{h}.csv").merge(applied,
+                                                                            on="timestamp")
+        assert len(plot) > 100
+        for name in vol.names(h):
+            np.testing.assert_allclose(plot[f"rv_{name}_h{h}"], plot[name], rtol=1e-10, atol=0)
     report = read(scaled / "forecast_vol_a/forecast_vol.json")
     assert report["family"] == "jump" and list(report["horizons"]) == ["h1", "h6"]
     block = report["horizons"]["h6"]

@@ -7,5 +7,6 @@ filtered posteriors, the regime's age), the baselines (persistence, the model's
 own Markov chain), tree models tuned walk-forward with Optuna, their evaluation
 on the test split, and model folders that load without pickle
 (:mod:`regimelab.forecast.volatility`: HAR-RV and GARCH(1,1) forecasts of realised
-volatility, each with and without the filtered regime posteriors).
+volatility, each with and without the filtered regime posteriors; their fitted models
+saved as JSON and applied to new bars by :mod:`regimelab.forecast.vol_apply`).
 """

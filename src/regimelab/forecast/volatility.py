@@ -38,7 +38,6 @@ GARCH is fitted per symbol, and the test's loss series are the symbols' in turn.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -48,53 +47,27 @@ import pandas as pd
 from arch import arch_model
 
 from regimelab.exceptions import InputDataError, ModelError
+from regimelab.forecast.vol_inputs import (
+    FLOOR_SHARE,
+    GARCH_SCALE,
+    HAR_INPUTS,
+    LogOLS,
+    bar_variance,
+    garch_backcast,
+    har_windows,
+    log_design,
+    log_returns,
+    trailing_means,
+)
 from regimelab.forecast.vol_metrics import diebold_mariano, qlike, vol_losses
-from regimelab.params import ForecastVolParams
+from regimelab.params import ForecastVolParams, format_timeframe
 from regimelab.regimes import RegimeModel
 from regimelab.sequences import to_sequences
 
 log = logging.getLogger(__name__)
 
-#: Returns are scaled to percent for arch's optimiser, and variances scaled back.
-GARCH_SCALE = 100.0
-#: Log regressions floor a variance at this share of the median trailing-day variance
-#: before test (a bar with no range would otherwise have a log of minus infinity).
-FLOOR_SHARE = 1e-3
 #: The base model each regime-aware one extends, for the Diebold–Mariano test.
 BASES = {"har_regimes": "har", "garch_regimes": "garch_mz"}
-
-
-def bar_variance(bars: pd.DataFrame, *, proxy: str, step: pd.Timedelta) -> np.ndarray:
-    """The per-bar variance proxy of one symbol's bars (sorted by time), shape ``(n,)``.
-
-    ``parkinson``: ``ln(high/low)^2 / (4 ln 2)``; ``squared_returns``: the squared log
-    return from the previous close, NaN on the first bar and after a gap.
-    """
-    if proxy == "parkinson":
-        hl = np.log(bars["high"].to_numpy(dtype="float64") / bars["low"].to_numpy(dtype="float64"))
-        return np.asarray(hl**2 / (4.0 * math.log(2.0)))
-    r = np.diff(np.log(bars["close"].to_numpy(dtype="float64")), prepend=np.nan)
-    contiguous = np.diff(bars["timestamp"].to_numpy(), prepend=bars["timestamp"].iloc[0]) \
-        == step.to_timedelta64()
-    return np.where(contiguous, r**2, np.nan)
-
-
-def har_windows(step: pd.Timedelta, windows: tuple[int, ...] | str) -> tuple[int, int, int]:
-    """The HAR day, week and month in bars: ``auto`` is 1, 7 and 30 days of bars (markets
-    that trade every day); explicit windows are returned as given."""
-    if windows != "auto":
-        day, week, month = (int(w) for w in windows)
-        return day, week, month
-    day_, week_, month_ = (max(1, int(round(pd.Timedelta(days=d) / step))) for d in (1, 7, 30))
-    return day_, week_, month_
-
-
-def trailing_means(v: np.ndarray, windows: tuple[int, int, int]) -> np.ndarray:
-    """Mean of ``v`` over the last ``w`` bars up to and including t, for each window,
-    shape ``(n, 3)``; at least half of each window must be present (NaN otherwise)."""
-    s = pd.Series(v)
-    return np.column_stack([s.rolling(w, min_periods=(w + 1) // 2).mean().to_numpy()
-                            for w in windows])
 
 
 def forward_sum(v: np.ndarray, timestamps: np.ndarray, *, horizon: int,
@@ -111,11 +84,15 @@ def forward_sum(v: np.ndarray, timestamps: np.ndarray, *, horizon: int,
 @dataclass(frozen=True)
 class GarchFit:
     """GARCH(1,1) parameters fitted on one symbol's training returns (returns in percent):
-    ``mu``, ``omega``, ``alpha[1]``, ``beta[1]``, and how many returns it saw."""
+    ``mu``, ``omega``, ``alpha[1]``, ``beta[1]``, how many returns it saw, and
+    ``backcast``, where :func:`garch_forecasts`' recursion starts: arch's backcast of the
+    first 75 residuals, training returns when the training split begins the series
+    (saved, so that :mod:`regimelab.forecast.vol_apply` reproduces the forecasts)."""
 
     params: dict[str, float]
     n_train: int
     converged: bool
+    backcast: float
 
 
 def fit_garch(returns: np.ndarray) -> GarchFit:
@@ -127,8 +104,9 @@ def fit_garch(returns: np.ndarray) -> GarchFit:
     if not converged:
         log.warning("GARCH(1,1) on %d training returns did not converge (%s)", returns.size,
                     result.optimization_result.message)
-    return GarchFit(params={k: float(v) for k, v in result.params.items()},
-                    n_train=int(returns.size), converged=converged)
+    params = {k: float(v) for k, v in result.params.items()}
+    return GarchFit(params=params, n_train=int(returns.size), converged=converged,
+                    backcast=garch_backcast(returns * GARCH_SCALE - params["mu"]))
 
 
 def garch_forecasts(returns: np.ndarray, fit: GarchFit, horizons: tuple[int, ...]
@@ -170,47 +148,21 @@ def _symbol_inputs(bars: pd.DataFrame, *, params: ForecastVolParams, step: pd.Ti
     ts = bars["timestamp"].to_numpy()
     v = bar_variance(bars, proxy=params.proxy, step=step)
     out = pd.DataFrame({"timestamp": bars["timestamp"].array, "symbol": bars["symbol"].array})
-    for name, column in zip(("rv_d", "rv_w", "rv_m"), trailing_means(v, windows).T, strict=True):
+    for name, column in zip(HAR_INPUTS, trailing_means(v, windows).T, strict=True):
         out[name] = column
     for h in params.horizons:
         out[f"target_{h}"] = forward_sum(v, ts, horizon=h, step=step)
     fit = None
     if "garch" in params.models:
-        r = np.diff(np.log(bars["close"].to_numpy(dtype="float64")))
+        r = log_returns(bars)
         n_train = int((bars["timestamp"].iloc[1:] <= train_end).sum())
         if n_train < 100:
             raise InputDataError(f"forecast_vol: {bars['symbol'].iloc[0]} has {n_train} "
                                  "training returns; GARCH(1,1) needs at least 100")
-        fit = fit_garch(r[:n_train])
+        fit = fit_garch(r[:n_train])  # its backcast, of r's first 75 returns, starts r's
         for h, f in garch_forecasts(r, fit, params.horizons).items():
             out[f"garch_{h}"] = np.concatenate([[np.nan], f])  # bar 0 has no return yet
     return out, fit
-
-
-@dataclass(frozen=True)
-class LogOLS:
-    """``log y = X b + e`` by least squares; predictions ``exp(X b)`` times Duan's smearing
-    factor ``mean(exp(e))`` from the fit."""
-
-    coef: np.ndarray
-    smear: float
-
-    @classmethod
-    def fit(cls, X: np.ndarray, log_y: np.ndarray) -> LogOLS:
-        """Least squares of ``log_y`` ``(n,)`` on ``X`` ``(n, p)`` (numpy's lstsq)."""
-        coef = np.linalg.lstsq(X, log_y, rcond=None)[0]
-        return cls(coef=coef, smear=float(np.mean(np.exp(log_y - X @ coef))))
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """Forecast variances, shape ``(n,)``."""
-        return np.asarray(np.exp(X @ self.coef) * self.smear)
-
-
-def _design(table: pd.DataFrame, base: list[str], posteriors: list[str], floor: float
-            ) -> np.ndarray:
-    logs = [np.log(np.maximum(table[c].to_numpy(dtype="float64"), floor)) for c in base]
-    extra = [table[c].to_numpy(dtype="float64") for c in posteriors]
-    return np.column_stack([np.ones(len(table)), *logs, *extra])
 
 
 def model_specs(models: tuple[str, ...], n_states: int, horizon: int
@@ -220,8 +172,8 @@ def model_specs(models: tuple[str, ...], n_states: int, horizon: int
     regime_cols = [f"p_filter_{k}" for k in range(1, n_states)]
     specs: dict[str, tuple[list[str], list[str]]] = {}
     if "har" in models:
-        specs["har"] = (["rv_d", "rv_w", "rv_m"], [])
-        specs["har_regimes"] = (["rv_d", "rv_w", "rv_m"], regime_cols)
+        specs["har"] = (list(HAR_INPUTS), [])
+        specs["har_regimes"] = (list(HAR_INPUTS), regime_cols)
     if "garch" in models:
         specs["garch_mz"] = ([f"garch_{horizon}"], [])
         specs["garch_regimes"] = ([f"garch_{horizon}"], regime_cols)
@@ -230,11 +182,14 @@ def model_specs(models: tuple[str, ...], n_states: int, horizon: int
 
 @dataclass(frozen=True)
 class VolForecast:
-    """The metrics report, and the test forecasts (``timestamp``, ``symbol``, ``horizon``,
-    ``actual`` and one column per model, all variances over the horizon)."""
+    """The metrics report, the test forecasts (``timestamp``, ``symbol``, ``horizon``,
+    ``actual`` and one column per model, all variances over the horizon), and the fitted
+    models as JSON (:func:`fitted_models`; :mod:`regimelab.forecast.vol_apply` applies
+    them to new bars)."""
 
     report: dict[str, Any]
     forecasts: pd.DataFrame
+    models: dict[str, Any]
 
 
 def forecast_volatility(bars: pd.DataFrame, posteriors: pd.DataFrame, *,
@@ -267,13 +222,14 @@ def forecast_volatility(bars: pd.DataFrame, posteriors: pd.DataFrame, *,
     test_start = posteriors.loc[splits == "test", "timestamp"].min()
     train_end = posteriors.loc[splits == "train", "timestamp"].max()
     windows = har_windows(step, params.har_windows)
-    inputs, fits = [], {}
+    inputs, fits, garch = [], {}, {}
     for symbol, group in bars.sort_values(["symbol", "timestamp"]).groupby("symbol", sort=True):
         table, fit = _symbol_inputs(group.reset_index(drop=True), params=params, step=step,
                                     windows=windows, train_end=train_end)
         inputs.append(table)
         if fit is not None:
             fits[str(symbol)] = {**fit.params, "n_train": fit.n_train, "converged": fit.converged}
+            garch[str(symbol)] = {**fits[str(symbol)], "backcast": fit.backcast}
     table = posteriors.merge(pd.concat(inputs, ignore_index=True), on=["symbol", "timestamp"],
                              how="inner", validate="one_to_one")
     table = table.sort_values(["symbol", "timestamp"], ignore_index=True)
@@ -289,7 +245,33 @@ def forecast_volatility(bars: pd.DataFrame, posteriors: pd.DataFrame, *,
                                     & (table["timestamp"] + step * h < test_start))
         report["horizons"][f"h{h}"] = block
         frames.append(forecasts)
-    return VolForecast(report=report, forecasts=pd.concat(frames, ignore_index=True))
+    models = fitted_models(report, params=params, step=step, floor=floor, garch=garch)
+    return VolForecast(report=report, forecasts=pd.concat(frames, ignore_index=True),
+                       models=models)
+
+
+def fitted_models(report: dict[str, Any], *, params: ForecastVolParams, step: pd.Timedelta,
+                  floor: float, garch: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What applying the models to new bars needs, as JSON: how the inputs are built
+    (``inputs``: proxy, bar interval, HAR windows in bars, the log floor), the regime
+    posteriors' count, the horizons, each symbol's GARCH parameters and backcast, and per
+    horizon each model's inputs and coefficients, in the order of the test forecasts."""
+    n_states = int(report["n_states"])
+    horizons: dict[str, Any] = {}
+    for h in params.horizons:
+        fits = report["horizons"][f"h{h}"]["fits"]
+        specs = model_specs(params.models, n_states, h)
+        block: dict[str, Any] = {"garch": {"kind": "garch"}} if "garch" in params.models else {}
+        for name, (base, extra) in specs.items():
+            block[name] = {"kind": "log_ols", "log_inputs": base, "inputs": extra,
+                           "columns": fits[name]["columns"], "coef": fits[name]["coef"],
+                           "smear": fits[name]["smear"]}
+        horizons[f"h{h}"] = block
+    return {"n_states": n_states,
+            "inputs": {"proxy": params.proxy, "bar": format_timeframe(step),
+                       "har_windows": report["har_windows"], "floor": floor,
+                       "garch_scale": GARCH_SCALE},
+            "horizons": list(params.horizons), "garch": garch, "models": horizons}
 
 
 def _horizon(table: pd.DataFrame, *, h: int, n_states: int, params: ForecastVolParams,
@@ -314,8 +296,9 @@ def _horizon(table: pd.DataFrame, *, h: int, n_states: int, params: ForecastVolP
     if "garch" in params.models:
         out["garch"] = test[f"garch_{h}"].to_numpy(dtype="float64")
     for name, (base, extra) in specs.items():
-        fitted = LogOLS.fit(_design(table.loc[fit_mask], base, extra, floor), log_y[fit_mask])
-        out[name] = fitted.predict(_design(test, base, extra, floor))
+        fitted = LogOLS.fit(log_design(table.loc[fit_mask], base, extra, floor),
+                            log_y[fit_mask])
+        out[name] = fitted.predict(log_design(test, base, extra, floor))
         fits[name] = {"columns": ["const", *[f"log_{c}" for c in base], *extra],
                       "coef": [float(c) for c in fitted.coef], "smear": fitted.smear}
     names = [c for c in out.columns if c not in ("timestamp", "symbol", "horizon", "actual")]

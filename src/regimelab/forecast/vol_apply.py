@@ -1,0 +1,272 @@
+"""The forecast-vol stage's models applied to new bars: ``regimelab forecast --vol-model``.
+
+The stage writes its fitted models to one JSON file, ``vol_models.json``, in its
+models folder (``models/forecast_vol``): how the inputs are built (the per-bar
+variance proxy, the bar interval, the HAR windows in bars, the log floor), each
+symbol's GARCH(1,1) parameters and the backcast its recursion starts from, per
+horizon each regression's inputs and coefficients, the regime family whose
+filtered posteriors are inputs and that model folder's version, and the library
+versions. Nothing is pickled and nothing here imports ``arch``: the GARCH
+recursion with fixed parameters is :func:`~regimelab.forecast.vol_inputs.garch_variance`.
+
+Every forecast at bar t uses the bars up to t and the regime posteriors filtered
+up to t only. Each column ``rv_<model>_h{h}`` is a **volatility**: the square
+root of the forecast sum of the per-bar variance proxy over bars t+1..t+h, in
+log-return units (0.01 is 1%), over the h bars together (not per bar, not
+annualised).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from regimelab import __version__
+from regimelab.exceptions import InputDataError, ModelError
+from regimelab.forecast.vol_inputs import (
+    HAR_INPUTS,
+    LogOLS,
+    bar_variance,
+    garch_sums,
+    log_design,
+    log_returns,
+    trailing_means,
+)
+from regimelab.io import read_json, write_json
+from regimelab.params import parse_timeframe
+
+log = logging.getLogger(__name__)
+
+VOL_FILE = "vol_models.json"
+#: The file's layout; a reader refuses any other.
+FORMAT = "regimelab.forecast_vol/1"
+#: What every forecast column holds.
+UNIT = ("volatility: sqrt of the forecast sum of the per-bar variance proxy over the next "
+        "h bars, log-return units, not annualised")
+#: The libraries whose versions the fitted numbers depend on.
+LIBRARIES = ("numpy", "pandas", "scipy", "arch")
+KEYS = ("format", "family", "model_version", "n_states", "inputs", "horizons", "garch",
+        "models")
+WHAT = "expected the forecast-vol stage's models folder (models/forecast_vol)"
+
+
+def write_vol_models(models: dict[str, Any], folder: str | Path, *, family: str,
+                     model_version: str) -> None:
+    """Write the stage's fitted models (:attr:`VolForecast.models`) to ``folder``, atomically.
+
+    Parameters
+    ----------
+    models : dict
+        :func:`~regimelab.forecast.volatility.fitted_models`' result.
+    folder : path
+        The models folder (``models/forecast_vol``); created if missing.
+    family, model_version : str
+        The regime model whose filtered posteriors are inputs, and its folder's
+        :func:`~regimelab.models.model_version`.
+    """
+    versions = {"regimelab": __version__,
+                **{name: importlib.metadata.version(name) for name in LIBRARIES}}
+    write_json({"format": FORMAT, "family": family, "model_version": model_version,
+                "unit": UNIT, **models, "versions": versions}, Path(folder) / VOL_FILE)
+
+
+@dataclass(frozen=True)
+class VolModels:
+    """A forecast-vol models folder, loaded: its path and ``vol_models.json``."""
+
+    folder: str
+    spec: dict[str, Any]
+
+    @property
+    def horizons(self) -> tuple[int, ...]:
+        return tuple(int(h) for h in self.spec["horizons"])
+
+    @property
+    def n_states(self) -> int:
+        return int(self.spec["n_states"])
+
+    def names(self, horizon: int) -> list[str]:
+        """The models at ``horizon``, in the stage's order (garch, har, har_regimes,
+        garch_mz, garch_regimes, those fitted)."""
+        return list(self.spec["models"][f"h{horizon}"])
+
+    @property
+    def columns(self) -> list[str]:
+        """The output columns, ``rv_<model>_h{h}``, horizon by horizon."""
+        return [f"rv_{name}_h{h}" for h in self.horizons for name in self.names(h)]
+
+
+def load_vol_models(folder: str | Path, *, model_version: str | None = None) -> VolModels:
+    """The forecast-vol stage's fitted models in ``folder``.
+
+    Parameters
+    ----------
+    folder : path
+        The stage's models folder (``models/forecast_vol``).
+    model_version : str, optional
+        The regime model's version: refused unless the models were fitted on its
+        filtered posteriors.
+
+    Raises
+    ------
+    ModelError
+        If the folder holds no forecast-vol models, or they were fitted on other regimes.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise ModelError(f"--vol-model {folder}: no such folder; {WHAT}")
+    path = root / VOL_FILE
+    if not path.is_file():
+        raise ModelError(f"--vol-model {folder}: no {VOL_FILE} in it; {WHAT}")
+    try:
+        spec = read_json(path)
+    except ValueError as exc:
+        raise ModelError(f"--vol-model {path}: not valid JSON ({exc})") from None
+    if not isinstance(spec, dict) or spec.get("format") != FORMAT:
+        found = spec.get("format") if isinstance(spec, dict) else type(spec).__name__
+        raise ModelError(f"--vol-model {path}: format {found!r}, expected {FORMAT!r}; rerun "
+                         "the forecast-vol stage")
+    missing = [key for key in KEYS if key not in spec]
+    if missing:
+        raise ModelError(f"--vol-model {path}: no {', '.join(missing)}; rerun the forecast-vol "
+                         "stage")
+    if model_version is not None and spec["model_version"] != model_version:
+        raise ModelError(f"--vol-model {folder}: fitted on the regimes of {spec['family']} "
+                         f"model version {spec['model_version']}, not {model_version}; pass "
+                         "that model folder or rerun the forecast-vol stage")
+    return VolModels(str(folder), spec)
+
+
+def _symbol_inputs(bars: pd.DataFrame, vol: VolModels, step: pd.Timedelta) -> pd.DataFrame:
+    """One symbol's HAR inputs and GARCH h-bar variance forecasts at each of its bars
+    (sorted by time), each from that bar and earlier ones."""
+    inputs = vol.spec["inputs"]
+    v = bar_variance(bars, proxy=inputs["proxy"], step=step)
+    out = pd.DataFrame({"timestamp": bars["timestamp"].array, "symbol": bars["symbol"].array})
+    for name, column in zip(HAR_INPUTS, trailing_means(v, inputs["har_windows"]).T,
+                            strict=True):
+        out[name] = column
+    if not vol.spec["garch"]:  # no GARCH among the models
+        return out
+    symbol = str(bars["symbol"].iloc[0])
+    params = vol.spec["garch"].get(symbol)
+    if params is None:
+        log.warning("%s: no GARCH(1,1) fitted for %s (fitted: %s); its GARCH forecasts are "
+                    "empty", vol.folder, symbol, ", ".join(vol.spec["garch"]) or "none")
+        for h in vol.horizons:
+            out[f"garch_{h}"] = np.nan
+        return out
+    sums = garch_sums(log_returns(bars), params, backcast=float(params["backcast"]),
+                      horizons=vol.horizons)
+    for h in vol.horizons:
+        out[f"garch_{h}"] = np.concatenate([[np.nan], sums[h]])  # bar 0 has no return yet
+    return out
+
+
+def vol_variances(vol: VolModels, bars: pd.DataFrame, posteriors: pd.DataFrame
+                  ) -> dict[tuple[str, int], np.ndarray]:
+    """Each model's forecast variance over the next h bars at every row of ``posteriors``:
+    ``{(model, h): array (n,)}`` (what the stage's test forecasts hold). See
+    :func:`vol_forecasts`."""
+    regime = [f"p_filter_{k}" for k in range(vol.n_states)]
+    found = sorted(c for c in posteriors.columns if str(c).startswith("p_filter_"))
+    if sorted(regime) != found or not {"symbol", "timestamp"} <= set(posteriors.columns):
+        raise ModelError(f"--vol-model {vol.folder}: fitted on the {vol.n_states} filtered "
+                         f"posteriors of a {vol.n_states}-state {vol.spec['family']} model; "
+                         f"got symbol, timestamp and {', '.join(found) or 'no p_filter_'} "
+                         "columns")
+    step = parse_timeframe(vol.spec["inputs"]["bar"], key=f"{vol.folder}: inputs.bar")
+    keys = ["symbol", "timestamp"]
+    parts = [_symbol_inputs(group.reset_index(drop=True), vol, step)
+             for _, group in bars.sort_values(keys).groupby("symbol", sort=True)]
+    table = posteriors[[*keys, *regime]].reset_index(drop=True).merge(
+        pd.concat(parts, ignore_index=True), on=keys, how="left", validate="one_to_one")
+    floor = float(vol.spec["inputs"]["floor"])
+    out: dict[tuple[str, int], np.ndarray] = {}
+    for h in vol.horizons:
+        for name, model in vol.spec["models"][f"h{h}"].items():
+            if model["kind"] == "garch":
+                out[name, h] = table[f"garch_{h}"].to_numpy(dtype="float64")
+            else:
+                fitted = LogOLS(coef=np.asarray(model["coef"], dtype="float64"),
+                                smear=float(model["smear"]))
+                out[name, h] = fitted.predict(log_design(table, model["log_inputs"],
+                                                         model["inputs"], floor))
+    return out
+
+
+def vol_forecasts(vol: VolModels, bars: pd.DataFrame, posteriors: pd.DataFrame
+                  ) -> pd.DataFrame:
+    """Each saved model's forecast of the realised volatility over the next h bars, at
+    every row of ``posteriors``, from information up to that row's bar only.
+
+    Parameters
+    ----------
+    vol : VolModels
+        :func:`load_vol_models`' result.
+    bars : pandas.DataFrame
+        Clean bars (``symbol``, ``timestamp``, ``high``, ``low``, ``close``), every bar
+        the forecasts may look back on: a HAR forecast needs half a month of bars before
+        it (the month window), GARCH's a few hundred to forget where its recursion
+        started.
+    posteriors : pandas.DataFrame
+        ``symbol``, ``timestamp`` and the regime model's ``p_filter_0..K-1`` of the bars
+        to forecast from (:func:`regimelab.inference.regimes`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``rv_<model>_h{h}`` (:attr:`VolModels.columns`), one row per row of
+        ``posteriors``, same index; NaN where a model lacks inputs (too few bars before,
+        a symbol with no GARCH fit).
+
+    Raises
+    ------
+    ModelError
+        If the posteriors are not those of a model with the saved number of states.
+    """
+    variances = vol_variances(vol, bars, posteriors)
+    return pd.DataFrame({f"rv_{name}_h{h}": np.sqrt(values)
+                         for (name, h), values in variances.items()}, index=posteriors.index)
+
+
+def vol_answer(vol: VolModels, bars: pd.DataFrame, p_filter: Sequence[float]
+               ) -> dict[str, dict[str, float | None]]:
+    """One bar's volatility forecasts per horizon, as JSON: ``{"h1": {"garch": ...,
+    "har": ..., "har_regimes": ..., ...}, "h24": {...}}`` (``None`` where a model has no
+    forecast), the columns of :func:`vol_forecasts` at that bar.
+
+    Parameters
+    ----------
+    vol : VolModels
+        :func:`load_vol_models`' result.
+    bars : pandas.DataFrame
+        One symbol's clean bars, up to and including the bar (the latest), with the
+        history :func:`vol_forecasts` needs.
+    p_filter : sequence of float
+        The bar's filtered regime posteriors, shape ``(K,)``.
+
+    Raises
+    ------
+    InputDataError
+        If the bars are empty or hold several symbols.
+    """
+    if bars.empty or bars["symbol"].nunique() != 1:
+        raise InputDataError(f"vol_answer: expected one symbol's bars, got "
+                             f"{bars['symbol'].nunique()} symbols in {len(bars)} bars")
+    last = bars.iloc[int(np.argmax(bars["timestamp"].to_numpy()))]
+    row = pd.DataFrame({"symbol": [last["symbol"]], "timestamp": [last["timestamp"]],
+                        **{f"p_filter_{k}": [float(p)] for k, p in enumerate(p_filter)}})
+    forecast = vol_forecasts(vol, bars, row).iloc[0]
+    return {f"h{h}": {name: (float(value) if math.isfinite(value) else None)
+                      for name in vol.names(h)
+                      for value in [float(forecast[f"rv_{name}_h{h}"])]}
+            for h in vol.horizons}

@@ -125,6 +125,9 @@ def test_the_core_leaves_the_pipeline_to_its_extra() -> None:
 def test_inference_and_serving_import_only_the_core() -> None:
     files = core_files()
     assert PACKAGE / "families/dssm/model.py" in files and PACKAGE / "drift.py" in files
+    # The sequence forecasters are applied on a core install; their training is not.
+    assert PACKAGE / "forecast/sequence.py" in files
+    assert PACKAGE / "forecast/sequence_fit.py" not in files
     for path in files:
         top, nested = imports(path)
         for module in top:

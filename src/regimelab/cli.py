@@ -58,6 +58,7 @@ from regimelab.forecast.apply import (
     Forecaster,
     chain_columns,
     forecast_inputs,
+    input_runs,
     learned_columns,
     load_forecaster,
 )
@@ -168,7 +169,7 @@ def cmd_forecast(args: argparse.Namespace) -> None:
                              n_states=model.n_states, labeller=forecaster.labeller)
     out = pd.concat([out, pd.DataFrame({
         **chain_columns(filtered, model.transmat_, forecaster.horizons),
-        **learned_columns(forecaster, inputs.to_numpy(dtype=np.float64))}),
+        **learned_columns(forecaster, inputs.to_numpy(dtype=np.float64), input_runs(out))}),
         *([inputs.add_prefix("input_")] if args.inputs else [])], axis=1)
     _write(out, args.output)
     log.info("%s: %d bars, %d forecast tasks (%s), model %s", args.input, len(out),

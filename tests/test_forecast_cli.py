@@ -14,15 +14,23 @@ import pytest
 from sklearn.ensemble import RandomForestClassifier
 
 from regimelab.cli import main
+from regimelab.data import ingest
 from regimelab.families.base import manifest
 from regimelab.families.jump.model import RegimeJump
 from regimelab.forecast import folders
-from regimelab.forecast.apply import full_proba
+from regimelab.forecast.apply import (
+    forecast_inputs,
+    full_proba,
+    last_inputs,
+    learned_columns,
+    load_forecaster,
+)
 from regimelab.forecast.baselines import markov_proba, markov_switch_proba
 from regimelab.forecast.sequence import SEQUENCE_MODELS
 from regimelab.forecast.targets import run_ids
+from regimelab.inference import observations, regimes
 from regimelab.io import read_json, sha256_file
-from regimelab.models import load_model
+from regimelab.models import load_model, read_manifest
 from regimelab.serve import create_app
 from regimelab.split import read_splits
 from regimelab.synth import make_market, write_market
@@ -159,6 +167,42 @@ def test_now_and_the_rest_answer_carry_the_forecasts(pipeline: Path, tmp_path: P
                  "--no-store"]) == 0
     [chain] = json.loads(capsys.readouterr().out)
     assert [set(f) for f in chain["forecasts"]] == [{"horizon", "markov", "markov_switch"}] * 2
+
+
+def test_the_last_bars_inputs_on_arrays_are_the_batch_inputs_to_the_bit(
+        pipeline: Path, tmp_path: Path) -> None:
+    """``now`` and the service build the inputs of a run's last bars on arrays
+    (:func:`last_inputs`); they are :func:`forecast_inputs`' rows for those bars, every
+    bit, on a market whose gap starts a second run (the means, the regime's age and the
+    windows restart there), and the forecasts from them are the same numbers."""
+    d = pipeline
+    make_market(700, n_regimes=2, n_gaps=1, random_state=3).assign(symbol="SYN").to_parquet(
+        tmp_path / "r.parquet")
+    bars = ingest(str(tmp_path / "r.parquet")).bars
+    manifest, model = read_manifest(d / "models/jump"), load_model(d / "models/jump")
+    columns = manifest["feature_spec"]["columns"]
+    table = observations(bars, manifest)
+    regime_rows = regimes(model, table, manifest["features"])
+    forecaster = load_forecaster(d / "models/forecast")
+    full = forecast_inputs(regime_rows, table, bars, columns=columns, n_states=2,
+                           labeller=forecaster.labeller).to_numpy()
+    run = np.flatnonzero(regime_rows["segment"] == regime_rows["segment"].iloc[-1])
+    assert 0 < run[0] and len(run) > forecaster.history  # the last of two runs
+    filtered = regime_rows.loc[run, ["p_filter_0", "p_filter_1"]].to_numpy()
+    at = np.searchsorted(bars["timestamp"], regime_rows["timestamp"].iloc[run])
+    for rows in (1, forecaster.history, len(run) + 5):
+        got = last_inputs(filtered, {c: table[c].to_numpy()[run] for c in columns},
+                          bars["close"].to_numpy(), columns=columns,
+                          labeller=forecaster.labeller, rows=rows, at=at)
+        np.testing.assert_array_equal(got, full[run][-rows:])
+    history = last_inputs(filtered, {c: table[c].to_numpy()[run] for c in columns},
+                          bars["close"].to_numpy(), columns=columns,
+                          labeller=forecaster.labeller, rows=forecaster.history, at=at)
+    last = learned_columns(forecaster, history, rows=1)
+    batch = learned_columns(forecaster, full[run], rows=1)
+    assert last.keys() == batch.keys()
+    for key, value in last.items():
+        np.testing.assert_array_equal(value, batch[key])
 
 
 @pytest.mark.parametrize("case", ["no_folder", "not_a_forecast_folder", "other_regimes"])

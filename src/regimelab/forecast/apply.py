@@ -31,7 +31,7 @@ import pandas as pd
 
 from regimelab.exceptions import ModelError
 from regimelab.forecast.baselines import markov_proba, markov_switch_proba
-from regimelab.forecast.inputs import DATING_INPUTS, build_inputs
+from regimelab.forecast.inputs import DATING_INPUTS, build_inputs, regime_age
 from regimelab.forecast.labels import date_bull_bear, dating_table
 from regimelab.forecast.sequence import (
     WEIGHTS_FILE,
@@ -97,7 +97,7 @@ def load_estimator(folder: str | Path) -> tuple[Any, dict[str, Any]]:
     return sio.load(path, trusted=allowed), read_json(Path(folder) / "manifest.json")
 
 
-def load_model(folder: str | Path) -> tuple[Any, dict[str, Any]]:
+def load_task_model(folder: str | Path) -> tuple[Any, dict[str, Any]]:
     """The fitted model and manifest in a forecaster folder: a sequence model's
     (:func:`~regimelab.forecast.sequence.load_sequence`) where it holds
     ``weights.safetensors``, else a tree's (:func:`load_estimator`)."""
@@ -190,7 +190,7 @@ def load_forecaster(folder: str | Path, *, model_version: str | None = None) -> 
         if name is None:  # a folder written before the stage wrote its choice
             name = (trees or names)[0]
             unchosen.append(f"{task_dir.name} {name}")
-        estimator, manifest = load_model(task_dir / name)
+        estimator, manifest = load_task_model(task_dir / name)
         if labeller is not None and manifest["labeller"] != labeller:
             raise ModelError(f"{task_dir / name}: built with other inputs than the folder's "
                              "other models; rerun the forecast stage")
@@ -258,27 +258,36 @@ def last_inputs(filtered: np.ndarray, features: dict[str, np.ndarray], close: np
                 at: np.ndarray | None = None) -> np.ndarray:
     """The forecasters' inputs at the last ``rows`` bars of one gap-free run, shape
     ``(min(rows, n), n_inputs)``: what :func:`forecast_inputs` gives for them when the
-    run is the whole input.
+    run is the whole input, to the bit.
 
     ``filtered`` and ``features`` cover the run's ``n`` bars; ``close`` the bars the run
     ends with, from the first one the dating starts at; ``at`` the position in ``close``
     of each of the run's bars (default: its last ``n``).
+
+    The same numbers as :func:`~regimelab.forecast.inputs.build_inputs` on arrays, for
+    the service: its groupby over runs cost more than the rest of a request. The
+    trailing means are pandas' rolling means over the whole run (a running sum: a mean
+    of the last ``w`` rows alone differs in the last bits), the regime's age
+    :func:`~regimelab.forecast.inputs.regime_age`, the dating
+    :func:`~regimelab.forecast.labels.date_bull_bear`.
     """
-    n = len(filtered)
+    n, n_states = filtered.shape
     tail = min(rows, n)
-    table = pd.DataFrame({"split": np.zeros(n, dtype=np.int64),
-                          "symbol": np.zeros(n, dtype=np.int64),
-                          "segment": np.zeros(n, dtype=np.int64),
-                          **{f"p_filter_{k}": filtered[:, k] for k in range(filtered.shape[1])}})
-    inputs = build_inputs(table, pd.DataFrame(features), list(columns),
-                          n_states=filtered.shape[1],
-                          windows=labeller["input_windows"]).iloc[-tail:].copy()
+    values = np.column_stack([np.asarray(features[c], dtype=np.float64) for c in columns])
+    out = {c: values[n - tail:, j] for j, c in enumerate(columns)}
+    for w in labeller["input_windows"]:
+        means = pd.DataFrame(values).rolling(w, min_periods=1).mean().to_numpy()
+        out.update({f"{c}_mean{w}": means[n - tail:, j] for j, c in enumerate(columns)})
+    out.update({f"p_filter_{k}": filtered[n - tail:, k].astype(np.float64)
+                for k in range(n_states)})
+    out["regime_age"] = regime_age(filtered.argmax(axis=1), np.zeros(n, dtype=np.int64))[
+        n - tail:]
     dating = date_bull_bear(close, bull_threshold=labeller["bull_threshold"],
                             bear_threshold=labeller["bear_threshold"])
-    where = np.arange(len(close) - n, len(close)) if at is None else np.asarray(at)
-    inputs["bull_bear_known"] = dating.known[where[-tail:]].astype(np.float64)
-    inputs["bull_bear_move"] = dating.move[where[-tail:]].astype(np.float64)
-    return inputs[labeller["inputs"]].to_numpy(dtype=np.float64)
+    where = (np.arange(len(close) - n, len(close)) if at is None else np.asarray(at))[n - tail:]
+    out["bull_bear_known"] = dating.known[where].astype(np.float64)
+    out["bull_bear_move"] = dating.move[where].astype(np.float64)
+    return np.column_stack([out[c] for c in labeller["inputs"]])
 
 
 def chain_columns(filtered: np.ndarray, transmat: np.ndarray,

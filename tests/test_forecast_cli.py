@@ -3,6 +3,7 @@ REST answer, on a small synthetic pipeline whose forecast stage has run."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from regimelab.io import read_json, sha256_file
 from regimelab.models import load_model, read_manifest
 from regimelab.serve import create_app
 from regimelab.split import read_splits
+from regimelab.store import PredictionStore
 from regimelab.synth import make_market, write_market
 from tests import core_install
 from tests.stages.conftest import load_stage, run_data_stages
@@ -167,6 +169,38 @@ def test_now_and_the_rest_answer_carry_the_forecasts(pipeline: Path, tmp_path: P
                  "--no-store"]) == 0
     [chain] = json.loads(capsys.readouterr().out)
     assert [set(f) for f in chain["forecasts"]] == [{"horizon", "markov", "markov_switch"}] * 2
+
+
+def test_now_and_the_service_store_their_forecasts(pipeline: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """The prediction store keeps each answer's forecasts with its regime (to six
+    decimals); ``regimelab history`` gives them back as JSON."""
+    d = pipeline
+    recent = make_market(300, n_regimes=2, random_state=8).assign(symbol="SYN")
+    recent.to_parquet(tmp_path / "r.parquet")
+    address = f"sqlite:///{tmp_path / 'p.db'}"
+    assert main(["now", "--model", str(d / "models/jump"), "--forecast-model",
+                 str(d / "models/forecast"), "--input", str(tmp_path / "r.parquet"),
+                 "--lookback", "1000", "--json", "--store", address]) == 0
+    [answer] = json.loads(capsys.readouterr().out)
+    with running(create_app(d / "models/jump", store=PredictionStore(address),
+                            forecast_model=d / "models/forecast")) as url:
+        status, served = call(f"{url}/regime", {"bars": bars_json(recent)})
+    assert status == 200, served
+    assert main(["history", "--csv", "--store", address]) == 0
+    stored = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert list(stored["source"]) == ["now", "serve"]
+    for text in stored["forecasts"]:
+        forecasts = json.loads(text)
+        assert [f["horizon"] for f in forecasts] == [1, 6]
+        assert "gru" in {f["bull_model"] for f in forecasts}
+        for got, made in zip(forecasts, answer["forecasts"], strict=True):
+            assert got.keys() == made.keys()
+            for key, value in made.items():
+                if isinstance(value, str | int):
+                    assert got[key] == value
+                else:
+                    np.testing.assert_allclose(got[key], value, rtol=0, atol=5e-7)
 
 
 def test_the_last_bars_inputs_on_arrays_are_the_batch_inputs_to_the_bit(

@@ -38,6 +38,7 @@ threshold is crossed.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -259,6 +260,9 @@ def cmd_history(args: argparse.Namespace) -> None:
     model = str(Path(args.model).resolve()) if args.model else None
     table = PredictionStore(args.store).history(model=model, symbol=args.symbol,
                                                 limit=args.limit)
+    # The forecasts as JSON text (empty where none were stored), not Python's repr.
+    table["forecasts"] = [None if f is None else json.dumps(f, separators=(",", ":"))
+                          for f in table["forecasts"]]
     if args.csv:
         sys.stdout.write(table.to_csv(index=False))
     else:

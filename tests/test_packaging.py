@@ -28,6 +28,8 @@ PIPELINE_ONLY = {"dvc", "dvclive", "optuna", "lightning", "matplotlib", "arch"}
 #: What inference and serving run: the CLI, the service, the store and its migrations,
 #: and every family's model class.
 CORE_ROOTS = ["regimelab.cli", "regimelab.serve", "regimelab.store",
+              # Imported by regimelab.forecast.apply for a folder with a sequence model.
+              "regimelab.forecast.sequence",
               *(family.estimator.partition(":")[0] for family in FAMILIES.values())]
 CORE_FILES = [PACKAGE / "migrations/env.py", *sorted(PACKAGE.glob("migrations/versions/*.py"))]
 

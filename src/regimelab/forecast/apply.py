@@ -33,18 +33,15 @@ from regimelab.exceptions import ModelError
 from regimelab.forecast.baselines import markov_proba, markov_switch_proba
 from regimelab.forecast.inputs import DATING_INPUTS, build_inputs, regime_age
 from regimelab.forecast.labels import date_bull_bear, dating_table
-from regimelab.forecast.sequence import (
-    WEIGHTS_FILE,
-    SequenceClassifier,
-    load_sequence,
-    make_windows,
-)
 from regimelab.forecast.targets import run_ids
 from regimelab.io import read_json
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.skops"
+#: A sequence model's weights (:mod:`regimelab.forecast.sequence`, which is imported only
+#: for a folder that holds one: a command that applies no sequence model loads no torch).
+WEIGHTS_FILE = "weights.safetensors"
 #: The stage's choice per task (its metrics' ``headline`` blocks), in the models folder.
 HEADLINE_FILE = "headline.json"
 #: Horizons of the chain's forecast when no forecast model folder is given
@@ -102,6 +99,8 @@ def load_task_model(folder: str | Path) -> tuple[Any, dict[str, Any]]:
     (:func:`~regimelab.forecast.sequence.load_sequence`) where it holds
     ``weights.safetensors``, else a tree's (:func:`load_estimator`)."""
     if (Path(folder) / WEIGHTS_FILE).is_file():
+        from regimelab.forecast.sequence import load_sequence
+
         return load_sequence(folder)
     return load_estimator(folder)
 
@@ -109,8 +108,9 @@ def load_task_model(folder: str | Path) -> tuple[Any, dict[str, Any]]:
 @dataclass(frozen=True)
 class Task:
     """One task's forecaster: its name (``state_h24``), kind, horizon, classes, the
-    model's name and the fitted estimator (a tree or a
-    :class:`~regimelab.forecast.sequence.SequenceClassifier`)."""
+    model's name, the fitted estimator (a tree or a
+    :class:`~regimelab.forecast.sequence.SequenceClassifier`) and, for a sequence
+    model, its window (input rows one forecast reads; None for a tree: one row)."""
 
     name: str
     kind: str
@@ -118,13 +118,7 @@ class Task:
     classes: np.ndarray
     model: str
     estimator: Any
-
-    @property
-    def window(self) -> int:
-        """Input rows one forecast reads: the sequence model's window, or 1."""
-        if isinstance(self.estimator, SequenceClassifier):
-            return int(self.estimator.window)
-        return 1
+    window: int | None = None
 
 
 @dataclass(frozen=True)
@@ -143,7 +137,7 @@ class Forecaster:
     @property
     def history(self) -> int:
         """Input rows the last bar's forecasts read (the longest window; 1 for trees)."""
-        return max(task.window for task in self.tasks.values())
+        return max(task.window or 1 for task in self.tasks.values())
 
 
 def _chosen(headline: dict[str, Any], task: str, names: list[str]) -> str | None:
@@ -195,8 +189,10 @@ def load_forecaster(folder: str | Path, *, model_version: str | None = None) -> 
             raise ModelError(f"{task_dir / name}: built with other inputs than the folder's "
                              "other models; rerun the forecast stage")
         labeller = manifest["labeller"]
+        window = (int(manifest["settings"]["window"]) if manifest.get("format") == "sequence"
+                  else None)
         tasks[task_dir.name] = Task(task_dir.name, manifest["kind"], int(manifest["horizon"]),
-                                    np.asarray(manifest["classes"]), name, estimator)
+                                    np.asarray(manifest["classes"]), name, estimator, window)
     if unchosen:
         log.warning("%s: no choice in %s (rerun the forecast stage); using %s", folder,
                     HEADLINE_FILE, ", ".join(unchosen))
@@ -310,7 +306,9 @@ def task_proba(task: Task, X: np.ndarray, runs: np.ndarray | None = None, *,
     of its last ``window`` rows inside its run (``runs``: one id per row, equal ids
     contiguous; default one run), the earlier rows of ``X`` being their history."""
     first = len(X) - (len(X) if rows is None else min(rows, len(X)))
-    if isinstance(task.estimator, SequenceClassifier):
+    if task.window is not None:
+        from regimelab.forecast.sequence import make_windows
+
         ids = np.zeros(len(X), dtype=np.int64) if runs is None else runs
         windows = make_windows(X, ids, task.window)
         return full_proba(task.estimator, windows[first:], task.classes)

@@ -40,6 +40,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from regimelab.exceptions import ModelError
+from regimelab.forecast.apply import WEIGHTS_FILE as WEIGHTS_FILE
 from regimelab.io import atomic_path, read_json, write_json
 
 if TYPE_CHECKING:
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
 
 #: The sequence models, by their params.yaml name.
 SEQUENCE_MODELS = ("gru", "lstm", "transformer")
-WEIGHTS_FILE = "weights.safetensors"
 #: The share of a fit's rows (its latest) that decides early stopping.
 VALIDATION_SHARE = 0.2
 #: Rows per forward pass when predicting.

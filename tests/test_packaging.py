@@ -28,6 +28,8 @@ PIPELINE_ONLY = {"dvc", "dvclive", "optuna", "lightning", "matplotlib", "arch"}
 #: What inference and serving run: the CLI, the service, the store and its migrations,
 #: and every family's model class.
 CORE_ROOTS = ["regimelab.cli", "regimelab.serve", "regimelab.store",
+              # Imported by regimelab.forecast.apply for a folder with a sequence model.
+              "regimelab.forecast.sequence",
               *(family.estimator.partition(":")[0] for family in FAMILIES.values())]
 CORE_FILES = [PACKAGE / "migrations/env.py", *sorted(PACKAGE.glob("migrations/versions/*.py"))]
 
@@ -125,6 +127,9 @@ def test_the_core_leaves_the_pipeline_to_its_extra() -> None:
 def test_inference_and_serving_import_only_the_core() -> None:
     files = core_files()
     assert PACKAGE / "families/dssm/model.py" in files and PACKAGE / "drift.py" in files
+    # The sequence forecasters are applied on a core install; their training is not.
+    assert PACKAGE / "forecast/sequence.py" in files
+    assert PACKAGE / "forecast/sequence_fit.py" not in files
     for path in files:
         top, nested = imports(path)
         for module in top:

@@ -83,6 +83,27 @@ def test_rows_are_read_back_as_written_with_utc_times(tmp_path: Path) -> None:
     assert store.history(symbol="SOLUSDT").empty
 
 
+def test_forecasts_are_stored_with_their_regime(tmp_path: Path) -> None:
+    """``now`` and the service store each answer's forecasts (to six decimals) on its row;
+    a row without forecasts (``infer``) has none, SQL NULL."""
+    store = PredictionStore(url(tmp_path))
+    forecasts = [{"horizon": 1, "markov": [0.912345678, 0.087654322],
+                  "markov_switch": 0.0123456789, "learned": [0.8, 0.2],
+                  "learned_model": "gru"}]
+    store.append([{"timestamp": STAMPS[0], "symbol": "BTCUSDT", "state": 0,
+                   "p_filter_0": 0.9, "p_filter_1": 0.1, "forecasts": forecasts}],
+                 source="serve", model="/m/jump", version="v1")
+    store.append(table().assign(forecasts=[forecasts, None, forecasts]), source="now",
+                 model="/m/jump", version="v1")
+    store.append(table(), source="infer", model="/m/jump", version="v1")
+    stored = PredictionStore(url(tmp_path)).history()
+    rounded = [{**forecasts[0], "markov": [0.912346, 0.087654], "markov_switch": 0.012346}]
+    assert list(stored["forecasts"]) == [rounded, rounded, None, rounded, None, None, None]
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT COUNT(*) FROM predictions WHERE forecasts IS NULL"
+                                    ).scalar() == 4
+
+
 def test_a_new_store_has_the_migrations_schema_and_the_index(tmp_path: Path) -> None:
     store = PredictionStore(url(tmp_path))
     with store.engine.connect() as conn:
@@ -94,7 +115,7 @@ def test_a_new_store_has_the_migrations_schema_and_the_index(tmp_path: Path) -> 
                 } in [{k: i[k] for k in ("name", "column_names")}
                       for i in inspector.get_indexes("predictions")]
         revision = conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalar()
-    assert revision == head() == "0002"
+    assert revision == head() == "0003"
 
 
 def test_a_database_shared_with_optuna_keeps_both_versions(tmp_path: Path) -> None:
@@ -116,7 +137,7 @@ def test_an_older_store_is_refused_in_one_line_until_upgraded(tmp_path: Path) ->
     with pytest.raises(StoreError, match=r"made by an older regimelab .*"
                                          r"regimelab store upgrade --store"):
         PredictionStore(address)
-    assert upgrade_store(address) == (None, "0002")
+    assert upgrade_store(address) == (None, "0003")
     store = PredictionStore(address)
     stored = store.history()
     assert list(stored["id"]) == [3, 7]  # the rows, with their ids
@@ -125,9 +146,10 @@ def test_an_older_store_is_refused_in_one_line_until_upgraded(tmp_path: Path) ->
         pd.Timestamp("2024-05-01T10:00:00.123Z"), pd.Timestamp("2024-05-01T10:00:01Z")]
     assert list(stored["probabilities"]) == [[0.25, 0.75], [0.9, 0.1]]
     assert list(stored["symbol"]) == ["BTCUSDT", "ETHUSDT"]
+    assert list(stored["forecasts"]) == [None, None]  # made before forecasts were stored
     store.append(table(), source="now", model="/m/hmm", version="abc")
     assert list(store.history()["id"]) == [3, 7, 8, 9, 10]
-    assert upgrade_store(address) == ("0002", "0002")  # again: nothing to do
+    assert upgrade_store(address) == ("0003", "0003")  # again: nothing to do
 
 
 def test_the_upgrade_reverses_to_the_old_rows(tmp_path: Path) -> None:
@@ -160,6 +182,6 @@ def test_the_cli_upgrades_an_older_store(tmp_path: Path,
     assert refused[-1].startswith("error: prediction store ") and refused[-1].endswith(
         f"run `regimelab store upgrade --store '{address}'` once")
     assert main(["store", "upgrade", "--store", address]) == 0
-    assert capsys.readouterr().out == f"{address}: schema unversioned or new -> 0002\n"
+    assert capsys.readouterr().out == f"{address}: schema unversioned or new -> 0003\n"
     assert main(["history", "--csv", "--store", address]) == 0
     assert len(pd.read_csv(io.StringIO(capsys.readouterr().out))) == 2

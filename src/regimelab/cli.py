@@ -41,6 +41,7 @@ threshold is crossed.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -61,6 +62,7 @@ from regimelab.forecast.apply import (
     Forecaster,
     chain_columns,
     forecast_inputs,
+    input_runs,
     learned_columns,
     load_forecaster,
 )
@@ -176,7 +178,7 @@ def cmd_forecast(args: argparse.Namespace) -> None:
                              n_states=model.n_states, labeller=forecaster.labeller)
     out = pd.concat([out, pd.DataFrame({
         **chain_columns(filtered, model.transmat_, forecaster.horizons),
-        **learned_columns(forecaster, inputs.to_numpy(dtype=np.float64))}),
+        **learned_columns(forecaster, inputs.to_numpy(dtype=np.float64), input_runs(out))}),
         *([inputs.add_prefix("input_")] if args.inputs else []),
         *([vol_forecasts(vol, bars, out)] if vol is not None else [])], axis=1)
     _write(out, args.output)
@@ -293,6 +295,9 @@ def cmd_history(args: argparse.Namespace) -> None:
     model = str(Path(args.model).resolve()) if args.model else None
     table = PredictionStore(args.store).history(model=model, symbol=args.symbol,
                                                 limit=args.limit)
+    # The forecasts as JSON text (empty where none were stored), not Python's repr.
+    table["forecasts"] = [None if f is None else json.dumps(f, separators=(",", ":"))
+                          for f in table["forecasts"]]
     if args.csv:
         sys.stdout.write(table.to_csv(index=False))
     else:

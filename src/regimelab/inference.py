@@ -213,8 +213,9 @@ def latest_series(model: RegimeModel, manifest: dict[str, Any], symbol: str,
     if forecaster is not None:
         horizons = forecaster.horizons
         inputs = last_inputs(filtered, {c: values[c] for c in spec["columns"]}, cols["close"],
-                             columns=spec["columns"], labeller=forecaster.labeller)
-        learned = learned_columns(forecaster, inputs)
+                             columns=spec["columns"], labeller=forecaster.labeller,
+                             rows=forecaster.history, at=rows)
+        learned = learned_columns(forecaster, inputs, rows=1)
     return {"timestamp": pd.Timestamp(int(ts_ns[-1]), tz="UTC"), "symbol": symbol,
             "state": state, "regime": regime_names(manifest, model.n_states)[state],
             **{f"p_filter_{k}": float(p) for k, p in enumerate(proba)},

@@ -3,7 +3,9 @@
 SQLite by default (``predictions.db`` in the working folder, or
 ``$REGIMELAB_STORE``); any SQLAlchemy URL (``postgresql://…``) shares one store
 between machines. One row per bar and model: when it was predicted, the model
-and its version, the bar, the state and the probabilities (a JSON array).
+and its version, the bar, the state and the probabilities (a JSON array), and
+the next-regime forecasts made with it (JSON: ``now`` and ``serve`` answers'
+``forecasts``, one entry per horizon; NULL for ``infer``).
 Both times are timezone-aware UTC (PostgreSQL's ``timestamptz``; SQLite, which
 has no such type, keeps UTC and reads it back as UTC). An index on
 ``(model, symbol)`` serves ``regimelab history --model … --symbol …``.
@@ -44,8 +46,10 @@ ENV = "REGIMELAB_STORE"
 #: storage uses for its own tables when a study shares the database.
 VERSION_TABLE = "regimelab_store_version"
 MIGRATIONS = "regimelab:migrations"
-#: The revision whose schema the stores of regimelab before Alembic have.
+#: The revision whose schema the stores of regimelab before Alembic have, and its columns.
 UNVERSIONED = "0001"
+UNVERSIONED_COLUMNS = frozenset({"id", "predicted_at", "source", "model", "model_version",
+                                 "symbol", "timestamp", "state", "probabilities"})
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -85,6 +89,8 @@ PREDICTIONS = sa.Table(
     sa.Column("timestamp", UTCDateTime, nullable=False),
     sa.Column("state", sa.Integer, nullable=False),
     sa.Column("probabilities", sa.JSON, nullable=False),
+    # The forecasts per horizon of `now` and serve (revision 0003); NULL for infer.
+    sa.Column("forecasts", sa.JSON(none_as_null=True), nullable=True),
     # `history` filters by model and symbol and orders by id (never by timestamp).
     sa.Index("ix_predictions_model_symbol", "model", "symbol"),
 )
@@ -162,6 +168,17 @@ def _upgrade_command(url: str) -> str:
     return f"regimelab store upgrade --store '{url}'"
 
 
+def _rounded(value: Any) -> Any:
+    """A JSON value with every float kept to six decimals (None stays None: SQL NULL)."""
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, dict):
+        return {key: _rounded(v) for key, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(v) for v in value]
+    return value
+
+
 class PredictionStore:
     """Appends predictions to, and reads them back from, one database."""
 
@@ -212,25 +229,31 @@ class PredictionStore:
     def append(self, rows: pd.DataFrame | list[dict[str, Any]], *, source: str, model: str,
                version: str) -> int:
         """Add one row per bar: a table or records with ``timestamp``, ``symbol``,
-        ``state`` and the ``p_filter_k`` probabilities; returns the number of rows.
+        ``state``, the ``p_filter_k`` probabilities and optionally ``forecasts`` (JSON:
+        :func:`~regimelab.forecast.apply.horizon_answers`); returns the number of rows.
 
         The service appends one record a request, which as records costs a tenth
-        of a millisecond and as a DataFrame a few milliseconds of pandas.
+        of a millisecond and as a DataFrame a few milliseconds of pandas. Every
+        probability is kept to six decimals.
         """
         if isinstance(rows, pd.DataFrame):
             proba = [c for c in rows.columns if c.startswith("p_filter_")]
-            records: Iterable[tuple[Any, Any, Any, Any]] = zip(
-                rows["symbol"], rows["timestamp"], rows["state"], rows[proba].to_numpy())
+            forecasts = (rows["forecasts"] if "forecasts" in rows.columns
+                         else [None] * len(rows))
+            records: Iterable[tuple[Any, Any, Any, Any, Any]] = zip(
+                rows["symbol"], rows["timestamp"], rows["state"], rows[proba].to_numpy(),
+                forecasts)
         else:
             records = ((r["symbol"], r["timestamp"], r["state"],
-                        [p for key, p in r.items() if key.startswith("p_filter_")])
-                       for r in rows)
+                        [p for key, p in r.items() if key.startswith("p_filter_")],
+                        r.get("forecasts")) for r in rows)
         now = datetime.now(UTC)
         values = [
             {"predicted_at": now, "source": source, "model": model, "model_version": version,
              "symbol": str(sym), "timestamp": pd.Timestamp(ts).to_pydatetime(warn=False),
-             "state": int(state), "probabilities": [round(float(p), 6) for p in probs]}
-            for sym, ts, state, probs in records]
+             "state": int(state), "probabilities": [round(float(p), 6) for p in probs],
+             "forecasts": _rounded(ahead)}
+            for sym, ts, state, probs, ahead in records]
         try:
             with self.engine.begin() as conn:
                 if values:
@@ -279,7 +302,7 @@ def upgrade_store(url: str | None = None) -> tuple[str | None, str]:
             before, has_table = _state(conn)
             if before is None and has_table:
                 columns = {c["name"] for c in sa.inspect(conn).get_columns("predictions")}
-                if columns != set(PREDICTIONS.columns.keys()):
+                if columns != UNVERSIONED_COLUMNS:
                     raise StoreError(f"prediction store {url}: its table predictions has "
                                      f"columns {', '.join(sorted(columns))}; not a regimelab "
                                      "prediction store")

@@ -18,34 +18,36 @@ training rows, in the final fit the train and val splits; never test.
 A model folder holds ``weights.safetensors`` (the state dict, no pickle) and
 ``manifest.json`` (the settings, the classes, the tuned parameters, library
 versions); :func:`load_sequence` rebuilds the classifier from them.
+
+This module imports numpy, torch and safetensors only (a core install's): the
+training loop and its Lightning import live in
+:mod:`regimelab.forecast.sequence_fit`, imported by ``fit``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
-import logging
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightning.pytorch as pl
 import numpy as np
-import optuna
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from regimelab.exceptions import ModelError
+from regimelab.forecast.apply import WEIGHTS_FILE as WEIGHTS_FILE
 from regimelab.io import atomic_path, read_json, write_json
+
+if TYPE_CHECKING:
+    import optuna
 
 #: The sequence models, by their params.yaml name.
 SEQUENCE_MODELS = ("gru", "lstm", "transformer")
-WEIGHTS_FILE = "weights.safetensors"
 #: The share of a fit's rows (its latest) that decides early stopping.
 VALIDATION_SHARE = 0.2
 #: Rows per forward pass when predicting.
@@ -170,19 +172,6 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-@contextlib.contextmanager
-def _quiet(name: str) -> Iterator[None]:
-    """Logger ``name`` at WARNING: Lightning's notes on each of a stage's hundred fits
-    (no GPU, a tip) say nothing."""
-    logger = logging.getLogger(name)
-    before = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(before)
-
-
 class SequenceClassifier:
     """A GRU, LSTM or Transformer classifier of :class:`Windows` with the scikit-learn
     calls the forecast stage makes (``fit``, ``predict_proba``, ``classes_``).
@@ -246,6 +235,8 @@ class SequenceClassifier:
         cut = len(X) - n_val
         if cut < 1:
             raise ModelError(f"{len(X)} rows are too few to fit a {self.kind}")
+        # Lightning is the pipeline extra's: a core install loads and applies the model.
+        from regimelab.forecast.sequence_fit import train_net
         with _torch_threads(self.num_threads), torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.random_state)
             net = self._net(X.n_inputs, len(self.classes_))
@@ -255,7 +246,7 @@ class SequenceClassifier:
             with torch.no_grad():
                 net.get_buffer("shift").copy_(torch.from_numpy(last.mean(axis=0)))
                 net.get_buffer("scale").copy_(torch.from_numpy(np.where(spread > 0, spread, 1.0)))
-            self.epochs_, self.best_epoch_ = _train(
+            self.epochs_, self.best_epoch_ = train_net(
                 net, train, codes[:cut], X.array(slice(cut, None)),
                 codes[cut:], lr=self.lr, max_epochs=self.max_epochs, patience=self.patience,
                 batch_size=self.batch_size, seed=self.random_state)
@@ -272,75 +263,6 @@ class SequenceClassifier:
                 out[start:start + len(part)] = torch.softmax(
                     self.net_(part).double(), dim=1).numpy()
         return out
-
-
-def _train(net: SequenceNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray,
-           y_val: np.ndarray, *, lr: float, max_epochs: int, patience: int,
-           batch_size: int, seed: int) -> tuple[int, int]:
-    """Fit ``net`` with Lightning; it ends with the best validation epoch's weights.
-    Returns the epochs run and the best epoch."""
-    from lightning.pytorch.callbacks import EarlyStopping
-    from torch.utils.data import DataLoader, TensorDataset
-
-    module = _Module(net, lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    train = DataLoader(TensorDataset(torch.from_numpy(X), torch.from_numpy(y)),
-                       batch_size=batch_size, shuffle=True, generator=generator)
-    val = DataLoader(TensorDataset(torch.from_numpy(X_val), torch.from_numpy(y_val)),
-                     batch_size=PREDICT_BATCH, shuffle=False)
-    trainer = pl.Trainer(max_epochs=max_epochs, accelerator="cpu", devices=1,
-                         deterministic=True, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False,
-                         num_sanity_val_steps=0,
-                         callbacks=[EarlyStopping(monitor="val_loss", mode="min",
-                                                  patience=patience)])
-    with warnings.catch_warnings(), _quiet("lightning.pytorch"):
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-        warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
-        trainer.fit(module, train_dataloaders=train, val_dataloaders=val)
-    if module.best_state is None:
-        raise ModelError(f"the {net.kind}'s validation loss was never finite; try a smaller "
-                         "learning rate")
-    net.load_state_dict(module.best_state)
-    return trainer.current_epoch, module.best_epoch
-
-
-class _Module(pl.LightningModule):
-    """Cross-entropy training of a :class:`SequenceNet`; keeps the best epoch's weights."""
-
-    def __init__(self, net: SequenceNet, *, lr: float) -> None:
-        super().__init__()
-        self.net = net
-        self.lr = lr
-        self.best_state: dict[str, torch.Tensor] | None = None
-        self.best_loss = float("inf")
-        self.best_epoch = -1
-        self._val: list[tuple[float, int]] = []
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor],
-                      batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        loss: torch.Tensor = nn.functional.cross_entropy(self.net(x), y)
-        return loss
-
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor],
-                        batch_idx: int) -> None:
-        x, y = batch
-        loss = nn.functional.cross_entropy(self.net(x), y, reduction="sum")
-        self._val.append((float(loss), len(y)))
-
-    def on_validation_epoch_end(self) -> None:
-        total = sum(v for v, _ in self._val) / max(sum(n for _, n in self._val), 1)
-        self._val = []
-        self.log("val_loss", total)
-        if np.isfinite(total) and total < self.best_loss:
-            self.best_loss = total
-            self.best_epoch = int(self.current_epoch)
-            self.best_state = copy.deepcopy(self.net.state_dict())
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.net.parameters(), lr=self.lr)
 
 
 def make_sequence(name: str, params: dict[str, Any], *, settings: SequenceSettings,

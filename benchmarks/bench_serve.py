@@ -154,11 +154,18 @@ def numpy_context_pass(p: Any, X: np.ndarray) -> np.ndarray:
     w_ih, b_ih, w_hh, b_hh = p.gru[0].T, p.gru[1], p.gru[2].T, p.gru[3]
     scale_w, scale_b = p.scale[0].T, p.scale[1]
     hid = w_hh.shape[1]
-    h, alpha = np.zeros(hid), np.zeros(k)
+    h, alpha, eye = np.zeros(hid), np.zeros(k), np.eye(d)
     log_emit = np.empty((len(X), k))
     for t in range(len(X)):
         s = p.max_log_scale * np.tanh((scale_w @ h + scale_b) / p.max_log_scale)
-        log_emit[t] = -0.5 * (d * LOG_2PI + sq[t] @ np.exp(-2.0 * s)) - p.log_det - s.sum()
+        if p.min_covar > 0:  # each bar's covariance L_k S_t^2 L_k^T + min_covar I
+            cov = (p.chol * np.exp(2.0 * s)) @ p.chol.transpose(0, 2, 1) + p.min_covar * eye
+            fac = np.linalg.cholesky(cov)
+            z = np.linalg.solve(fac, (X[t] - p.means)[..., None])[..., 0]
+            log_emit[t] = -0.5 * (d * LOG_2PI + (z**2).sum(axis=1)) - np.log(
+                np.diagonal(fac, axis1=1, axis2=2)).sum(axis=1)
+        else:
+            log_emit[t] = -0.5 * (d * LOG_2PI + sq[t] @ np.exp(-2.0 * s)) - p.log_det - s.sum()
         alpha = (np.exp(p.log_start) if t == 0 else alpha @ trans) * np.exp(
             log_emit[t] - log_emit[t].max())
         alpha /= alpha.sum()

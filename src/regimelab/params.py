@@ -631,8 +631,9 @@ class ForecastParams:
     ``lstm``, ``transformer``) read windows of ``sequence_window`` bars, train for at
     most ``sequence_max_epochs`` epochs (early stopping after ``sequence_patience``
     without progress on the latest fifth of the fit's rows) in batches of
-    ``sequence_batch_size`` on at most ``sequence_max_train_rows`` windows, with
-    ``num_threads`` torch threads.
+    ``sequence_batch_size`` on at most ``sequence_max_train_rows`` windows (of which
+    each class keeps at least ``sequence_min_class_rows``, its probabilities
+    corrected back to the unthinned class shares), with ``num_threads`` torch threads.
     """
 
     family: str = "jump"
@@ -651,6 +652,7 @@ class ForecastParams:
     sequence_patience: int = 2
     sequence_batch_size: int = 64
     sequence_max_train_rows: int | None = 1500
+    sequence_min_class_rows: int = 150
     num_threads: int = 1
     storage: str | None = None
     seed: int = 0
@@ -689,6 +691,8 @@ class ForecastParams:
                 ("sequence_max_epochs", 1, "training epochs of a sequence model"),
                 ("sequence_patience", 1, "epochs without progress before stopping"),
                 ("sequence_batch_size", 1, "windows per training batch"),
+                ("sequence_min_class_rows", 0,
+                 "windows of each class a thinned fit keeps at least; 0: plain thinning"),
                 ("num_threads", 1, "torch's intra-op threads")):
             value = getattr(self, key)
             _require(_is_int(value) and value >= lowest, "forecast", key, value,

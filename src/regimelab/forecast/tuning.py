@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
+import torch
 from sklearn.metrics import log_loss
 
 from regimelab import __version__
@@ -73,12 +74,43 @@ def fold_rows(timestamps: np.ndarray, target_times: np.ndarray,
     return out
 
 
-def thin(rows: np.ndarray, max_rows: int | None) -> np.ndarray:
+def thin(rows: np.ndarray, max_rows: int | None, y: np.ndarray | None = None,
+         min_class_rows: int = 0) -> np.ndarray:
     """Every k-th of ``rows`` so that at most ``max_rows`` remain (all without a cap):
-    a deterministic subsample that keeps the whole time span."""
+    a deterministic subsample that keeps the whole time span.
+
+    With labels ``y`` (indexed by row position) and ``min_class_rows``, each class
+    present in ``rows`` then keeps at least ``min(min_class_rows, its rows)``: those
+    it lacks are added, evenly spaced among its own rows, so a rare class (a switch
+    within the next bar) is not thinned away. The result is sorted (time order).
+    """
     if max_rows is None or len(rows) <= max_rows:
         return rows
-    return rows[::-(-len(rows) // max_rows)]
+    kept = rows[::-(-len(rows) // max_rows)]
+    if y is None or min_class_rows <= 0:
+        return kept
+    labels = y[rows]
+    extra = [kept]
+    for c in np.unique(labels):
+        of_class = rows[labels == c]
+        want = min(min_class_rows, len(of_class))
+        if np.count_nonzero(y[kept] == c) < want:
+            picks = np.unique(np.round(np.linspace(0, len(of_class) - 1, want)).astype(np.int64))
+            extra.append(of_class[picks])
+    return np.unique(np.concatenate(extra))
+
+
+def prior_shift(y_pool: np.ndarray, y_fit: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """``log(share in the pool / share in the fit)`` per class of ``classes``: added to a
+    model's logits it turns probabilities learnt on the rebalanced rows ``y_fit`` back
+    into those of the rows they were drawn from, ``y_pool`` (the prior correction of
+    Saerens, Latinne and Decaestecker, 2002: ``p(c|x)`` scales by the ratio of priors).
+    Zero for a class both hold at the same share."""
+    pool = np.array([np.mean(y_pool == c) for c in classes])
+    fit = np.array([np.mean(y_fit == c) for c in classes])
+    with np.errstate(divide="ignore"):
+        shift = np.log(pool) - np.log(fit)
+    return np.where(np.isfinite(shift), shift, 0.0)
 
 
 def make_model(name: str, params: dict[str, Any], *, seed: int,
@@ -99,19 +131,41 @@ def suggest_params(trial: optuna.Trial | optuna.trial.FixedTrial, name: str, *,
     return suggest(trial, name, n_estimators=n_estimators)
 
 
+def fit_rows(name: str, params: dict[str, Any], X: np.ndarray | Windows, y: np.ndarray,
+             pool: np.ndarray, *, seed: int, max_rows: int | None, min_class_rows: int = 0,
+             sequence: SequenceSettings | None = None) -> tuple[Any, np.ndarray]:
+    """Model ``name`` with ``params`` fitted on the :func:`thin` subsample of the rows
+    ``pool`` of ``X`` and ``y``; returns the model and the rows it saw.
+
+    Where ``min_class_rows`` rebalanced the subsample (a class got rows that plain
+    thinning would not keep), a sequence model's output bias is shifted by
+    :func:`prior_shift`, so its probabilities are those of the pool's class shares
+    again and the log loss it is tuned and scored on stays honest."""
+    rows = thin(pool, max_rows, y, min_class_rows)
+    estimator = make_model(name, params, seed=seed, sequence=sequence).fit(X[rows], y[rows])
+    if name in SEQUENCE_MODELS and len(rows) > len(thin(pool, max_rows)):
+        bias = estimator.net_.head.bias
+        shift = prior_shift(y[pool], y[rows], estimator.classes_)
+        with torch.no_grad():
+            bias.add_(torch.from_numpy(shift).to(bias.dtype))
+    return estimator, rows
+
+
 def fit_score(name: str, params: dict[str, Any], X: np.ndarray | Windows, y: np.ndarray,
               folds: Sequence[Fold], *, classes: np.ndarray, seed: int,
-              max_rows: int | None, sequence: SequenceSettings | None = None) -> float:
+              max_rows: int | None, min_class_rows: int = 0,
+              sequence: SequenceSettings | None = None) -> float:
     """Mean log loss over ``folds`` of model ``name`` with ``params``. ``X`` is the input
     matrix of a tree model, the :class:`~regimelab.forecast.sequence.Windows` of a
-    sequence model."""
+    sequence model; each fold's training rows are subsampled by :func:`thin`."""
     losses = []
     for fold in folds:
-        rows = thin(fold.train, max_rows)
+        rows = thin(fold.train, max_rows, y, min_class_rows)
         if len(np.unique(y[rows])) < 2 or len(fold.val) == 0:
             continue
-        estimator = make_model(name, params, seed=seed, sequence=sequence).fit(X[rows],
-                                                                               y[rows])
+        estimator, _ = fit_rows(name, params, X, y, fold.train, seed=seed,
+                                max_rows=max_rows, min_class_rows=min_class_rows,
+                                sequence=sequence)
         proba = full_proba(estimator, X[fold.val], classes)
         losses.append(log_loss(y[fold.val], clipped(proba), labels=classes))
     return float(np.mean(losses)) if losses else float("inf")
@@ -140,7 +194,8 @@ class Tuned:
 
 def tune(name: str, X: np.ndarray | Windows, y: np.ndarray, folds: Sequence[Fold], *,
          task: str, classes: np.ndarray, n_trials: int, n_estimators: int, storage: str,
-         seed: int, max_rows: int | None, sequence: SequenceSettings | None = None) -> Tuned:
+         seed: int, max_rows: int | None, min_class_rows: int = 0,
+         sequence: SequenceSettings | None = None) -> Tuned:
     """Search model ``name``'s space on the walk-forward ``folds`` (see the module notes).
 
     Trials already finished in the study (same name) count towards ``n_trials``. A
@@ -149,6 +204,7 @@ def tune(name: str, X: np.ndarray | Windows, y: np.ndarray, folds: Sequence[Fold
     fixed = (asdict(sequence) if sequence is not None and name in SEQUENCE_MODELS else {})
     settings = {"task": task, "model": name, "n_estimators": n_estimators, "seed": seed,
                 **({"sequence": fixed} if fixed else {}),
+                **({"min_class_rows": min_class_rows} if min_class_rows else {}),
                 "max_rows": max_rows, "folds": [[int(f.train[-1]) if len(f.train) else -1,
                                                  int(f.val[0]) if len(f.val) else -1]
                                                 for f in folds]}
@@ -162,7 +218,8 @@ def tune(name: str, X: np.ndarray | Windows, y: np.ndarray, folds: Sequence[Fold
     def objective(trial: optuna.Trial) -> float:
         params = suggest_params(trial, name, n_estimators=n_estimators)
         return fit_score(name, params, X, y, folds, classes=classes, seed=seed,
-                         max_rows=max_rows, sequence=sequence)
+                         max_rows=max_rows, min_class_rows=min_class_rows,
+                         sequence=sequence)
 
     if done < n_trials:
         with warnings.catch_warnings():

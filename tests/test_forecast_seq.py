@@ -8,21 +8,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from numpy.testing import assert_array_equal
+from numpy.testing import assert_allclose, assert_array_equal
 from safetensors.numpy import load_file
 
 from regimelab.exceptions import ParamsError
 from regimelab.forecast.folders import forecaster_inputs, load_forecaster, save_forecaster
 from regimelab.forecast.inputs import regime_age
+from regimelab.forecast.permutation import window_importance
 from regimelab.forecast.run import Settings, run_task
 from regimelab.forecast.sequence import (
     SEQUENCE_MODELS,
     WEIGHTS_FILE,
     SequenceClassifier,
     SequenceSettings,
+    make_sequence,
     make_windows,
 )
-from regimelab.forecast.targets import ahead_index, switch_within
+from regimelab.forecast.targets import ahead_index, run_ids, switch_within
+from regimelab.forecast.tuning import fit_rows, thin
 from regimelab.params import ForecastParams
 from regimelab.split import walk_forward_folds
 from regimelab.synth import make_market
@@ -136,7 +139,70 @@ def test_the_stage_tunes_and_scores_a_sequence_model_beside_the_baselines(
     assert result.report["tuning"]["gru"]["n_trials"] == 1
     assert result.report["tuning"]["gru"]["train_rows"] <= 1500
     assert isinstance(result.estimators["gru"], SequenceClassifier)
-    assert "gru" not in result.report["importance"]
+    # Only the regime's age tells when the next switch comes (both states last 40 bars).
+    importance = result.report["importance"]["gru"]
+    assert max(importance, key=importance.__getitem__) == "regime_age"
+    assert importance["regime_age"] > 0.1
+    assert list(result.importance.columns) == ["input", "gru"]
+
+
+def test_the_input_a_window_needs_is_the_most_important() -> None:
+    # The label is input 0's sign three bars back: shuffling input 0 across the rows
+    # (so every window sees shuffled values at every position) destroys the signal,
+    # shuffling input 1 (noise) does not.
+    x, y = _lagged(1200, seed=3)
+    model = _fit("gru", x[:800], y[:800])
+    runs = np.zeros(400)
+    rows = np.arange(10, 400)
+    kwargs = {"window": 6, "classes": np.array([0, 1]), "columns": ["signal", "noise"],
+              "scoring": "balanced_accuracy", "n_repeats": 2, "seed": 0}
+    importance = window_importance(model, x[800:], runs, rows, y[800:][rows], **kwargs)
+    assert importance["signal"] > 0.25
+    assert abs(importance["noise"]) < 0.05
+    assert window_importance(model, x[800:], runs, rows, y[800:][rows],
+                             **kwargs) == importance
+
+
+def test_windows_rebuilt_from_the_test_split_are_those_the_model_was_scored_on() -> None:
+    # The importance rebuilds the test windows from the test split's rows alone; a
+    # window never reaches into another run, so they equal the whole table's windows.
+    n = 60
+    table = pd.DataFrame({"split": np.repeat(["train", "val", "test"], n // 3),
+                          "symbol": "SYN", "segment": np.repeat([0, 0, 1, 1, 2, 3], n // 6)})
+    x = np.random.default_rng(0).normal(size=(n, 3))
+    runs = run_ids(table)
+    test = (table["split"] == "test").to_numpy()
+    whole = make_windows(x, runs, 5)[np.flatnonzero(test)].array()
+    assert_array_equal(make_windows(x[test], runs[test], 5).array(), whole)
+
+
+def test_thinning_keeps_a_rare_class_and_the_prior_is_corrected_back() -> None:
+    rng = np.random.default_rng(4)
+    y = (rng.random(20_000) < 0.004).astype(np.int64)
+    pool = np.arange(len(y))
+    plain = thin(pool, 1000)
+    kept = thin(pool, 1000, y, min_class_rows=30)
+    assert np.count_nonzero(y) > 60
+    assert np.count_nonzero(y[plain]) < 30 <= np.count_nonzero(y[kept])
+    # A class with fewer rows than the floor keeps all of them.
+    assert np.count_nonzero(y[thin(pool, 1000, y, min_class_rows=500)]) == np.count_nonzero(y)
+    assert set(plain) <= set(kept) and np.all(np.diff(kept) > 0)
+    assert len(kept) <= 1000 + 30
+    assert_array_equal(thin(pool, 1000, y, min_class_rows=0), plain)
+    # The fit on the rebalanced rows gives probabilities of the pool's class shares:
+    # Bayes' rule with the priors swapped (p(c|x) scaled by pool share / fit share).
+    windows = make_windows(rng.normal(size=(len(y), 2)), np.zeros(len(y)), 4)
+    params = {"hidden": 8, "lr": 1e-2, "dropout": 0.0}
+    settings = SequenceSettings(window=4, max_epochs=1)
+    model, rows = fit_rows("gru", params, windows, y, pool, seed=0, max_rows=1000,
+                           min_class_rows=30, sequence=settings)
+    assert_array_equal(rows, kept)
+    raw = make_sequence("gru", params, settings=settings, seed=0).fit(windows[rows], y[rows])
+    some = windows[np.arange(0, len(y), 50)]
+    ratio = np.array([np.mean(y == c) / np.mean(y[rows] == c) for c in (0, 1)])
+    expected = raw.predict_proba(some) * ratio
+    assert_allclose(model.predict_proba(some), expected / expected.sum(axis=1, keepdims=True),
+                    rtol=1e-5, atol=1e-7)
 
 
 def test_bad_sequence_params_are_named() -> None:
@@ -144,5 +210,7 @@ def test_bad_sequence_params_are_named() -> None:
         ForecastParams(sequence_window=0)
     with pytest.raises(ParamsError, match="sequence_max_train_rows"):
         ForecastParams(sequence_max_train_rows=10)
+    with pytest.raises(ParamsError, match="sequence_min_class_rows"):
+        ForecastParams(sequence_min_class_rows=-1)
     assert set(SEQUENCE_MODELS) <= set(ForecastParams().models)
     assert ForecastParams(models=("persistence", "lstm")).models == ("persistence", "lstm")

@@ -631,9 +631,11 @@ class ForecastParams:
     ``lstm``, ``transformer``) read windows of ``sequence_window`` bars, train for at
     most ``sequence_max_epochs`` epochs (early stopping after ``sequence_patience``
     without progress on the latest fifth of the fit's rows) in batches of
-    ``sequence_batch_size`` on at most ``sequence_max_train_rows`` windows (of which
-    each class keeps at least ``sequence_min_class_rows``, its probabilities
-    corrected back to the unthinned class shares), with ``num_threads`` torch threads.
+    ``sequence_batch_size`` on at most ``sequence_max_train_rows`` windows, with
+    ``num_threads`` torch threads. ``sequence_min_class_rows`` is the class floor the
+    folds try against plain thinning, per task and model (the floor: each class keeps
+    at least that many windows, the probabilities corrected back to the unthinned
+    class shares); 0 disables it entirely.
     """
 
     family: str = "jump"
@@ -692,7 +694,7 @@ class ForecastParams:
                 ("sequence_patience", 1, "epochs without progress before stopping"),
                 ("sequence_batch_size", 1, "windows per training batch"),
                 ("sequence_min_class_rows", 0,
-                 "windows of each class a thinned fit keeps at least; 0: plain thinning"),
+                 "the class floor the folds try against plain thinning; 0: never tried"),
                 ("num_threads", 1, "torch's intra-op threads")):
             value = getattr(self, key)
             _require(_is_int(value) and value >= lowest, "forecast", key, value,

@@ -19,10 +19,10 @@ models only), never on test. The sequence models
 (:mod:`regimelab.forecast.sequence`) read windows of the same inputs; their
 permutation importance shuffles an input across the test split's rows before
 the windows are built (:mod:`regimelab.forecast.permutation`). Their training
-rows are thinned to ``sequence.max_train_rows`` keeping at least
-``sequence_min_class_rows`` of each class (a switch within the next bar is
-rare), with the prior corrected afterwards
-(:func:`~regimelab.forecast.tuning.fit_rows`).
+rows are thinned to ``sequence.max_train_rows``; the folds choose, per task and
+model, whether a thinned fit keeps at least ``sequence_min_class_rows`` of each
+class (a switch within the next bar is rare), with the prior corrected afterwards
+(:func:`~regimelab.forecast.tuning.fit_rows`), and the final fit uses that choice.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class Settings:
     seed: int
     importance_repeats: int
     sequence: SequenceSettings = field(default_factory=SequenceSettings)
-    #: Rows of each class a sequence model's thinned training rows keep at least.
+    #: The class floor a sequence model's tuning tries against plain thinning (0: never).
     sequence_min_class_rows: int = 0
 
 
@@ -242,7 +242,8 @@ def run_task(table: pd.DataFrame, *, kind: str, horizon: int, inputs: list[str],
                      min_class_rows=min_class_rows, sequence=settings.sequence)
         estimator, rows = fit_rows(name, tuned.params, fit_pre, y_pre, np.arange(len(pre)),
                                    seed=settings.seed, max_rows=max_rows,
-                                   min_class_rows=min_class_rows, sequence=settings.sequence)
+                                   min_class_rows=tuned.min_class_rows,
+                                   sequence=settings.sequence)
         probas[name] = full_proba(estimator, fit_test, classes)
         if sequence:
             importances[name] = _sequence_importance(
@@ -254,7 +255,8 @@ def run_task(table: pd.DataFrame, *, kind: str, horizon: int, inputs: list[str],
                                            n_repeats=settings.importance_repeats,
                                            seed=settings.seed)
         tuning[name] = {"fold_log_loss": tuned.value, "n_trials": tuned.n_trials,
-                        "study": tuned.study, "train_rows": len(rows)}
+                        "study": tuned.study, "train_rows": len(rows),
+                        **({"class_floor": tuned.min_class_rows} if sequence else {})}
         result.estimators[name] = estimator
         result.best_params[name] = tuned.params
         log.info("%s %s: best fold log loss %.4f after %d trials", task, name, tuned.value,

@@ -9,6 +9,14 @@ over folds (a proper score; lower is better). The study lives in an Optuna
 RDB storage (SQLite among the stage's files by default, or a shared
 PostgreSQL URL), named by the data and settings, so a rerun with the same
 inputs resumes it and runs only the trials still missing.
+
+A sequence model's class floor (:func:`thin`'s ``min_class_rows``) is one more
+dimension of its search: 0 (plain thinning) or the configured floor, where the
+floor changes some fold's training rows (:func:`floor_binds`; elsewhere both
+values fit the same rows, and the floor stays off). The first two trials of a
+new study are then enqueued at :data:`SEQUENCE_START` with the floor off and
+then on, so the folds always compare both (given ``n_trials >= 2``); later
+trials are sampled. On a tie the floor stays off (the earlier trial).
 """
 
 from __future__ import annotations
@@ -40,6 +48,13 @@ from regimelab.forecast.trees import full_proba, make_estimator, suggest
 from regimelab.selection import open_storage
 
 log = logging.getLogger(__name__)
+
+#: The point of the sequence models' search space their first trials run at (the
+#: middle of each range; :class:`~regimelab.forecast.sequence.SequenceClassifier`'s
+#: defaults), once with the class floor off and once on.
+SEQUENCE_START: dict[str, Any] = {"hidden": 16, "lr": 3e-3, "dropout": 0.1}
+#: The Optuna parameter that holds a sequence trial's class floor.
+FLOOR_PARAM = "class_floor"
 
 
 @dataclass(frozen=True)
@@ -98,6 +113,15 @@ def thin(rows: np.ndarray, max_rows: int | None, y: np.ndarray | None = None,
             picks = np.unique(np.round(np.linspace(0, len(of_class) - 1, want)).astype(np.int64))
             extra.append(of_class[picks])
     return np.unique(np.concatenate(extra))
+
+
+def floor_binds(folds: Sequence[Fold], y: np.ndarray, max_rows: int | None,
+                min_class_rows: int) -> bool:
+    """Whether the class floor ``min_class_rows`` changes the :func:`thin` subsample of
+    any fold's training rows (a class of some fold keeps fewer than the floor)."""
+    return min_class_rows > 0 and any(
+        len(thin(fold.train, max_rows, y, min_class_rows)) != len(thin(fold.train, max_rows))
+        for fold in folds)
 
 
 def prior_shift(y_pool: np.ndarray, y_fit: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -184,12 +208,15 @@ def study_name(task: str, model: str, X: np.ndarray | Windows, y: np.ndarray,
 
 @dataclass(frozen=True)
 class Tuned:
-    """The best parameters, their mean fold log loss and the number of finished trials."""
+    """The best parameters, their mean fold log loss, the number of finished trials, the
+    study's name and the best trial's class floor."""
 
     params: dict[str, Any]
     value: float
     n_trials: int
     study: str
+    #: The class floor the best trial fitted with (0: plain thinning).
+    min_class_rows: int = 0
 
 
 def tune(name: str, X: np.ndarray | Windows, y: np.ndarray, folds: Sequence[Fold], *,
@@ -199,12 +226,20 @@ def tune(name: str, X: np.ndarray | Windows, y: np.ndarray, folds: Sequence[Fold
     """Search model ``name``'s space on the walk-forward ``folds`` (see the module notes).
 
     Trials already finished in the study (same name) count towards ``n_trials``. A
-    sequence model takes its fixed settings from ``sequence`` and ``X`` as windows.
+    sequence model takes its fixed settings from ``sequence`` and ``X`` as windows, and
+    chooses its class floor, 0 or ``min_class_rows``, on the folds like any other
+    parameter where the floor binds in some fold (:func:`floor_binds`; otherwise 0):
+    :attr:`Tuned.min_class_rows`. A tree model thins with ``min_class_rows`` as given.
     """
+    sequence_model = name in SEQUENCE_MODELS
+    floors = ((0, min_class_rows)
+              if sequence_model and floor_binds(folds, y, max_rows, min_class_rows) else ())
+    fixed_floor = 0 if sequence_model else min_class_rows
     fixed = (asdict(sequence) if sequence is not None and name in SEQUENCE_MODELS else {})
     settings = {"task": task, "model": name, "n_estimators": n_estimators, "seed": seed,
                 **({"sequence": fixed} if fixed else {}),
-                **({"min_class_rows": min_class_rows} if min_class_rows else {}),
+                **({"class_floors": list(floors), "start": SEQUENCE_START} if floors
+                   else {"min_class_rows": fixed_floor} if fixed_floor else {}),
                 "max_rows": max_rows, "folds": [[int(f.train[-1]) if len(f.train) else -1,
                                                  int(f.val[0]) if len(f.val) else -1]
                                                 for f in folds]}
@@ -213,13 +248,17 @@ def tune(name: str, X: np.ndarray | Windows, y: np.ndarray, folds: Sequence[Fold
     study = optuna.create_study(storage=open_storage(storage), study_name=study_id,
                                 direction="minimize", load_if_exists=True,
                                 sampler=optuna.samplers.TPESampler(seed=seed))
-    done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    if floors and not study.get_trials(deepcopy=False):
+        # Only into a new study: a resumed one already holds them (run or waiting).
+        for floor in floors:
+            study.enqueue_trial({**SEQUENCE_START, FLOOR_PARAM: floor})
+    done = len(_finished(study))
 
     def objective(trial: optuna.Trial) -> float:
         params = suggest_params(trial, name, n_estimators=n_estimators)
+        floor = trial.suggest_categorical(FLOOR_PARAM, floors) if floors else fixed_floor
         return fit_score(name, params, X, y, folds, classes=classes, seed=seed,
-                         max_rows=max_rows, min_class_rows=min_class_rows,
-                         sequence=sequence)
+                         max_rows=max_rows, min_class_rows=floor, sequence=sequence)
 
     if done < n_trials:
         with warnings.catch_warnings():
@@ -228,9 +267,18 @@ def tune(name: str, X: np.ndarray | Windows, y: np.ndarray, folds: Sequence[Fold
     else:
         log.info("%s: study %s already has %d trials; resumed with none to run", task,
                  study_id, done)
-    best = study.best_trial
+    finished = _finished(study)
+    # The lowest fold log loss; on a tie the earliest trial (the floor off before on).
+    best = min(finished, key=lambda t: (t.value if t.value is not None else float("inf"),
+                                        t.number))
     params = suggest_params(optuna.trial.FixedTrial(best.params), name,
                             n_estimators=n_estimators)
     value = best.value if best.value is not None else float("inf")
-    return Tuned(params=params, value=float(value), n_trials=len(study.trials),
-                 study=study_id)
+    floor = int(best.params[FLOOR_PARAM]) if floors else fixed_floor
+    return Tuned(params=params, value=float(value), n_trials=len(finished),
+                 study=study_id, min_class_rows=floor)
+
+
+def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The study's complete trials, in trial order."""
+    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))

@@ -6,12 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from safetensors.numpy import load_file
 
 from regimelab.exceptions import ParamsError
+from regimelab.forecast import tuning
 from regimelab.forecast.folders import forecaster_inputs, load_forecaster, save_forecaster
 from regimelab.forecast.inputs import regime_age
 from regimelab.forecast.permutation import window_importance
@@ -25,7 +27,15 @@ from regimelab.forecast.sequence import (
     make_windows,
 )
 from regimelab.forecast.targets import ahead_index, run_ids, switch_within
-from regimelab.forecast.tuning import fit_rows, thin
+from regimelab.forecast.tuning import (
+    FLOOR_PARAM,
+    SEQUENCE_START,
+    Fold,
+    fit_rows,
+    floor_binds,
+    suggest_params,
+    thin,
+)
 from regimelab.params import ForecastParams
 from regimelab.split import walk_forward_folds
 from regimelab.synth import make_market
@@ -203,6 +213,113 @@ def test_thinning_keeps_a_rare_class_and_the_prior_is_corrected_back() -> None:
     expected = raw.predict_proba(some) * ratio
     assert_allclose(model.predict_proba(some), expected / expected.sum(axis=1, keepdims=True),
                     rtol=1e-5, atol=1e-7)
+
+
+def _switch_table(n: int) -> pd.DataFrame:
+    """Regimes of about 40 bars and a switch within the next bar as the target (2.5% of
+    bars): the first three quarters train, the rest test."""
+    bars = make_market(n, n_regimes=2, dwell="gamma", mean_dwell=40.0, dwell_shape=400.0,
+                       random_state=1)
+    states = bars["regime"].to_numpy()
+    table = pd.DataFrame({"timestamp": pd.date_range("2024-01-01", periods=n, freq="h", tz="UTC"),
+                          "symbol": "SYN", "segment": 0,
+                          "split": np.where(np.arange(n) < int(0.75 * n), "train", "test")})
+    table.loc[table["split"] == "test", "segment"] = 1
+    for k in range(2):
+        table[f"p_filter_{k}"] = (states == k).astype(float)
+    table["regime_age"] = regime_age(states, table["segment"].to_numpy()) / 40.0
+    table["switch_h1"] = switch_within(states, table, ahead_index(table, 1, STEP))
+    table["target_time_h1"] = table["timestamp"] + STEP
+    return table
+
+
+def test_the_folds_choose_the_class_floor_and_the_refit_uses_it(tmp_path: Path) -> None:
+    table = _switch_table(2000)
+    pre = (table["split"] == "train").to_numpy()
+    folds = walk_forward_folds(table.loc[pre, "timestamp"], n_folds=2, embargo=STEP)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    settings = Settings(models=("persistence", "gru"), n_trials=2, n_estimators=10,
+                        max_train_rows=None, storage=storage, seed=0, importance_repeats=1,
+                        sequence=SequenceSettings(window=4, max_epochs=2, patience=1,
+                                                  batch_size=64, max_train_rows=200),
+                        sequence_min_class_rows=40)
+
+    def tuned() -> dict[str, object]:
+        result = run_task(table, kind="switch", horizon=1, inputs=["p_filter_0", "regime_age"],
+                          n_states=2, transmat=np.full((2, 2), 0.5), folds=folds,
+                          settings=settings)
+        return dict(result.report["tuning"]["gru"])
+
+    report = tuned()
+    study = optuna.load_study(study_name=str(report["study"]), storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    # Both floors ran, at the same other parameters, and scored differently on the folds.
+    assert [t.params[FLOOR_PARAM] for t in trials] == [0, 40]
+    assert all({k: t.params[k] for k in SEQUENCE_START} == SEQUENCE_START for t in trials)
+    losses = [t.value for t in trials]
+    assert losses[0] != losses[1]
+    best = int(np.argmin(losses))
+    assert report["class_floor"] == [0, 40][best]
+    assert report["fold_log_loss"] == losses[best]
+    # The refit on train + val thinned with the chosen floor, not the other one.
+    y_pre = table.loc[pre & table["switch_h1"].notna().to_numpy(), "switch_h1"].to_numpy()
+    pool = np.arange(len(y_pre))
+    rows = {floor: len(thin(pool, 200, y_pre.astype(np.int64), floor)) for floor in (0, 40)}
+    assert rows[0] != rows[40]
+    assert report["train_rows"] == rows[[0, 40][best]]
+    # A rerun resumes the study: no trial enqueued or run again, the same choice.
+    again = tuned()
+    assert len(study.get_trials(deepcopy=False)) == 2
+    assert again == report
+
+
+@pytest.mark.parametrize("winner", [0, 40])
+def test_the_refit_thins_with_the_floor_the_folds_scored_best(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, winner: int) -> None:
+    # The fold score is replaced by one that prefers ``winner``: whichever floor wins on
+    # the folds, the final fit thins train + val with it.
+    def fold_score(*args: object, min_class_rows: int, **kwargs: object) -> float:
+        return 0.5 if min_class_rows == winner else 1.0
+
+    monkeypatch.setattr(tuning, "fit_score", fold_score)
+    table = _switch_table(2000)
+    pre = (table["split"] == "train").to_numpy()
+    folds = walk_forward_folds(table.loc[pre, "timestamp"], n_folds=2, embargo=STEP)
+    settings = Settings(models=("persistence", "gru"), n_trials=2, n_estimators=10,
+                        max_train_rows=None, storage=f"sqlite:///{tmp_path / 'study.db'}",
+                        seed=0, importance_repeats=1,
+                        sequence=SequenceSettings(window=4, max_epochs=1, patience=1,
+                                                  batch_size=64, max_train_rows=200),
+                        sequence_min_class_rows=40)
+    result = run_task(table, kind="switch", horizon=1, inputs=["p_filter_0", "regime_age"],
+                      n_states=2, transmat=np.full((2, 2), 0.5), folds=folds,
+                      settings=settings)
+    report = result.report["tuning"]["gru"]
+    y_pre = table.loc[pre & table["switch_h1"].notna().to_numpy(), "switch_h1"].to_numpy()
+    rows = {floor: len(thin(np.arange(len(y_pre)), 200, y_pre.astype(np.int64), floor))
+            for floor in (0, 40)}
+    assert rows[0] != rows[40]
+    assert (report["class_floor"], report["fold_log_loss"]) == (winner, 0.5)
+    assert report["train_rows"] == rows[winner]
+
+
+def test_the_floor_is_tried_only_where_it_changes_a_folds_rows() -> None:
+    y = np.zeros(1000, dtype=np.int64)
+    fold = Fold(train=np.arange(1000), val=np.arange(0))
+    y[::100] = 1  # every 10th row is kept: all ten of class 1 are among them
+    assert not floor_binds([fold], y, 100, 5)
+    y[:] = 0
+    y[5::100] = 1  # none of them is kept without the floor
+    assert floor_binds([fold], y, 100, 5)
+    assert not floor_binds([fold], y, 100, 0)
+    assert not floor_binds([fold], y, None, 5)  # nothing thinned
+
+
+def test_the_first_sequence_trials_start_inside_the_search_space() -> None:
+    point = suggest_params(optuna.trial.FixedTrial(SEQUENCE_START), "gru", n_estimators=1)
+    assert point == SEQUENCE_START
+    defaults = SequenceClassifier("gru", window=4).get_params()
+    assert {k: defaults[k] for k in SEQUENCE_START} == SEQUENCE_START
 
 
 def test_bad_sequence_params_are_named() -> None:

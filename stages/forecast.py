@@ -73,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                           n_estimators=params.n_estimators,
                           max_train_rows=params.max_train_rows, storage=storage,
                           seed=params.seed, importance_repeats=params.importance_repeats,
+                          sequence_min_class_rows=params.sequence_min_class_rows,
                           sequence=SequenceSettings(
                               window=params.sequence_window,
                               max_epochs=params.sequence_max_epochs,

@@ -632,7 +632,10 @@ class ForecastParams:
     most ``sequence_max_epochs`` epochs (early stopping after ``sequence_patience``
     without progress on the latest fifth of the fit's rows) in batches of
     ``sequence_batch_size`` on at most ``sequence_max_train_rows`` windows, with
-    ``num_threads`` torch threads.
+    ``num_threads`` torch threads. ``sequence_min_class_rows`` is the class floor the
+    folds try against plain thinning, per task and model (the floor: each class keeps
+    at least that many windows, the probabilities corrected back to the unthinned
+    class shares); 0 disables it entirely.
     """
 
     family: str = "jump"
@@ -651,6 +654,7 @@ class ForecastParams:
     sequence_patience: int = 2
     sequence_batch_size: int = 64
     sequence_max_train_rows: int | None = 1500
+    sequence_min_class_rows: int = 150
     num_threads: int = 1
     storage: str | None = None
     seed: int = 0
@@ -689,6 +693,8 @@ class ForecastParams:
                 ("sequence_max_epochs", 1, "training epochs of a sequence model"),
                 ("sequence_patience", 1, "epochs without progress before stopping"),
                 ("sequence_batch_size", 1, "windows per training batch"),
+                ("sequence_min_class_rows", 0,
+                 "the class floor the folds try against plain thinning; 0: never tried"),
                 ("num_threads", 1, "torch's intra-op threads")):
             value = getattr(self, key)
             _require(_is_int(value) and value >= lowest, "forecast", key, value,

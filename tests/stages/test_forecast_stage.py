@@ -77,9 +77,12 @@ def test_forecast_writes_every_output_and_reruns_byte_identical(pipeline: Path,
     for name in ("state_h6/random_forest/model.skops", "best_params.json",
                  "switch_h1/hist_gradient_boosting/manifest.json"):
         assert (tmp_path / "a/models" / name).is_file()
-    for name in ("confusion/state_h6/persistence.csv", "reliability/switch_h6.csv",
-                 "importance/bull_bear_h6.csv"):
+    for name in ("confusion/state_h6/persistence.csv", "confusion/state_h6/learned.csv",
+                 "reliability/switch_h6.csv", "importance/bull_bear_h6.csv"):
         assert (tmp_path / "a/plots" / name).is_file()
+    # Confusion rows of persistence and the learned headline model only, per task.
+    assert sorted(p.name for p in (tmp_path / "a/plots/confusion/switch_h1").iterdir()) == [
+        "learned.csv", "persistence.csv"]
     assert not any(p.suffix in (".pkl", ".pickle", ".joblib")
                    for p in (tmp_path / "a/models").rglob("*"))
     stage.main(args(pipeline, tmp_path / "b"))
@@ -126,3 +129,5 @@ def test_a_sequence_forecaster_is_saved_without_pickle_and_reruns_byte_identical
     assert [k for k in first if first[k] != second.get(k)] == []
     metrics = json.loads((tmp_path / "a/forecast.json").read_text())
     assert metrics["switch_h6"]["tuning"]["gru"]["n_trials"] == 1
+    assert set(metrics["switch_h6"]["importance"]["gru"]) == set(metrics["inputs"])
+    assert "gru" in (tmp_path / "a/plots/importance/switch_h6.csv").read_text().splitlines()[0]

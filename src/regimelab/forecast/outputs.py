@@ -5,9 +5,14 @@ sequence models: safetensors; no pickle;
 :func:`regimelab.forecast.folders.load_forecaster` loads either),
 ``<models>/best_params.json`` every task's tuned parameters and
 ``<models>/headline.json`` the model each task chose on the folds (its metrics'
-``headline`` block). ``<plots>/confusion/<task>/<model>.csv``
-(``actual``, ``predicted``: DVC's confusion templates),
-``<plots>/reliability/<task>.csv`` and ``<plots>/importance/<task>.csv``.
+``headline`` block). ``<plots>/confusion/<task>/persistence.csv`` and
+``<plots>/confusion/<task>/learned.csv`` (``actual``, ``predicted`` per test bar:
+DVC's confusion templates) for the baseline to beat and the learned model the
+task chose on the folds (its name is the metrics' ``headline.learned.model``):
+one file per model and task would put every test bar in git 40-odd times,
+while the test scores of every model are in the metrics.
+``<plots>/reliability/<task>.csv`` and ``<plots>/importance/<task>.csv`` hold
+every model.
 Both folders are built next to their target and swapped in whole.
 """
 
@@ -51,12 +56,25 @@ def write_models(result: Forecast, folder: str | Path, *, labeller: dict[str, An
     replace_dir(staging, folder)
 
 
+def confusion_models(block: dict[str, Any]) -> dict[str, str]:
+    """The confusion files of a task's metrics ``block``, by file name: ``persistence``
+    and ``learned`` (the learned model with the lowest fold log loss), where run."""
+    out = {}
+    if "persistence" in block["models"]:
+        out["persistence"] = "persistence"
+    learned = block.get("headline", {}).get("learned")
+    if learned is not None:
+        out["learned"] = learned["model"]
+    return out
+
+
 def write_plots(result: Forecast, folder: str | Path) -> None:
-    """Confusion rows, reliability tables and permutation importances of every task."""
+    """Confusion rows of persistence and the learned headline model, reliability tables
+    and permutation importances of every task."""
     staging = _fresh(folder)
     for task, task_result in result.tasks.items():
-        for name, rows in task_result.confusion.items():
-            write_csv(rows, staging / "confusion" / task / f"{name}.csv")
+        for label, name in confusion_models(result.report[task]).items():
+            write_csv(task_result.confusion[name], staging / "confusion" / task / f"{label}.csv")
         if task_result.reliability is not None:
             write_csv(task_result.reliability, staging / "reliability" / f"{task}.csv")
         if task_result.importance is not None:

@@ -16,8 +16,13 @@ The baselines are scored on the same folds as the learned models, so the
 model a user should deploy is chosen on the folds among all of them (the
 ``headline`` block: ``chosen``, and ``learned`` among the trees and sequence
 models only), never on test. The sequence models
-(:mod:`regimelab.forecast.sequence`) read windows of the same inputs and have no
-permutation importance.
+(:mod:`regimelab.forecast.sequence`) read windows of the same inputs; their
+permutation importance shuffles an input across the test split's rows before
+the windows are built (:mod:`regimelab.forecast.permutation`). Their training
+rows are thinned to ``sequence.max_train_rows``; the folds choose, per task and
+model, whether a thinned fit keeps at least ``sequence_min_class_rows`` of each
+class (a switch within the next bar is rare), with the prior corrected afterwards
+(:func:`~regimelab.forecast.tuning.fit_rows`), and the final fit uses that choice.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from regimelab.forecast.baselines import (
     persistence_proba,
     stay_rate,
 )
+from regimelab.forecast.permutation import window_importance
 from regimelab.forecast.scoring import (
     class_scores,
     clipped,
@@ -55,7 +61,7 @@ from regimelab.forecast.sequence import (
 )
 from regimelab.forecast.targets import run_ids
 from regimelab.forecast.trees import TREE_MODELS, full_proba
-from regimelab.forecast.tuning import Fold, fold_rows, make_model, thin, tune
+from regimelab.forecast.tuning import Fold, fit_rows, fold_rows, tune
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +84,8 @@ class Settings:
     seed: int
     importance_repeats: int
     sequence: SequenceSettings = field(default_factory=SequenceSettings)
+    #: The class floor a sequence model's tuning tries against plain thinning (0: never).
+    sequence_min_class_rows: int = 0
 
 
 @dataclass
@@ -147,6 +155,21 @@ def baseline_fold_loss(name: str, kind: str, horizon: int, pre: pd.DataFrame,
     return float(np.mean(losses)) if losses else float("inf")
 
 
+def _sequence_importance(estimator: Any, table: pd.DataFrame, in_test: np.ndarray,
+                         runs: np.ndarray, y_test: np.ndarray, *, inputs: list[str],
+                         classes: np.ndarray, scoring: str,
+                         settings: Settings) -> dict[str, float]:
+    """:func:`~regimelab.forecast.permutation.window_importance` over the test split's
+    rows (those without a target too: they are in the windows), scored on the rows
+    with a known target."""
+    split = (table["split"] == "test").to_numpy()
+    scored = np.flatnonzero(in_test[split])
+    return window_importance(estimator, table.loc[split, inputs].to_numpy(dtype=np.float64),
+                             runs[split], scored, y_test, window=settings.sequence.window,
+                             classes=classes, columns=inputs, scoring=scoring,
+                             n_repeats=settings.importance_repeats, seed=settings.seed)
+
+
 def run_task(table: pd.DataFrame, *, kind: str, horizon: int, inputs: list[str],
              n_states: int, transmat: np.ndarray, folds: Sequence[dict[str, Any]],
              settings: Settings) -> TaskResult:
@@ -199,10 +222,12 @@ def run_task(table: pd.DataFrame, *, kind: str, horizon: int, inputs: list[str],
         name, kind, horizon, pre, y_pre, fold_sets, n_states=n_states, transmat=transmat,
         classes=classes)} for name in probas}
     windows: tuple[Windows, Windows] | None = None
+    scoring = "roc_auc" if kind == "switch" else "balanced_accuracy"
+    runs = run_ids(table)
     if any(m in SEQUENCE_MODELS for m in settings.models):
         # Over the whole table (before the rows without a target are dropped), so a
         # window holds the bars just before t even where some have no target.
-        every = make_windows(table[inputs].to_numpy(dtype=np.float64), run_ids(table),
+        every = make_windows(table[inputs].to_numpy(dtype=np.float64), runs,
                              settings.sequence.window)
         windows = every[np.flatnonzero(in_pre)], every[np.flatnonzero(in_test)]
     for name in (m for m in settings.models if m in LEARNED_MODELS):
@@ -210,25 +235,28 @@ def run_task(table: pd.DataFrame, *, kind: str, horizon: int, inputs: list[str],
         fit_pre: np.ndarray | Windows = windows[0] if sequence and windows else X_pre
         fit_test: np.ndarray | Windows = windows[1] if sequence and windows else X_test
         max_rows = settings.sequence.max_train_rows if sequence else settings.max_train_rows
+        min_class_rows = settings.sequence_min_class_rows if sequence else 0
         tuned = tune(name, fit_pre, y_pre, fold_sets, task=task, classes=classes,
                      n_trials=settings.n_trials, n_estimators=settings.n_estimators,
                      storage=settings.storage, seed=settings.seed, max_rows=max_rows,
-                     sequence=settings.sequence)
-        rows = thin(np.arange(len(pre)), max_rows)
-        estimator = make_model(name, tuned.params, seed=settings.seed,
-                               sequence=settings.sequence)
-        estimator.fit(fit_pre[rows], y_pre[rows])
+                     min_class_rows=min_class_rows, sequence=settings.sequence)
+        estimator, rows = fit_rows(name, tuned.params, fit_pre, y_pre, np.arange(len(pre)),
+                                   seed=settings.seed, max_rows=max_rows,
+                                   min_class_rows=tuned.min_class_rows,
+                                   sequence=settings.sequence)
         probas[name] = full_proba(estimator, fit_test, classes)
-        if not sequence:
-            # scikit-learn's permutation importance shuffles columns of a matrix; the
-            # sequence models read windows, and have none.
+        if sequence:
+            importances[name] = _sequence_importance(
+                estimator, table, in_test, runs, y_test, inputs=inputs, classes=classes,
+                scoring=scoring, settings=settings)
+        else:
             importances[name] = importance(estimator, X_test, y_test, columns=inputs,
-                                           scoring=("roc_auc" if kind == "switch"
-                                                    else "balanced_accuracy"),
+                                           scoring=scoring,
                                            n_repeats=settings.importance_repeats,
                                            seed=settings.seed)
         tuning[name] = {"fold_log_loss": tuned.value, "n_trials": tuned.n_trials,
-                        "study": tuned.study, "train_rows": len(rows)}
+                        "study": tuned.study, "train_rows": len(rows),
+                        **({"class_floor": tuned.min_class_rows} if sequence else {})}
         result.estimators[name] = estimator
         result.best_params[name] = tuned.params
         log.info("%s %s: best fold log loss %.4f after %d trials", task, name, tuned.value,

@@ -16,7 +16,6 @@ from sklearn.ensemble import RandomForestClassifier
 
 from regimelab.cli import main
 from regimelab.data import ingest
-from regimelab.families.base import manifest
 from regimelab.families.jump.model import RegimeJump
 from regimelab.forecast import folders
 from regimelab.forecast.apply import (
@@ -30,15 +29,15 @@ from regimelab.forecast.baselines import markov_proba, markov_switch_proba
 from regimelab.forecast.sequence import SEQUENCE_MODELS
 from regimelab.forecast.targets import run_ids
 from regimelab.inference import observations, regimes
-from regimelab.io import read_json, sha256_file
+from regimelab.io import read_json
 from regimelab.models import load_model, read_manifest
 from regimelab.serve import create_app
 from regimelab.split import read_splits
 from regimelab.store import PredictionStore
-from regimelab.synth import make_market, write_market
+from regimelab.synth import make_market
 from tests import core_install
-from tests.stages.conftest import load_stage, run_data_stages
-from tests.stages.test_forecast_stage import FORECAST, write_params
+from tests.stages.conftest import load_stage
+from tests.stages.test_forecast_stage import FORECAST, jump_pipeline
 from tests.test_serve import bars_json, call, running
 
 
@@ -46,23 +45,9 @@ from tests.test_serve import bars_json, call, running
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """ingest → featurize → split → scale, a jump model saved as train-jump saves it, and
     the forecast stage on its regimes."""
-    d = tmp_path_factory.mktemp("forecast_cli")
-    write_market(make_market(2400, n_regimes=2, n_gaps=1, random_state=5), d / "m.csv")
-    write_params(d, models=[*FORECAST["models"], "gru"], sequence_window=6,
-                 sequence_max_epochs=2, sequence_max_train_rows=300)
-    load_stage("ingest").main(["--params", str(d / "params.yaml"),
-                               "--bars", str(d / "bars.parquet"),
-                               "--gaps", str(d / "gaps.csv"), "--metrics", str(d / "ingest.json")])
-    run_data_stages(d)
-    spec = read_json(d / "spec.json")
-    train = read_splits(d / "scaled")["train"]
-    model = RegimeJump(2, jump_penalty=10.0, n_init=2, random_state=0)
-    lengths = train.groupby("segment", sort=False).size().to_numpy()
-    model.fit(train[spec["columns"]].to_numpy(), lengths, feature_names=spec["columns"])
-    model.save(d / "models/jump", manifest=manifest(
-        spec=spec, scaler=read_json(d / "scaled/scaler.json"),
-        train_sha256=sha256_file(d / "scaled/train.parquet"), resolved={"n_states": 2},
-        seed=0, libraries=[]))
+    d = jump_pipeline(tmp_path_factory.mktemp("forecast_cli"),
+                      models=[*FORECAST["models"], "gru"], sequence_window=6,
+                      sequence_max_epochs=2, sequence_max_train_rows=300)
     load_stage("forecast").main([
         "--params", str(d / "params.yaml"), "--scaled", str(d / "scaled"),
         "--spec", str(d / "spec.json"), "--bars", str(d / "bars.parquet"),

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import yaml
 
+from regimelab.families.base import manifest
 from regimelab.families.jump.model import RegimeJump
 from regimelab.forecast.labels import read_labelled_params
-from regimelab.io import read_json
+from regimelab.io import read_json, sha256_file
 from regimelab.split import read_splits
 from regimelab.stage import EXIT_USER_ERROR, run
 from regimelab.synth import make_market, write_market
@@ -28,23 +29,32 @@ def write_params(d: Path, **forecast: object) -> None:
     (d / "params.yaml").write_text(yaml.safe_dump(params))
 
 
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """ingest → featurize → split → scale, and a jump model fitted on the train split."""
-    d = tmp_path_factory.mktemp("forecast")
+def jump_pipeline(d: Path, **forecast: object) -> Path:
+    """ingest → featurize → split → scale on a synthetic market in ``d`` (the forecast
+    params overridden by ``forecast``), and a jump model fitted on the train split and
+    saved as train-jump saves it (models/jump)."""
     write_market(make_market(2400, n_regimes=2, n_gaps=1, random_state=5), d / "m.csv")
-    write_params(d)
+    write_params(d, **forecast)
     load_stage("ingest").main(["--params", str(d / "params.yaml"),
                                "--bars", str(d / "bars.parquet"),
                                "--gaps", str(d / "gaps.csv"), "--metrics", str(d / "ingest.json")])
     run_data_stages(d)
-    columns = read_json(d / "spec.json")["columns"]
+    spec = read_json(d / "spec.json")
     train = read_splits(d / "scaled")["train"]
     model = RegimeJump(2, jump_penalty=10.0, n_init=2, random_state=0)
-    X = train[columns].to_numpy()
     lengths = train.groupby("segment", sort=False).size().to_numpy()
-    model.fit(X, lengths, feature_names=columns).save(d / "models/jump", manifest={})
+    model.fit(train[spec["columns"]].to_numpy(), lengths, feature_names=spec["columns"])
+    model.save(d / "models/jump", manifest=manifest(
+        spec=spec, scaler=read_json(d / "scaled/scaler.json"),
+        train_sha256=sha256_file(d / "scaled/train.parquet"), resolved={"n_states": 2},
+        seed=0, libraries=[]))
     return d
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The data stages and a jump model (:func:`jump_pipeline`)."""
+    return jump_pipeline(tmp_path_factory.mktemp("forecast"))
 
 
 def args(d: Path, out: Path) -> list[str]:

@@ -47,7 +47,9 @@ def write_models(result: Forecast, folder: str | Path, *, labeller: dict[str, An
                 "task": task, "model": name, "kind": task_result.report["kind"],
                 "horizon": task_result.report["horizon"],
                 "classes": task_result.report["classes"], "inputs": result.report["inputs"],
-                "params": task_result.best_params[name], "labeller": labeller})
+                "params": task_result.best_params[name],
+                # its fold log loss, trials, training rows and (sequence) class floor
+                "tuning": task_result.report["tuning"][name], "labeller": labeller})
     write_json(best, staging / "best_params.json")
     # Which model each task chose on the folds: `regimelab forecast` applies the learned one.
     write_json({task: block["headline"] for task, block in result.report.items()

@@ -49,16 +49,17 @@ def train_net(net: SequenceNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray,
                        batch_size=batch_size, shuffle=True, generator=generator)
     val = DataLoader(TensorDataset(torch.from_numpy(X_val), torch.from_numpy(y_val)),
                      batch_size=PREDICT_BATCH, shuffle=False)
-    trainer = pl.Trainer(max_epochs=max_epochs, accelerator="cpu", devices=1,
-                         deterministic=True, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False,
-                         num_sanity_val_steps=0,
-                         callbacks=[EarlyStopping(monitor="val_loss", mode="min",
-                                                  patience=patience)])
+    # The Trainer logs its notes (no GPU, a tip) when it is built: inside the quiet block.
     with warnings.catch_warnings(), _quiet("lightning.pytorch"):
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
         warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
+        trainer = pl.Trainer(max_epochs=max_epochs, accelerator="cpu", devices=1,
+                             deterministic=True, logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False,
+                             num_sanity_val_steps=0,
+                             callbacks=[EarlyStopping(monitor="val_loss", mode="min",
+                                                      patience=patience)])
         trainer.fit(module, train_dataloaders=train, val_dataloaders=val)
     if module.best_state is None:
         raise ModelError(f"the {net.kind}'s validation loss was never finite; try a smaller "

@@ -46,7 +46,8 @@ def forecast_cmd(out: Path, family: str) -> list[str]:
 def vol_cmd(out: Path) -> list[str]:
     return [sys.executable, "stages/forecast_vol.py", "--bars", "data/clean/bars.parquet",
             "--scaled", "data/scaled", "--spec", "data/features/spec.json",
-            "--models", "models", "--metrics", str(out / "forecast_vol.json"),
+            "--models", "models", "--models-out", str(out / "vol_models"),
+            "--metrics", str(out / "forecast_vol.json"),
             "--plots", str(out / "plots_vol")]
 
 

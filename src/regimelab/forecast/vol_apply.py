@@ -14,6 +14,9 @@ up to t only. Each column ``rv_<model>_h{h}`` is a **volatility**: the square
 root of the forecast sum of the per-bar variance proxy over bars t+1..t+h, in
 log-return units (0.01 is 1%), over the h bars together (not per bar, not
 annualised).
+
+``regimelab now`` and the service give the same numbers for a request's last bar
+(:func:`latest_volatility`, one entry per horizon).
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ from regimelab.params import parse_timeframe
 log = logging.getLogger(__name__)
 
 VOL_FILE = "vol_models.json"
+#: The environment variable that names the forecast-vol models folder for ``now`` and serve.
+VOL_ENV = "REGIMELAB_VOL_MODEL"
 #: The file's layout; a reader refuses any other.
 FORMAT = "regimelab.forecast_vol/1"
 #: What every forecast column holds.
@@ -270,3 +275,31 @@ def vol_answer(vol: VolModels, bars: pd.DataFrame, p_filter: Sequence[float]
                       for name in vol.names(h)
                       for value in [float(forecast[f"rv_{name}_h{h}"])]}
             for h in vol.horizons}
+
+
+def latest_volatility(vol: VolModels, symbol: str, ts_ns: np.ndarray,
+                      cols: dict[str, np.ndarray], p_filter: Sequence[float]
+                      ) -> list[dict[str, Any]]:
+    """The volatility forecasts of one symbol's last bar, from arrays, as ``regimelab now``
+    and the service answer them: one entry per horizon, ``{"horizon": h, "garch": ...,
+    "har": ..., ...}`` (:func:`vol_answer`'s numbers, ``None`` where a model has no
+    forecast: a HAR model with fewer than half its month window of bars before the bar).
+
+    Parameters
+    ----------
+    vol : VolModels
+        :func:`load_vol_models`' result.
+    symbol : str
+        The symbol the GARCH parameters were fitted for.
+    ts_ns : ndarray of int64, shape (n,)
+        The bars' open times in nanoseconds (sorted, unique), the last one the bar.
+    cols : dict
+        Their ``high``, ``low`` and ``close``, each shape ``(n,)``.
+    p_filter : sequence of float
+        The last bar's filtered regime posteriors, shape ``(K,)``.
+    """
+    # Only what vol_answer reads, so that the numbers are those of `regimelab forecast`.
+    bars = pd.DataFrame({"symbol": symbol, "timestamp": pd.to_datetime(ts_ns, utc=True),
+                         **{c: cols[c] for c in ("high", "low", "close")}})
+    answer = vol_answer(vol, bars, p_filter)
+    return [{"horizon": h, **answer[f"h{h}"]} for h in vol.horizons]

@@ -63,8 +63,8 @@ from regimelab.forecast.apply import (
     load_task_model,
 )
 from regimelab.forecast.inputs import build_inputs
-from regimelab.forecast.vol_apply import load_vol_models
 from regimelab.forecast.labels import date_bull_bear
+from regimelab.forecast.vol_apply import load_vol_models
 from regimelab.inference import latest_series, observations
 from regimelab.models import load_model, model_version, read_manifest
 from regimelab.sequences import to_sequences

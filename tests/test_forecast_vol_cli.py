@@ -122,7 +122,7 @@ def test_now_gives_the_last_rows_volatility_forecasts(vol_pipeline: Path, tmp_pa
                 if np.isnan(expected):
                     assert entry[model] is None, (name, model, h)
                 else:
-                    assert entry[model] == pytest.approx(expected, rel=1e-9, abs=0)
+                    assert entry[model] == pytest.approx(expected, rel=1e-12, abs=0)
         har = [v[m] for v in answer["volatility"] for m in ("har", "har_regimes")]
         garch = [v[m] for v in answer["volatility"] for m in ("garch", "garch_mz")]
         assert all(x is not None for x in garch)

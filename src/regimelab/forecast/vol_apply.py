@@ -194,6 +194,12 @@ def vol_variances(vol: VolModels, bars: pd.DataFrame, posteriors: pd.DataFrame
              for _, group in bars.sort_values(keys).groupby("symbol", sort=True)]
     table = posteriors[[*keys, *regime]].reset_index(drop=True).merge(
         pd.concat(parts, ignore_index=True), on=keys, how="left", validate="one_to_one")
+    return _model_variances(vol, table)
+
+
+def _model_variances(vol: VolModels, table: pd.DataFrame) -> dict[tuple[str, int], np.ndarray]:
+    """Each model's forecast variance at each row of ``table``: the inputs of
+    :func:`_symbol_inputs` and the ``p_filter_k`` posteriors of the same bars."""
     floor = float(vol.spec["inputs"]["floor"])
     out: dict[tuple[str, int], np.ndarray] = {}
     for h in vol.horizons:
@@ -247,7 +253,9 @@ def vol_answer(vol: VolModels, bars: pd.DataFrame, p_filter: Sequence[float]
                ) -> dict[str, dict[str, float | None]]:
     """One bar's volatility forecasts per horizon, as JSON: ``{"h1": {"garch": ...,
     "har": ..., "har_regimes": ..., ...}, "h24": {...}}`` (``None`` where a model has no
-    forecast), the columns of :func:`vol_forecasts` at that bar.
+    forecast), the columns of :func:`vol_forecasts` at that bar (the same functions on
+    that bar's row alone: the regressions' product on one row may differ from the batch's
+    in the last bit).
 
     Parameters
     ----------
@@ -263,17 +271,27 @@ def vol_answer(vol: VolModels, bars: pd.DataFrame, p_filter: Sequence[float]
     ------
     InputDataError
         If the bars are empty or hold several symbols.
+    ModelError
+        If ``p_filter`` is not of the saved number of states.
     """
     if bars.empty or bars["symbol"].nunique() != 1:
         raise InputDataError(f"vol_answer: expected one symbol's bars, got "
                              f"{bars['symbol'].nunique()} symbols in {len(bars)} bars")
-    last = bars.iloc[int(np.argmax(bars["timestamp"].to_numpy()))]
-    row = pd.DataFrame({"symbol": [last["symbol"]], "timestamp": [last["timestamp"]],
-                        **{f"p_filter_{k}": [float(p)] for k, p in enumerate(p_filter)}})
-    forecast = vol_forecasts(vol, bars, row).iloc[0]
+    if len(p_filter) != vol.n_states:
+        raise ModelError(f"--vol-model {vol.folder}: fitted on the {vol.n_states} filtered "
+                         f"posteriors of a {vol.n_states}-state {vol.spec['family']} model; "
+                         f"got {len(p_filter)}")
+    step = parse_timeframe(vol.spec["inputs"]["bar"], key=f"{vol.folder}: inputs.bar")
+    if not bars["timestamp"].is_monotonic_increasing:
+        bars = bars.sort_values("timestamp")
+    # vol_forecasts' inputs at the last bar, without its merge of every bar with the
+    # posteriors (most of the time of a request): the same functions on the same row.
+    row = _symbol_inputs(bars.reset_index(drop=True), vol, step).iloc[[-1]]
+    row = row.assign(**{f"p_filter_{k}": [float(p)] for k, p in enumerate(p_filter)})
+    variances = _model_variances(vol, row)
     return {f"h{h}": {name: (float(value) if math.isfinite(value) else None)
                       for name in vol.names(h)
-                      for value in [float(forecast[f"rv_{name}_h{h}"])]}
+                      for value in [float(np.sqrt(variances[name, h][0]))]}
             for h in vol.horizons}
 
 

@@ -20,7 +20,7 @@ from regimelab.forecast.vol_apply import VOL_ENV, VOL_FILE, load_vol_models, vol
 from regimelab.forecast.volatility import filtered_posteriors
 from regimelab.io import read_json
 from regimelab.models import load_model
-from regimelab.serve import create_app
+from regimelab.serve import MODEL_ENV, NO_STORE_ENV, create_app
 from regimelab.serve_schema import HorizonVolatility, RegimeAnswer
 from regimelab.split import read_splits
 from tests import core_install
@@ -191,9 +191,10 @@ def test_a_bad_vol_model_is_one_line_and_exit_2(vol_pipeline: Path, tmp_path: Pa
                                      ["serve", "--workers", "2", "--no-store"]])
 def test_now_and_serve_refuse_vol_models_of_another_regime_model_at_start_up(
         vol_pipeline: Path, tmp_path: Path, command: list[str],
-        capsys: pytest.CaptureFixture[str]) -> None:
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """A vol models folder fitted on another version of ``--model``: one line, exit 2, before
-    any bar is read or any server starts."""
+    any bar is read or any server starts (the app factory's: exit 3, uvicorn's start-up
+    failure)."""
     d = vol_pipeline
     folder = tmp_path / "other"
     shutil.copytree(d / "models/forecast_vol", folder)
@@ -204,6 +205,15 @@ def test_now_and_serve_refuse_vol_models_of_another_regime_model_at_start_up(
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [err[0]] and err[0].startswith(f"error: --vol-model {folder}")
     assert "model version 000000000000" in err[0]
+    if command[0] == "serve":  # the workers' app factory reads the folder from $REGIMELAB_VOL_MODEL
+        for name, value in ((MODEL_ENV, str(d / "models/jump")), (VOL_ENV, str(folder)),
+                            (NO_STORE_ENV, "1")):
+            monkeypatch.setenv(name, value)
+        with pytest.raises(SystemExit) as stopped:
+            create_app()
+        assert stopped.value.code == 3
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [err[0]] and err[0].startswith(f"error: --vol-model {folder}")
 
 
 CORE_VOL = """

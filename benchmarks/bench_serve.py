@@ -25,11 +25,15 @@ Measured in the same run, without HTTP:
   Transformer) on the inputs built on arrays (the service's path), the same
   models on the inputs built as the batch path builds them (pandas' groupby
   over the run), and the path before sequence models were applied (each task's
-  best tree, pandas inputs); the first two give the same forecasts (checked).
+  best tree, pandas inputs); the first two give the same forecasts (checked);
+- with the forecast-vol stage's `models/forecast_vol` in place, the service's path on
+  its regime model (`models/dssm` by default) without and with the volatility
+  forecasts (`--vol-model`), under the same one-thread limits.
 
 Usage::
 
     .venv/bin/python benchmarks/bench_serve.py        # about three minutes on 2 cores
+    .venv/bin/python benchmarks/bench_serve.py --vol-only   # the `--vol-model` block alone
 """
 
 from __future__ import annotations
@@ -60,8 +64,9 @@ from regimelab.forecast.apply import (
 )
 from regimelab.forecast.inputs import build_inputs
 from regimelab.forecast.labels import date_bull_bear
+from regimelab.forecast.vol_apply import load_vol_models
 from regimelab.inference import latest_series, observations
-from regimelab.models import load_model, read_manifest
+from regimelab.models import load_model, model_version, read_manifest
 from regimelab.sequences import to_sequences
 from regimelab.serve import REQUEST, request_series
 
@@ -279,12 +284,55 @@ def with_forecaster(parsed: list, *, n: int) -> dict[str, Any] | None:
     return out
 
 
+def with_vol_models(parsed: list, *, n: int) -> dict[str, Any] | None:
+    """The service's path on the forecast-vol stage's regime model, without and with its
+    volatility models (None when models/forecast_vol is missing), under the one-thread
+    limits the service runs with."""
+    from threadpoolctl import threadpool_limits
+
+    folder = ROOT / "models" / "forecast_vol"
+    if not folder.is_dir():
+        return None
+    family = load_vol_models(folder).spec["family"]
+    regime = ROOT / "models" / family
+    vol = load_vol_models(folder, model_version=model_version(regime))
+    model, manifest = load_model(regime), read_manifest(regime)
+    now = pd.Timestamp.now(tz="UTC")
+
+    def path(i: int, with_vol: bool) -> list[dict[str, Any]]:
+        return [latest_series(model, manifest, s.symbol, s.timestamp, s.columns,
+                              lookback=10_000, as_of=now, source="request",
+                              vol=vol if with_vol else None)
+                for s in request_series(parsed[i % WINDOWS])]
+
+    with threadpool_limits(1):
+        answer = path(0, True)[0]["volatility"]
+        nulls = sorted(f"{name}_h{entry['horizon']}" for entry in answer
+                       for name, value in entry.items() if value is None)
+        return {"family": family, "models": vol.columns, "null": nulls,
+                "without": timed(lambda i: path(i, False), n),
+                "with_vol": timed(lambda i: path(i, True), n)}
+
+
+def report_vol(parsed: list, *, n: int, bars: int) -> dict[str, Any] | None:
+    """:func:`with_vol_models`, printed."""
+    vol = with_vol_models(parsed, n=n)
+    if vol is not None:
+        print(f"{vol['family']} without HTTP, one thread, {bars} bars: without --vol-model p50 "
+              f"{vol['without']['p50_ms']:.1f} ms, p99 {vol['without']['p99_ms']:.1f} ms; "
+              f"with it p50 {vol['with_vol']['p50_ms']:.1f} ms, p99 "
+              f"{vol['with_vol']['p99_ms']:.1f} ms (null: {', '.join(vol['null']) or 'none'})")
+    return vol
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--bars", type=int, default=500)
+    parser.add_argument("--vol-only", action="store_true",
+                        help="only the service's path without and with --vol-model")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     columns = ["timestamp", "symbol", "open", "high", "low", "close", "volume"]
@@ -298,6 +346,11 @@ def main() -> None:
     raw = [w.assign(_file="request").reset_index(drop=True) for w in windows]
     report: dict[str, Any] = {"bars": args.bars, "payload_bytes": len(payloads[0]),
                               "cores": os.cpu_count()}
+    if args.vol_only:
+        report["volatility"] = report_vol(parsed, n=min(args.requests, 200), bars=args.bars)
+        OUT.mkdir(parents=True, exist_ok=True)
+        (OUT / "bench_serve_vol.json").write_text(json.dumps(report, indent=2) + "\n")
+        return
     for name in ("hmm", "dssm"):
         folder = ROOT / "models" / name
         entry = without_http(load_model(folder), read_manifest(folder), parsed, raw,
@@ -339,6 +392,9 @@ def main() -> None:
                            ("before_trees_pandas_inputs", "before: best trees, pandas inputs")):
             print(f"    {label}: p50 {forecasts[key]['p50_ms']:.1f} ms, p99 "
                   f"{forecasts[key]['p99_ms']:.1f} ms (target p99 <= 20 ms)")
+    volatility = report_vol(parsed, n=min(args.requests, 200), bars=args.bars)
+    if volatility is not None:
+        report["volatility"] = volatility
     (OUT / "bench_serve.db").unlink(missing_ok=True)
     (OUT / "bench_serve.json").write_text(json.dumps(report, indent=2) + "\n")
 

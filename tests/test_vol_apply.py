@@ -216,3 +216,5 @@ def test_posteriors_of_another_state_count_are_refused(
     three = posteriors.assign(p_filter_2=0.0)
     with pytest.raises(ModelError, match="2-state hmm model; got .*p_filter_2"):
         vol_forecasts(saved, regime_market, three)
+    with pytest.raises(ModelError, match="2-state hmm model; got 3"):
+        vol_answer(saved, regime_market, [0.2, 0.3, 0.5])

@@ -4,12 +4,13 @@
 
     regimelab infer --model models/hmm --input bars.csv [--output regimes.parquet] [--smoothed]
     regimelab now   --model models/dssm --input recent.csv [--lookback 500] [--as-of T] [--json]
-                    [--forecast-model models/forecast]
+                    [--forecast-model models/forecast] [--vol-model models/forecast_vol]
     regimelab forecast --model models/jump --forecast-model models/forecast --input bars.csv
                     [--output forecasts.parquet] [--inputs] [--vol-model models/forecast_vol]
     regimelab forecast --model models/dssm --vol-model models/forecast_vol --input bars.csv
     regimelab drift --model models/hmm --input recent.csv [--output drift.json]
     regimelab serve --model models/hmm [--host 127.0.0.1] [--port 8080] [--workers 1]
+                    [--forecast-model models/forecast] [--vol-model models/forecast_vol]
     regimelab history [--model models/hmm] [--symbol BTCUSDT] [--limit 100] [--csv]
     regimelab store upgrade [--store URL]
 
@@ -25,7 +26,8 @@ horizon, the chance of a switch within h bars, and the model that made each; wit
 ``--vol-model``, each forecast-vol model's realised volatility over the next h bars
 (``rv_<model>_h{h}``: the square root of the variance over the h bars, not annualised).
 ``now`` and ``serve`` add the chain's forecasts, and the learned ones given
-``--forecast-model`` (or ``$REGIMELAB_FORECAST_MODEL``).
+``--forecast-model`` (or ``$REGIMELAB_FORECAST_MODEL``); given ``--vol-model`` (or
+``$REGIMELAB_VOL_MODEL``), the last bar's volatility forecasts, the same numbers.
 
 Every prediction of infer, now and serve is appended to the prediction store
 (``--store URL``; default ``$REGIMELAB_STORE`` or ``sqlite:///predictions.db``;
@@ -66,7 +68,7 @@ from regimelab.forecast.apply import (
     learned_columns,
     load_forecaster,
 )
-from regimelab.forecast.vol_apply import VolModels, load_vol_models, vol_forecasts
+from regimelab.forecast.vol_apply import VOL_ENV, VolModels, load_vol_models, vol_forecasts
 from regimelab.inference import latest, latest_json, observations, regime_names, regimes
 from regimelab.io import (
     json_text,
@@ -215,9 +217,10 @@ def _forecast_volatility(args: argparse.Namespace, folder: str) -> None:
 def cmd_now(args: argparse.Namespace) -> None:
     as_of = _as_of(args.as_of)
     manifest, model = _model(args.model)
+    forecaster = _forecaster(args.forecast_model, args.model)
+    vol = _vol_models(args.vol_model, args.model)
     rows = latest(model, _bars(args.input), manifest, lookback=args.lookback, as_of=as_of,
-                  source=args.input,
-                  forecaster=_forecaster(args.forecast_model, args.model))
+                  source=args.input, forecaster=forecaster, vol=vol)
     _record(args, rows, "now")
     k = model.n_states
     if args.json:
@@ -231,7 +234,17 @@ def cmd_now(args: argparse.Namespace) -> None:
                          f"{r['regime']} (p = {r[f'p_filter_{r.state}']:.3f}; "
                          f"{probs}{forming})"
                          + "".join(f" | in {f['horizon']} bar(s): {_forecast_line(f)}"
-                                   for f in r["forecasts"]) + "\n")
+                                   for f in r["forecasts"])
+                         + "".join(f" | volatility over {v['horizon']} bar(s): "
+                                   + _volatility_line(v) for v in r["volatility"] or [])
+                         + "\n")
+
+
+def _volatility_line(answer: dict[str, Any]) -> str:
+    """One horizon of :func:`~regimelab.forecast.vol_apply.latest_volatility` as text, in
+    percent of log return (n/a where a model has no forecast)."""
+    return ", ".join(f"{name} " + ("n/a" if value is None else f"{100 * value:.2f}%")
+                     for name, value in answer.items() if name != "horizon")
 
 
 def _forecast_line(answer: dict[str, Any]) -> str:
@@ -287,7 +300,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from regimelab.serve import serve
 
     serve(args.model, host=args.host, port=args.port, store=_store(args),
-          forecast_model=args.forecast_model,
+          forecast_model=args.forecast_model, vol_model=args.vol_model,
           workers=args.workers, log_level=log_level(args), access_log=args.access_log)
 
 
@@ -366,6 +379,14 @@ def parser() -> argparse.ArgumentParser:
                 "" if required else f": adds its learned forecasts (default ${FORECAST_ENV})")),
             shtab.DIRECTORY)
 
+    def vol_option(command: argparse.ArgumentParser) -> None:
+        _path(command.add_argument(
+            "--vol-model", default=os.environ.get(VOL_ENV) or None,
+            help="the forecast-vol stage's models folder (models/forecast_vol), fitted on "
+                 "--model's regimes: adds the last bar's volatility forecasts, each model's "
+                 f"realised volatility over the next h bars (default ${VOL_ENV})"),
+            shtab.DIRECTORY)
+
     infer = command("infer", "states and posteriors of every bar of new data")
     model_option(infer, help_="a model folder (models/hmm, models/dssm)")
     _path(infer.add_argument("--input", required=True,
@@ -386,6 +407,7 @@ def parser() -> argparse.ArgumentParser:
                                      "it are still forming and are left out")
     now.add_argument("--json", action="store_true", help="JSON instead of one line a symbol")
     forecast_option(now)
+    vol_option(now)
     _store_options(now)
     now.set_defaults(func=cmd_now)
     drift = command("drift", "recent bars against the training data; exit 1 on drift")
@@ -417,6 +439,7 @@ def parser() -> argparse.ArgumentParser:
     srv.add_argument("--no-access-log", dest="access_log", action="store_false",
                      help="no log line per request (uvicorn's access log, at INFO)")
     forecast_option(srv)
+    vol_option(srv)
     _store_options(srv)
     srv.set_defaults(func=cmd_serve)
     fc = command("forecast", "next-regime and switch probabilities, and realised volatility, "

@@ -29,6 +29,7 @@ from regimelab.forecast.apply import (
     last_inputs,
     learned_columns,
 )
+from regimelab.forecast.vol_apply import VolModels, latest_volatility
 from regimelab.params import FeaturesParams, format_timeframe, from_mapping, parse_timeframe
 from regimelab.regimes import RegimeModel
 from regimelab.scaling import Scaler
@@ -122,9 +123,10 @@ def latest_series(model: RegimeModel, manifest: dict[str, Any], symbol: str,
                   ts_ns: np.ndarray, cols: dict[str, np.ndarray], *, lookback: int,
                   as_of: pd.Timestamp | None = None, source: str = "input",
                   horizons: Sequence[int] = DEFAULT_HORIZONS,
-                  forecaster: Forecaster | None = None) -> dict[str, Any]:
-    """The regime of one symbol's last closed bar, from its last ``lookback`` bars, and
-    the next-regime forecasts.
+                  forecaster: Forecaster | None = None, vol: VolModels | None = None
+                  ) -> dict[str, Any]:
+    """The regime of one symbol's last closed bar, from its last ``lookback`` bars, the
+    next-regime forecasts and, given ``vol``, the volatility forecasts.
 
     The same features, scaler and filter as :func:`observations` and
     :func:`regimes`, on arrays: a request of a few hundred bars then costs a
@@ -150,6 +152,11 @@ def latest_series(model: RegimeModel, manifest: dict[str, Any], symbol: str,
     forecaster : Forecaster, optional
         The forecast stage's learned models (:func:`~regimelab.forecast.apply.
         load_forecaster`), applied to the inputs of the last bar built from these bars.
+    vol : VolModels, optional
+        The forecast-vol stage's models (:func:`~regimelab.forecast.vol_apply.
+        load_vol_models`), applied to the bars the filter's features read (the last
+        ``lookback`` plus the warm-up, across gaps) and the last bar's filtered
+        posteriors: :func:`~regimelab.forecast.vol_apply.latest_volatility`.
 
     Returns
     -------
@@ -157,7 +164,9 @@ def latest_series(model: RegimeModel, manifest: dict[str, Any], symbol: str,
         ``timestamp``, ``symbol``, ``state`` (the filtered state), ``p_filter_0..K-1``,
         ``bars`` (the bars of its gap-free run that the filter read),
         ``unclosed`` (bars left out because they had not closed by ``as_of``) and
-        ``forecasts`` (:func:`~regimelab.forecast.apply.horizon_answers`).
+        ``forecasts`` (:func:`~regimelab.forecast.apply.horizon_answers`) and
+        ``volatility`` (:func:`~regimelab.forecast.vol_apply.latest_volatility`; None
+        without ``vol``).
     """
     spec = manifest["feature_spec"]
     base_ns = int(parse_timeframe(spec["base_timeframe"]).value)
@@ -216,27 +225,30 @@ def latest_series(model: RegimeModel, manifest: dict[str, Any], symbol: str,
                              columns=spec["columns"], labeller=forecaster.labeller,
                              rows=forecaster.history, at=rows)
         learned = learned_columns(forecaster, inputs, rows=1)
+    volatility = (None if vol is None
+                  else latest_volatility(vol, symbol, ts_ns, cols, proba))
     return {"timestamp": pd.Timestamp(int(ts_ns[-1]), tz="UTC"), "symbol": symbol,
             "state": state, "regime": regime_names(manifest, model.n_states)[state],
             **{f"p_filter_{k}": float(p) for k, p in enumerate(proba)},
             "bars": len(X), "unclosed": unclosed,
-            "forecasts": horizon_answers(proba, model.transmat_, horizons, learned)}
+            "forecasts": horizon_answers(proba, model.transmat_, horizons, learned),
+            "volatility": volatility}
 
 
 def latest_json(row: Mapping[str, Any], n_states: int) -> dict[str, Any]:
     """One :func:`latest_series` row as JSON: what ``regimelab now --json`` prints and
-    ``POST /regime`` answers, per symbol."""
+    ``POST /regime`` answers, per symbol (``volatility`` null without vol models)."""
     return {"symbol": str(row["symbol"]), "timestamp": row["timestamp"].isoformat(),
             "state": int(row["state"]), "regime": str(row["regime"]), "bars": int(row["bars"]),
             "unclosed": int(row["unclosed"]),
             "probabilities": [float(row[f"p_filter_{k}"]) for k in range(n_states)],
-            "forecasts": row["forecasts"]}
+            "forecasts": row["forecasts"], "volatility": row.get("volatility")}
 
 
 def latest(model: RegimeModel, bars: pd.DataFrame, manifest: dict[str, Any], *,
            lookback: int, as_of: pd.Timestamp | None = None, source: str = "input",
-           horizons: Sequence[int] = DEFAULT_HORIZONS, forecaster: Forecaster | None = None
-           ) -> pd.DataFrame:
+           horizons: Sequence[int] = DEFAULT_HORIZONS, forecaster: Forecaster | None = None,
+           vol: VolModels | None = None) -> pd.DataFrame:
     """The regime of each symbol's last closed bar, from its last ``lookback`` bars (plus
     the features' warm-up before them).
 
@@ -268,5 +280,5 @@ def latest(model: RegimeModel, bars: pd.DataFrame, manifest: dict[str, Any], *,
         cols = {c: group[c].to_numpy(dtype="float64") for c in VALUE_COLUMNS}
         rows.append(latest_series(model, manifest, str(symbol), ts_ns, cols,
                                   lookback=lookback, as_of=as_of, source=source,
-                                  horizons=horizons, forecaster=forecaster))
+                                  horizons=horizons, forecaster=forecaster, vol=vol))
     return pd.DataFrame(rows)

@@ -3,7 +3,8 @@
 - ``POST /regime`` with ``{"bars": [{"timestamp", "open", "high", "low", "close",
   "volume"[, "symbol"]}, ...]}`` (recent bars, oldest first) returns the state
   of the last closed bar (by the server's clock), its filtered probabilities,
-  the next-regime forecasts per horizon and the model version, one answer per symbol;
+  the next-regime forecasts per horizon, the volatility forecasts per horizon (with
+  a forecast-vol models folder) and the model version, one answer per symbol;
 - ``GET /health``; ``GET /model`` (the manifest).
 
 ``regimelab serve --model F [--workers N]`` runs it; so does uvicorn itself, with
@@ -13,8 +14,10 @@ its own options, through the app factory::
 
 where ``$REGIMELAB_MODEL`` names the model folder, ``$REGIMELAB_FORECAST_MODEL`` the
 forecast stage's models folder (optional: the learned next-regime forecasts; without
-it each answer has the chain's only), ``$REGIMELAB_STORE`` the
-prediction store (as for the CLI) and ``REGIMELAB_NO_STORE=1`` keeps none.
+it each answer has the chain's only), ``$REGIMELAB_VOL_MODEL`` the forecast-vol
+stage's models folder (optional: each answer's ``volatility``, null without it),
+``$REGIMELAB_STORE`` the prediction store (as for the CLI) and ``REGIMELAB_NO_STORE=1``
+keeps none.
 
 Bad input is a 422 (a body over the size limit a 413, a store that cannot be
 written a 503), never a 500; every error, these and the 404, 405 and 500
@@ -52,6 +55,7 @@ from regimelab.data.readers import parse_text_timestamps, parse_timestamps
 from regimelab.data.validate import NAT, SeriesBars, clean_series
 from regimelab.exceptions import InputDataError, RegimelabError
 from regimelab.forecast.apply import FORECAST_ENV, load_forecaster
+from regimelab.forecast.vol_apply import VOL_ENV, load_vol_models
 from regimelab.inference import latest_json, latest_series
 from regimelab.models import load_model, model_version, read_manifest
 from regimelab.serve_schema import (
@@ -225,7 +229,8 @@ def request_series(bars: list[Bar], *, source: str = "request") -> list[SeriesBa
 def create_app(model_folder: str | Path | None = None, *,
                store: PredictionStore | None = None,
                max_body_bytes: int = MAX_BODY_BYTES,
-               forecast_model: str | Path | None = None) -> FastAPI:
+               forecast_model: str | Path | None = None,
+               vol_model: str | Path | None = None) -> FastAPI:
     """The application for one model folder, loaded once.
 
     Parameters
@@ -243,6 +248,9 @@ def create_app(model_folder: str | Path | None = None, *,
     forecast_model : path, optional
         The forecast stage's models folder: its learned forecasts join the chain's in
         every answer (:func:`~regimelab.forecast.apply.load_forecaster`).
+    vol_model : path, optional
+        The forecast-vol stage's models folder, fitted on this model's regimes: every
+        answer's ``volatility`` (:func:`~regimelab.forecast.vol_apply.load_vol_models`).
     """
     if model_folder is None:
         return _app_from_environment(max_body_bytes)
@@ -252,6 +260,7 @@ def create_app(model_folder: str | Path | None = None, *,
     version = model_version(folder)
     forecaster = (None if forecast_model is None
                   else load_forecaster(forecast_model, model_version=version))
+    vol = None if vol_model is None else load_vol_models(vol_model, model_version=version)
     # The first pass compiles or loads the DSSM's compiled loop: before the first request.
     model.filter_proba(np.zeros((2, len(manifest["features"]))), np.array([2]))
     app = FastAPI(title="regimelab", version=manifest["regimelab_version"],
@@ -329,7 +338,7 @@ def create_app(model_folder: str | Path | None = None, *,
         now = pd.Timestamp.now(tz="UTC")
         rows = [latest_series(model, manifest, s.symbol, s.timestamp, s.columns,
                               lookback=MAX_BARS, as_of=now, source="request",
-                              forecaster=forecaster)
+                              forecaster=forecaster, vol=vol)
                 for s in request_series(body["bars"])]
         if store is not None:
             await run_in_threadpool(store.append, rows, source="serve", model=folder,
@@ -360,7 +369,8 @@ def _app_from_environment(max_body_bytes: int) -> FastAPI:
         keep_none = os.environ.get(NO_STORE_ENV, "") not in ("", "0")
         app = create_app(folder, store=None if keep_none else PredictionStore(),
                          max_body_bytes=max_body_bytes,
-                         forecast_model=os.environ.get(FORECAST_ENV) or None)
+                         forecast_model=os.environ.get(FORECAST_ENV) or None,
+                         vol_model=os.environ.get(VOL_ENV) or None)
     except RegimelabError as exc:
         sys.stderr.write(f"error: {exc}\n")
         raise SystemExit(_STARTUP_FAILURE) from None
@@ -374,7 +384,8 @@ def _app_from_environment(max_body_bytes: int) -> FastAPI:
 def serve(model_folder: str | Path, *, host: str = "127.0.0.1", port: int = 8080,
           store: PredictionStore | None = None, workers: int = 1,
           log_level: int = logging.INFO, access_log: bool = True,
-          forecast_model: str | Path | None = None) -> None:
+          forecast_model: str | Path | None = None,
+          vol_model: str | Path | None = None) -> None:
     """Run the application with uvicorn until interrupted (loopback unless told).
 
     Parameters
@@ -385,6 +396,8 @@ def serve(model_folder: str | Path, *, host: str = "127.0.0.1", port: int = 8080
         environment (``$REGIMELAB_MODEL``, ``$REGIMELAB_STORE``, ``$REGIMELAB_NO_STORE``).
     forecast_model : path, optional
         The forecast stage's models folder (``$REGIMELAB_FORECAST_MODEL`` for workers).
+    vol_model : path, optional
+        The forecast-vol stage's models folder (``$REGIMELAB_VOL_MODEL`` for workers).
     log_level : int
         uvicorn's: INFO shows its start-up lines and, with ``access_log``, one line
         per request.
@@ -395,11 +408,17 @@ def serve(model_folder: str | Path, *, host: str = "127.0.0.1", port: int = 8080
                                "log_level": logging.getLevelName(log_level).lower()}
     if workers > 1:
         read_manifest(model_folder)  # a wrong folder is one error here, not one per worker
+        if vol_model is not None:
+            load_vol_models(vol_model, model_version=model_version(model_folder))
         os.environ[MODEL_ENV] = str(Path(model_folder).resolve())
         if forecast_model is None:
             os.environ.pop(FORECAST_ENV, None)
         else:
             os.environ[FORECAST_ENV] = str(Path(forecast_model).resolve())
+        if vol_model is None:
+            os.environ.pop(VOL_ENV, None)
+        else:
+            os.environ[VOL_ENV] = str(Path(vol_model).resolve())
         if store is None:
             os.environ[NO_STORE_ENV] = "1"
         else:
@@ -409,7 +428,8 @@ def serve(model_folder: str | Path, *, host: str = "127.0.0.1", port: int = 8080
                  workers)
         uvicorn.run("regimelab.serve:create_app", factory=True, workers=workers, **options)
         return
-    app = create_app(model_folder, store=store, forecast_model=forecast_model)
+    app = create_app(model_folder, store=store, forecast_model=forecast_model,
+                     vol_model=vol_model)
     _settle()
     log.info("serving %s on http://%s:%d", model_folder, host, port)
     # A request's matrices are a few hundred rows: BLAS threads would only spin and

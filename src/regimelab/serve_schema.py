@@ -70,6 +70,34 @@ class HorizonForecast(BaseModel):
     bull_model: str | None = None
 
 
+VOL_UNIT = ("Realised volatility over the next h bars together: the square root of the "
+            "forecast sum of the per-bar variance proxy over bars t + 1 .. t + h, in log-return "
+            "units (0.01 is 1%), not per bar and not annualised; null where the model has no "
+            "forecast")
+
+
+class HorizonVolatility(BaseModel):
+    """The volatility forecasts h bars ahead of the last closed bar, one per forecast-vol
+    model the service was started with (`--vol-model`). Each is the realised volatility
+    over the next h bars together: the square root of the forecast sum of the per-bar
+    variance proxy (Parkinson's high-low range by default) over bars t + 1 .. t + h, in
+    log-return units (0.01 is 1%), not annualised. A model is null where it has no
+    forecast: a HAR model with fewer than half its month window of bars (360 hourly bars)
+    before the bar, a GARCH model for a symbol the stage did not fit."""
+
+    horizon: int = Field(ge=1, description="Bars ahead")
+    garch: float | None = Field(None, ge=0, description="GARCH(1,1)'s forecast. " + VOL_UNIT)
+    har: float | None = Field(None, ge=0, description="HAR's (the mean proxy over the last "
+                                                      "day, week and month). " + VOL_UNIT)
+    har_regimes: float | None = Field(None, ge=0, description="HAR's with the filtered regime "
+                                                              "posteriors. " + VOL_UNIT)
+    garch_mz: float | None = Field(None, ge=0, description="GARCH's recalibrated to the "
+                                                           "proxy. " + VOL_UNIT)
+    garch_regimes: float | None = Field(None, ge=0, description="garch_mz's with the filtered "
+                                                                "regime posteriors. "
+                                                                + VOL_UNIT)
+
+
 class SymbolAnswer(BaseModel):
     """The regime of a symbol's last closed bar."""
 
@@ -82,6 +110,10 @@ class SymbolAnswer(BaseModel):
     unclosed: int = Field(ge=0, description="Bars left out: not closed by the server's clock")
     probabilities: list[float] = Field(description="The filtered P(state = k), k = 0..K-1")
     forecasts: list[HorizonForecast] = Field(description="One per horizon")
+    volatility: list[HorizonVolatility] | None = Field(
+        None, description="The forecast-vol models' volatility forecasts, one per horizon of "
+                          "those models; null unless the service was started with "
+                          "`--vol-model`")
 
 
 class RegimeAnswer(SymbolAnswer):

@@ -14,6 +14,9 @@ up to t only. Each column ``rv_<model>_h{h}`` is a **volatility**: the square
 root of the forecast sum of the per-bar variance proxy over bars t+1..t+h, in
 log-return units (0.01 is 1%), over the h bars together (not per bar, not
 annualised).
+
+``regimelab now`` and the service give the same numbers for a request's last bar
+(:func:`latest_volatility`, one entry per horizon).
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ from regimelab.params import parse_timeframe
 log = logging.getLogger(__name__)
 
 VOL_FILE = "vol_models.json"
+#: The environment variable that names the forecast-vol models folder for ``now`` and serve.
+VOL_ENV = "REGIMELAB_VOL_MODEL"
 #: The file's layout; a reader refuses any other.
 FORMAT = "regimelab.forecast_vol/1"
 #: What every forecast column holds.
@@ -189,6 +194,12 @@ def vol_variances(vol: VolModels, bars: pd.DataFrame, posteriors: pd.DataFrame
              for _, group in bars.sort_values(keys).groupby("symbol", sort=True)]
     table = posteriors[[*keys, *regime]].reset_index(drop=True).merge(
         pd.concat(parts, ignore_index=True), on=keys, how="left", validate="one_to_one")
+    return _model_variances(vol, table)
+
+
+def _model_variances(vol: VolModels, table: pd.DataFrame) -> dict[tuple[str, int], np.ndarray]:
+    """Each model's forecast variance at each row of ``table``: the inputs of
+    :func:`_symbol_inputs` and the ``p_filter_k`` posteriors of the same bars."""
     floor = float(vol.spec["inputs"]["floor"])
     out: dict[tuple[str, int], np.ndarray] = {}
     for h in vol.horizons:
@@ -242,7 +253,9 @@ def vol_answer(vol: VolModels, bars: pd.DataFrame, p_filter: Sequence[float]
                ) -> dict[str, dict[str, float | None]]:
     """One bar's volatility forecasts per horizon, as JSON: ``{"h1": {"garch": ...,
     "har": ..., "har_regimes": ..., ...}, "h24": {...}}`` (``None`` where a model has no
-    forecast), the columns of :func:`vol_forecasts` at that bar.
+    forecast), the columns of :func:`vol_forecasts` at that bar (the same functions on
+    that bar's row alone: the regressions' product on one row may differ from the batch's
+    in the last bit).
 
     Parameters
     ----------
@@ -258,15 +271,53 @@ def vol_answer(vol: VolModels, bars: pd.DataFrame, p_filter: Sequence[float]
     ------
     InputDataError
         If the bars are empty or hold several symbols.
+    ModelError
+        If ``p_filter`` is not of the saved number of states.
     """
     if bars.empty or bars["symbol"].nunique() != 1:
         raise InputDataError(f"vol_answer: expected one symbol's bars, got "
                              f"{bars['symbol'].nunique()} symbols in {len(bars)} bars")
-    last = bars.iloc[int(np.argmax(bars["timestamp"].to_numpy()))]
-    row = pd.DataFrame({"symbol": [last["symbol"]], "timestamp": [last["timestamp"]],
-                        **{f"p_filter_{k}": [float(p)] for k, p in enumerate(p_filter)}})
-    forecast = vol_forecasts(vol, bars, row).iloc[0]
+    if len(p_filter) != vol.n_states:
+        raise ModelError(f"--vol-model {vol.folder}: fitted on the {vol.n_states} filtered "
+                         f"posteriors of a {vol.n_states}-state {vol.spec['family']} model; "
+                         f"got {len(p_filter)}")
+    step = parse_timeframe(vol.spec["inputs"]["bar"], key=f"{vol.folder}: inputs.bar")
+    if not bars["timestamp"].is_monotonic_increasing:
+        bars = bars.sort_values("timestamp")
+    # vol_forecasts' inputs at the last bar, without its merge of every bar with the
+    # posteriors (most of the time of a request): the same functions on the same row.
+    row = _symbol_inputs(bars.reset_index(drop=True), vol, step).iloc[[-1]]
+    row = row.assign(**{f"p_filter_{k}": [float(p)] for k, p in enumerate(p_filter)})
+    variances = _model_variances(vol, row)
     return {f"h{h}": {name: (float(value) if math.isfinite(value) else None)
                       for name in vol.names(h)
-                      for value in [float(forecast[f"rv_{name}_h{h}"])]}
+                      for value in [float(np.sqrt(variances[name, h][0]))]}
             for h in vol.horizons}
+
+
+def latest_volatility(vol: VolModels, symbol: str, ts_ns: np.ndarray,
+                      cols: dict[str, np.ndarray], p_filter: Sequence[float]
+                      ) -> list[dict[str, Any]]:
+    """The volatility forecasts of one symbol's last bar, from arrays, as ``regimelab now``
+    and the service answer them: one entry per horizon, ``{"horizon": h, "garch": ...,
+    "har": ..., ...}`` (:func:`vol_answer`'s numbers, ``None`` where a model has no
+    forecast: a HAR model with fewer than half its month window of bars before the bar).
+
+    Parameters
+    ----------
+    vol : VolModels
+        :func:`load_vol_models`' result.
+    symbol : str
+        The symbol the GARCH parameters were fitted for.
+    ts_ns : ndarray of int64, shape (n,)
+        The bars' open times in nanoseconds (sorted, unique), the last one the bar.
+    cols : dict
+        Their ``high``, ``low`` and ``close``, each shape ``(n,)``.
+    p_filter : sequence of float
+        The last bar's filtered regime posteriors, shape ``(K,)``.
+    """
+    # Only what vol_answer reads, so that the numbers are those of `regimelab forecast`.
+    bars = pd.DataFrame({"symbol": symbol, "timestamp": pd.to_datetime(ts_ns, utc=True),
+                         **{c: cols[c] for c in ("high", "low", "close")}})
+    answer = vol_answer(vol, bars, p_filter)
+    return [{"horizon": h, **answer[f"h{h}"]} for h in vol.horizons]

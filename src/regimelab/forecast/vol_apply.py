@@ -36,6 +36,7 @@ from regimelab import __version__
 from regimelab.exceptions import InputDataError, ModelError
 from regimelab.forecast.vol_inputs import (
     HAR_INPUTS,
+    Columns,
     LogOLS,
     bar_variance,
     garch_sums,
@@ -153,21 +154,26 @@ def load_vol_models(folder: str | Path, *, model_version: str | None = None) -> 
 def _symbol_inputs(bars: pd.DataFrame, vol: VolModels, step: pd.Timedelta) -> pd.DataFrame:
     """One symbol's HAR inputs and GARCH h-bar variance forecasts at each of its bars
     (sorted by time), each from that bar and earlier ones."""
+    out = {"timestamp": bars["timestamp"].array, "symbol": bars["symbol"].array}
+    out.update(_symbol_arrays(bars, str(bars["symbol"].iloc[0]), vol, step))
+    return pd.DataFrame(out)
+
+
+def _symbol_arrays(bars: Columns, symbol: str, vol: VolModels, step: pd.Timedelta
+                   ) -> dict[str, np.ndarray]:
+    """:func:`_symbol_inputs`' numbers as arrays (``rv_d``, ``rv_w``, ``rv_m`` and
+    ``garch_{h}``), from ``bars``' ``timestamp``, ``high``, ``low`` and ``close``."""
     inputs = vol.spec["inputs"]
     v = bar_variance(bars, proxy=inputs["proxy"], step=step)
-    out = pd.DataFrame({"timestamp": bars["timestamp"].array, "symbol": bars["symbol"].array})
-    for name, column in zip(HAR_INPUTS, trailing_means(v, inputs["har_windows"]).T,
-                            strict=True):
-        out[name] = column
+    out = dict(zip(HAR_INPUTS, trailing_means(v, inputs["har_windows"]).T, strict=True))
     if not vol.spec["garch"]:  # no GARCH among the models
         return out
-    symbol = str(bars["symbol"].iloc[0])
     params = vol.spec["garch"].get(symbol)
     if params is None:
         log.warning("%s: no GARCH(1,1) fitted for %s (fitted: %s); its GARCH forecasts are "
                     "empty", vol.folder, symbol, ", ".join(vol.spec["garch"]) or "none")
         for h in vol.horizons:
-            out[f"garch_{h}"] = np.nan
+            out[f"garch_{h}"] = np.full(len(v), np.nan)
         return out
     sums = garch_sums(log_returns(bars), params, backcast=float(params["backcast"]),
                       horizons=vol.horizons)
@@ -197,7 +203,7 @@ def vol_variances(vol: VolModels, bars: pd.DataFrame, posteriors: pd.DataFrame
     return _model_variances(vol, table)
 
 
-def _model_variances(vol: VolModels, table: pd.DataFrame) -> dict[tuple[str, int], np.ndarray]:
+def _model_variances(vol: VolModels, table: Columns) -> dict[tuple[str, int], np.ndarray]:
     """Each model's forecast variance at each row of ``table``: the inputs of
     :func:`_symbol_inputs` and the ``p_filter_k`` posteriors of the same bars."""
     floor = float(vol.spec["inputs"]["floor"])
@@ -205,7 +211,7 @@ def _model_variances(vol: VolModels, table: pd.DataFrame) -> dict[tuple[str, int
     for h in vol.horizons:
         for name, model in vol.spec["models"][f"h{h}"].items():
             if model["kind"] == "garch":
-                out[name, h] = table[f"garch_{h}"].to_numpy(dtype="float64")
+                out[name, h] = np.asarray(table[f"garch_{h}"], dtype="float64")
             else:
                 fitted = LogOLS(coef=np.asarray(model["coef"], dtype="float64"),
                                 smear=float(model["smear"]))
@@ -277,17 +283,26 @@ def vol_answer(vol: VolModels, bars: pd.DataFrame, p_filter: Sequence[float]
     if bars.empty or bars["symbol"].nunique() != 1:
         raise InputDataError(f"vol_answer: expected one symbol's bars, got "
                              f"{bars['symbol'].nunique()} symbols in {len(bars)} bars")
+    if not bars["timestamp"].is_monotonic_increasing:
+        bars = bars.sort_values("timestamp")
+    return _last_answer(vol, {c: bars[c].to_numpy() for c in ("timestamp", "high", "low",
+                                                            "close")},
+                        str(bars["symbol"].iloc[0]), p_filter)
+
+
+def _last_answer(vol: VolModels, bars: Columns, symbol: str, p_filter: Sequence[float]
+                 ) -> dict[str, dict[str, float | None]]:
+    """:func:`vol_answer` on one symbol's bars as columns (sorted by time): vol_forecasts'
+    inputs at the last bar, without its merge of every bar with the posteriors (most of
+    the time of a request), the same functions on the same row."""
     if len(p_filter) != vol.n_states:
         raise ModelError(f"--vol-model {vol.folder}: fitted on the {vol.n_states} filtered "
                          f"posteriors of a {vol.n_states}-state {vol.spec['family']} model; "
                          f"got {len(p_filter)}")
     step = parse_timeframe(vol.spec["inputs"]["bar"], key=f"{vol.folder}: inputs.bar")
-    if not bars["timestamp"].is_monotonic_increasing:
-        bars = bars.sort_values("timestamp")
-    # vol_forecasts' inputs at the last bar, without its merge of every bar with the
-    # posteriors (most of the time of a request): the same functions on the same row.
-    row = _symbol_inputs(bars.reset_index(drop=True), vol, step).iloc[[-1]]
-    row = row.assign(**{f"p_filter_{k}": [float(p)] for k, p in enumerate(p_filter)})
+    row = {name: values[-1:] for name, values in _symbol_arrays(bars, symbol, vol,
+                                                                step).items()}
+    row.update({f"p_filter_{k}": np.array([float(p)]) for k, p in enumerate(p_filter)})
     variances = _model_variances(vol, row)
     return {f"h{h}": {name: (float(value) if math.isfinite(value) else None)
                       for name in vol.names(h)
@@ -316,8 +331,10 @@ def latest_volatility(vol: VolModels, symbol: str, ts_ns: np.ndarray,
     p_filter : sequence of float
         The last bar's filtered regime posteriors, shape ``(K,)``.
     """
-    # Only what vol_answer reads, so that the numbers are those of `regimelab forecast`.
-    bars = pd.DataFrame({"symbol": symbol, "timestamp": pd.to_datetime(ts_ns, utc=True),
-                         **{c: cols[c] for c in ("high", "low", "close")}})
-    answer = vol_answer(vol, bars, p_filter)
+    if len(ts_ns) == 0:
+        raise InputDataError(f"{symbol}: no bars to forecast the volatility from")
+    # Arrays, no DataFrame: vol_answer's functions on the columns it reads.
+    bars = {"timestamp": np.asarray(ts_ns, dtype=np.int64).view("datetime64[ns]"),
+            **{c: np.asarray(cols[c], dtype="float64") for c in ("high", "low", "close")}}
+    answer = _last_answer(vol, bars, symbol, p_filter)
     return [{"horizon": h, **answer[f"h{h}"]} for h in vol.horizons]

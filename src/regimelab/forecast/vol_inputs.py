@@ -16,8 +16,9 @@ never binds on market returns and is not applied here (tests compare the two).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -35,19 +36,31 @@ BACKCAST_DECAY = 0.94
 HAR_INPUTS = ("rv_d", "rv_w", "rv_m")
 
 
-def bar_variance(bars: pd.DataFrame, *, proxy: str, step: pd.Timedelta) -> np.ndarray:
+#: Named columns of equal length: a DataFrame, or a mapping of name to array (the
+#: service's path, which builds no DataFrame).
+Columns: TypeAlias = pd.DataFrame | Mapping[str, Any]
+
+
+def bar_variance(bars: Columns, *, proxy: str, step: pd.Timedelta) -> np.ndarray:
     """The per-bar variance proxy of one symbol's bars (sorted by time), shape ``(n,)``.
 
     ``parkinson``: ``ln(high/low)^2 / (4 ln 2)``; ``squared_returns``: the squared log
     return from the previous close, NaN on the first bar and after a gap.
     """
     if proxy == "parkinson":
-        hl = np.log(bars["high"].to_numpy(dtype="float64") / bars["low"].to_numpy(dtype="float64"))
+        hl = np.log(np.asarray(bars["high"], dtype="float64")
+                    / np.asarray(bars["low"], dtype="float64"))
         return np.asarray(hl**2 / (4.0 * math.log(2.0)))
-    r = np.diff(np.log(bars["close"].to_numpy(dtype="float64")), prepend=np.nan)
-    contiguous = np.diff(bars["timestamp"].to_numpy(), prepend=bars["timestamp"].iloc[0]) \
-        == step.to_timedelta64()
+    r = np.diff(np.log(np.asarray(bars["close"], dtype="float64")), prepend=np.nan)
+    ts = _values(bars["timestamp"])
+    contiguous = np.diff(ts, prepend=ts[:1]) == step.to_timedelta64()
     return np.where(contiguous, r**2, np.nan)
+
+
+def _values(column: Any) -> np.ndarray:
+    """A column's values: a pandas Series' ``to_numpy()`` (Timestamps for a zoned time
+    column), an array as it is."""
+    return np.asarray(column.to_numpy() if hasattr(column, "to_numpy") else column)
 
 
 def har_windows(step: pd.Timedelta, windows: tuple[int, ...] | str) -> tuple[int, int, int]:
@@ -68,10 +81,10 @@ def trailing_means(v: np.ndarray, windows: Sequence[int]) -> np.ndarray:
                             for w in windows])
 
 
-def log_returns(bars: pd.DataFrame) -> np.ndarray:
+def log_returns(bars: Columns) -> np.ndarray:
     """Close-to-close log returns of one symbol's bars (sorted by time), shape ``(n - 1,)``:
     GARCH's data (across a gap too, as in the fit)."""
-    return np.diff(np.log(bars["close"].to_numpy(dtype="float64")))
+    return np.diff(np.log(np.asarray(bars["close"], dtype="float64")))
 
 
 def garch_backcast(resids: np.ndarray) -> float:
@@ -151,11 +164,12 @@ class LogOLS:
         return np.asarray(np.exp(X @ self.coef) * self.smear)
 
 
-def log_design(table: pd.DataFrame, base: Sequence[str], posteriors: Sequence[str],
+def log_design(table: Columns, base: Sequence[str], posteriors: Sequence[str],
                floor: float) -> np.ndarray:
     """The regressions' design, shape ``(n, 1 + len(base) + len(posteriors))``: an
     intercept, the log of each ``base`` variance (floored at ``floor``) and each
     posterior as it is."""
-    logs = [np.log(np.maximum(table[c].to_numpy(dtype="float64"), floor)) for c in base]
-    extra = [table[c].to_numpy(dtype="float64") for c in posteriors]
-    return np.column_stack([np.ones(len(table)), *logs, *extra])
+    logs = [np.log(np.maximum(np.asarray(table[c], dtype="float64"), floor)) for c in base]
+    extra = [np.asarray(table[c], dtype="float64") for c in posteriors]
+    n = len(logs[0]) if logs else len(extra[0]) if extra else len(table)
+    return np.column_stack([np.ones(n), *logs, *extra])

@@ -31,7 +31,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from regimelab.store import PredictionStore, StoreError, _config, upgrade_store
+from regimelab.store import PredictionStore, StoreError, _config, head, upgrade_store
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "shared_study_worker.py"
@@ -300,7 +300,7 @@ def test_an_older_store_on_postgresql_is_upgraded_in_place(postgres_db: str) -> 
                                  "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", row)
     with pytest.raises(StoreError, match="made by an older regimelab"):
         PredictionStore(postgres_db)
-    assert upgrade_store(postgres_db) == (None, "0002")
+    assert upgrade_store(postgres_db) == (None, head())
     store = PredictionStore(postgres_db)
     stored = store.history()
     assert list(stored["timestamp"]) == list(pd.date_range("2024-01-01", periods=2, freq="h",

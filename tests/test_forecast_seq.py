@@ -121,19 +121,7 @@ def test_the_stage_tunes_and_scores_a_sequence_model_beside_the_baselines(
         tmp_path: Path) -> None:
     # Regimes that last 40 bars almost exactly: a window of the regime's age tells when
     # the next switch comes; persistence (the training switch rate) cannot.
-    n = 3000
-    bars = make_market(n, n_regimes=2, dwell="gamma", mean_dwell=40.0, dwell_shape=400.0,
-                       random_state=1)
-    states = bars["regime"].to_numpy()
-    table = pd.DataFrame({"timestamp": pd.date_range("2024-01-01", periods=n, freq="h", tz="UTC"),
-                          "symbol": "SYN", "segment": 0,
-                          "split": np.where(np.arange(n) < int(0.75 * n), "train", "test")})
-    table.loc[table["split"] == "test", "segment"] = 1
-    for k in range(2):
-        table[f"p_filter_{k}"] = (states == k).astype(float)
-    table["regime_age"] = regime_age(states, table["segment"].to_numpy()) / 40.0
-    table["switch_h10"] = switch_within(states, table, ahead_index(table, 10, STEP))
-    table["target_time_h10"] = table["timestamp"] + 10 * STEP
+    table = _switch_table(3000, horizon=10)
     pre = table["split"] == "train"
     folds = walk_forward_folds(table.loc[pre, "timestamp"], n_folds=2, embargo=STEP)
     settings = Settings(models=("persistence", "gru"), n_trials=1, n_estimators=10,
@@ -215,9 +203,9 @@ def test_thinning_keeps_a_rare_class_and_the_prior_is_corrected_back() -> None:
                     rtol=1e-5, atol=1e-7)
 
 
-def _switch_table(n: int) -> pd.DataFrame:
-    """Regimes of about 40 bars and a switch within the next bar as the target (2.5% of
-    bars): the first three quarters train, the rest test."""
+def _switch_table(n: int, horizon: int = 1) -> pd.DataFrame:
+    """Regimes of about 40 bars and a switch within the next ``horizon`` bars as the
+    target (2.5% of bars at one bar): the first three quarters train, the rest test."""
     bars = make_market(n, n_regimes=2, dwell="gamma", mean_dwell=40.0, dwell_shape=400.0,
                        random_state=1)
     states = bars["regime"].to_numpy()
@@ -228,8 +216,9 @@ def _switch_table(n: int) -> pd.DataFrame:
     for k in range(2):
         table[f"p_filter_{k}"] = (states == k).astype(float)
     table["regime_age"] = regime_age(states, table["segment"].to_numpy()) / 40.0
-    table["switch_h1"] = switch_within(states, table, ahead_index(table, 1, STEP))
-    table["target_time_h1"] = table["timestamp"] + STEP
+    table[f"switch_h{horizon}"] = switch_within(states, table,
+                                                ahead_index(table, horizon, STEP))
+    table[f"target_time_h{horizon}"] = table["timestamp"] + horizon * STEP
     return table
 
 

@@ -156,6 +156,36 @@ def test_now_and_the_rest_answer_carry_the_forecasts(pipeline: Path, tmp_path: P
     assert [set(f) for f in chain["forecasts"]] == [{"horizon", "markov", "markov_switch"}] * 2
 
 
+def test_now_reads_what_the_service_reads_when_it_forecasts(
+        pipeline: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --lookback, ``now --forecast-model`` reads as many bars as the service (not
+    500): the regime's age and the bull/bear dating start at the first bar read, so its
+    learned forecasts are ``regimelab forecast``'s last row for an input of 1,200 bars."""
+    from regimelab.cli import FORECAST_LOOKBACK, NOW_LOOKBACK
+    from regimelab.serve_schema import MAX_BARS
+
+    assert FORECAST_LOOKBACK == MAX_BARS and NOW_LOOKBACK < 1200
+    d = pipeline
+    recent = make_market(1200, n_regimes=2, random_state=9).assign(symbol="SYN")
+    recent.to_parquet(tmp_path / "r.parquet")
+    out = forecast(d, tmp_path / "r.parquet", tmp_path / "f.parquet")
+    last = out.iloc[-1]
+    args = ["now", "--model", str(d / "models/jump"), "--input", str(tmp_path / "r.parquet"),
+            "--json", "--no-store"]
+    assert main([*args, "--forecast-model", str(d / "models/forecast")]) == 0
+    [answer] = json.loads(capsys.readouterr().out)
+    # The filter read the last gap-free run whole, not its last 500 bars.
+    assert answer["bars"] == int((out["segment"] == last["segment"]).sum()) > NOW_LOOKBACK
+    for f in answer["forecasts"]:
+        h = f["horizon"]
+        np.testing.assert_allclose(f["learned"], last[[f"p_state_h{h}_0", f"p_state_h{h}_1"]]
+                                   .astype(float), rtol=0, atol=1e-6)
+        assert f["bull"] == pytest.approx(last[f"p_bull_h{h}"], abs=1e-6)
+    # Without forecasters the filter reads the last 500 bars, as before.
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)[0]["bars"] == NOW_LOOKBACK
+
+
 def test_now_and_the_service_store_their_forecasts(pipeline: Path, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """The prediction store keeps each answer's forecasts with its regime (to six

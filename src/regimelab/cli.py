@@ -84,6 +84,11 @@ from regimelab.stage import run
 from regimelab.store import PredictionStore, store_url, upgrade_store
 
 log = logging.getLogger("regimelab.cli")
+#: Bars ``now`` reads by default, and with learned or volatility forecasts: as many as
+#: the service reads from a request (``serve_schema.MAX_BARS``; not imported here, so
+#: that the CLI starts without pydantic).
+NOW_LOOKBACK = 500
+FORECAST_LOOKBACK = 10_000
 
 
 def _bars(path: str) -> pd.DataFrame:
@@ -219,7 +224,10 @@ def cmd_now(args: argparse.Namespace) -> None:
     manifest, model = _model(args.model)
     forecaster = _forecaster(args.forecast_model, args.model)
     vol = _vol_models(args.vol_model, args.model)
-    rows = latest(model, _bars(args.input), manifest, lookback=args.lookback, as_of=as_of,
+    # The learned and volatility forecasts read the regime's age, the bull/bear dating
+    # and GARCH's recursion from the first bar read: as many bars as the service reads.
+    lookback = args.lookback or (FORECAST_LOOKBACK if forecaster or vol else NOW_LOOKBACK)
+    rows = latest(model, _bars(args.input), manifest, lookback=lookback, as_of=as_of,
                   source=args.input, forecaster=forecaster, vol=vol)
     _record(args, rows, "now")
     k = model.n_states
@@ -400,9 +408,12 @@ def parser() -> argparse.ArgumentParser:
     now = command("now", "the regime of the last closed bar")
     model_option(now)
     _path(now.add_argument("--input", required=True, help="recent bars"), shtab.FILE)
-    now.add_argument("--lookback", type=int, default=500,
-                     help="bars the filter reads, up to the last one (default 500), after "
-                          "the features' warm-up")
+    now.add_argument("--lookback", type=int, default=None,
+                     help="bars the filter reads, up to the last one, after the features' "
+                          f"warm-up (default {NOW_LOOKBACK}; {FORECAST_LOOKBACK:,} with "
+                          "--forecast-model or --vol-model, as the service reads: the "
+                          "regime's age, the bull/bear dating and GARCH start at the first "
+                          "bar read)")
     now.add_argument("--as-of", help="the clock (default now, UTC): bars that close after "
                                      "it are still forming and are left out")
     now.add_argument("--json", action="store_true", help="JSON instead of one line a symbol")
@@ -479,7 +490,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if getattr(args, "lookback", 1) < 1:
+    if getattr(args, "lookback", None) is not None and args.lookback < 1:
         parser().error("--lookback: expected an integer >= 1")
     if not 0 <= getattr(args, "port", 0) <= 65535:
         parser().error("--port: expected an integer in [0, 65535]")

@@ -7,9 +7,10 @@ Anything else is a bug in regimelab and keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from regimelab.exceptions import RegimelabError
 
@@ -21,6 +22,19 @@ def setup_logging(level: int = logging.INFO) -> None:
     has set up logging already)."""
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+
+
+@contextlib.contextmanager
+def quiet(name: str) -> Iterator[None]:
+    """Logger ``name`` at WARNING inside the block: a library's INFO notes that say
+    nothing to the user (Lightning's on each fit, Alembic's on a store made in passing)."""
+    logger = logging.getLogger(name)
+    before = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
 
 
 def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None, *,

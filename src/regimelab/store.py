@@ -21,10 +21,9 @@ rows.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,6 +36,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.exc import SQLAlchemyError
 
 from regimelab.exceptions import RegimelabError
+from regimelab.stage import quiet
 
 log = logging.getLogger(__name__)
 
@@ -145,23 +145,10 @@ def head() -> str:
 
 def _state(connection: sa.Connection) -> tuple[str | None, bool]:
     """The store's schema revision (None before Alembic) and whether it has a table."""
-    with _quiet_alembic():
+    with quiet("alembic"):
         context = MigrationContext.configure(connection,
                                              opts={"version_table": VERSION_TABLE})
     return context.get_current_revision(), sa.inspect(connection).has_table("predictions")
-
-
-@contextlib.contextmanager
-def _quiet_alembic() -> Iterator[None]:
-    """Alembic's INFO lines (which database, which revision) left out while a new store is
-    created as a side effect of a command; ``regimelab store upgrade`` shows them."""
-    logger = logging.getLogger("alembic")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _upgrade_command(url: str) -> str:
@@ -207,7 +194,7 @@ class PredictionStore:
             if revision is not None or has_table:
                 break
             try:
-                with self.engine.begin() as conn, _quiet_alembic():
+                with self.engine.begin() as conn, quiet("alembic"):
                     command.upgrade(_config(conn), "head")
                 log.info("prediction store %s: created (schema %s)", self.url, head())
                 return

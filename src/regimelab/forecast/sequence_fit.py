@@ -7,11 +7,8 @@ and predicting) needs only torch and safetensors, which a core install has.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import logging
 import warnings
-from collections.abc import Iterator
 
 import lightning.pytorch as pl
 import numpy as np
@@ -20,19 +17,7 @@ from torch import nn
 
 from regimelab.exceptions import ModelError
 from regimelab.forecast.sequence import PREDICT_BATCH, SequenceNet
-
-
-@contextlib.contextmanager
-def _quiet(name: str) -> Iterator[None]:
-    """Logger ``name`` at WARNING: Lightning's notes on each of a stage's hundred fits
-    (no GPU, a tip) say nothing."""
-    logger = logging.getLogger(name)
-    before = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(before)
+from regimelab.stage import quiet
 
 
 def train_net(net: SequenceNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray,
@@ -50,7 +35,7 @@ def train_net(net: SequenceNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray,
     val = DataLoader(TensorDataset(torch.from_numpy(X_val), torch.from_numpy(y_val)),
                      batch_size=PREDICT_BATCH, shuffle=False)
     # The Trainer logs its notes (no GPU, a tip) when it is built: inside the quiet block.
-    with warnings.catch_warnings(), _quiet("lightning.pytorch"):
+    with warnings.catch_warnings(), quiet("lightning.pytorch"):
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
         warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
